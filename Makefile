@@ -1,0 +1,50 @@
+# The README's commands. `make run` and `make test` do all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 0.0.0.0
+PORT ?= 8080
+# CI also runs the suite (less the Node interop tests, already run) against PostgreSQL.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint format bench clean
+
+$(VENV)/.run-deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund && npm run build
+	touch $@
+
+bench/node_modules/.installed: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund
+	touch $@
+
+run: $(VENV)/.run-deps
+	$(PY) manage.py migrate --noinput -v0
+	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
+
+lint: $(VENV)/.dev-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev-deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(VENV)/.dev-deps tests/interop/node_modules/.installed lint
+	$(PY) -m pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop" -p no:cacheprovider -q
+
+bench: $(VENV)/.dev-deps bench/node_modules/.installed
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) tests/interop/node_modules tests/interop/build bench/node_modules

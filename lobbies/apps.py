@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class LobbiesConfig(AppConfig):
+    """The relay itself: protocol, discovery, presence, pipes and their consumers."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "lobbies"
+    verbose_name = "Lobbies"

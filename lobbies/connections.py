@@ -1,0 +1,38 @@
+"""The live sockets of this process, by connection id.
+
+Presence stores connection ids, not objects, so that the same ids can later name sockets on other
+workers. A connection id starts with this process's token; a socket found here is handed frames
+and introductions directly (a method call), never through the channel layer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from typing import Any
+
+PROCESS_TOKEN = secrets.token_hex(6)
+_counter = itertools.count(1)
+_live: dict[str, Any] = {}
+
+
+def register(socket: Any) -> str:
+    """Give ``socket`` a new connection id and make it findable by :func:`lookup`."""
+    connection = f"{PROCESS_TOKEN}.{next(_counter)}"
+    _live[connection] = socket
+    return connection
+
+
+def unregister(connection: str) -> None:
+    """Forget a socket that has closed."""
+    _live.pop(connection, None)
+
+
+def lookup(connection: str) -> Any | None:
+    """The live socket with this id in this process, or ``None``."""
+    return _live.get(connection)
+
+
+def count() -> int:
+    """How many sockets this process holds (for tests and the landing page)."""
+    return len(_live)

@@ -1,0 +1,250 @@
+"""The relay's two WebSocket consumers, kept thin: decode, decide (elsewhere), send.
+
+``IntroductionConsumer`` serves ``/introduction/<peerId>`` (discovery) and ``ConnectionConsumer``
+serves ``/connection/<A>/<B>/<documentId>`` (pipes). Both are Channels consumers behind Channels'
+router and middleware, but neither pays ``AsyncConsumer``'s per-message machinery (a thread hop to
+close old DB connections and a task per message, measured in shared/PITFALLS.md at six to ten
+times the server's own cost): :class:`RelayConsumer` runs a plain ``receive()`` loop instead.
+Neither touches the ORM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+
+from lobbies import connections, discovery
+from lobbies.conf import relay_settings
+from lobbies.pipes import CLOSE_TOO_LARGE, PipeEnd
+from lobbies.presence import PipeKey, get_presence
+from lobbies.protocol import (
+    Dialect,
+    Join,
+    Leave,
+    PathError,
+    decode_control,
+    encode_introduction,
+    parse_connection_path,
+    parse_introduction_path,
+)
+from lobbies.tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+CLOSE_INVALID = 4400
+CLOSE_REPLACED = 4409
+
+
+def _raw_path(scope: dict[str, Any]) -> bytes | str:
+    # raw_path keeps percent-encoding, so an id may contain an encoded "/".
+    return scope.get("raw_path") or scope["path"]
+
+
+class RelayConsumer(AsyncConsumer):
+    """A WebSocket consumer with a plain receive loop.
+
+    Subclasses implement :meth:`connected`, :meth:`frame` and :meth:`disconnected`.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.base_send = send
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        self.settings = relay_settings()
+        self.presence = get_presence()
+        try:
+            await self.connected()
+            frame = self.frame
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    await frame(message)
+                elif message["type"] == "websocket.disconnect":
+                    return
+        finally:
+            await self.disconnected()
+
+    async def accept(self) -> None:
+        """Complete the WebSocket handshake."""
+        await self.base_send({"type": "websocket.accept"})
+
+    async def close(self, code: int) -> None:
+        """Close the socket with ``code``; a socket already gone is not an error."""
+        try:
+            await self.base_send({"type": "websocket.close", "code": code})
+        except Exception:
+            logger.debug("close(%s) after the socket had gone", code)
+
+    async def reject(self, code: int, reason: str) -> None:
+        """Accept, then close with ``code``: a close code only reaches an accepted socket."""
+        logger.info("closing %s with %s: %s", self.scope.get("path"), code, reason)
+        await self.accept()
+        await self.close(code)
+
+    async def connected(self) -> None:
+        raise NotImplementedError
+
+    async def frame(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def disconnected(self) -> None:
+        raise NotImplementedError
+
+
+class IntroductionConsumer(RelayConsumer):
+    """A peer's control socket: Join, Leave and Heartbeat in; Introductions out."""
+
+    peer_id: str | None = None
+    connection: str | None = None
+
+    async def connected(self) -> None:
+        try:
+            peer_id = parse_introduction_path(_raw_path(self.scope), self.settings.max_id_length)
+        except PathError as exc:
+            await self.reject(CLOSE_INVALID, str(exc))
+            return
+        await self.accept()
+        self.peer_id = peer_id
+        self.dialect = Dialect.MSGPACK
+        self.document_ids: set[str] = set()
+        self.outbox: deque[str | bytes] = deque()
+        self.writer: asyncio.Future[None] | None = None
+        self.closed = False
+        self.connection = connections.register(self)
+        replaced = await self.presence.connect_peer(peer_id, self.connection)
+        old = connections.lookup(replaced) if replaced else None
+        if old is not None:
+            # The LF relay leaves the old socket open, and its later close deletes the new
+            # registration; closing it here with 4409 avoids both.
+            await old.shut(CLOSE_REPLACED)
+
+    async def frame(self, message: dict[str, Any]) -> None:
+        if self.connection is None or self.closed:
+            return
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text", "")
+        if len(data) > self.settings.max_control_frame_bytes:
+            await self.shut(CLOSE_TOO_LARGE)
+            return
+        self.dialect, control = decode_control(
+            data,
+            max_id_length=self.settings.max_id_length,
+            max_ids=self.settings.max_ids_per_peer,
+        )
+        if isinstance(control, Join):
+            await self.join(control.document_ids)
+        elif isinstance(control, Leave):
+            self.document_ids.difference_update(control.document_ids)
+            await self.presence.leave(self.peer_id, self.connection, control.document_ids)
+        # Heartbeats and malformed frames need no answer; the socket stays open.
+
+    async def join(self, document_ids: tuple[str, ...]) -> None:
+        """Join the ids (within the per-peer limit) and introduce the peers who share them."""
+        room = self.settings.max_ids_per_peer - len(self.document_ids)
+        new = [d for d in document_ids if d not in self.document_ids]
+        if len(new) > room:
+            logger.info("peer %r is over %s ids", self.peer_id, self.settings.max_ids_per_peer)
+            allowed = set(new[: max(room, 0)])
+            document_ids = tuple(d for d in document_ids if d in self.document_ids or d in allowed)
+        if not document_ids:
+            return
+        self.document_ids.update(document_ids)
+        members = await self.presence.join(self.peer_id, self.connection, document_ids)
+        meetings = discovery.introductions(self.peer_id, document_ids, members)
+        if not meetings:
+            return
+        online = await self.presence.connections(list(meetings))
+        for other, shared in meetings.items():
+            self.introduce(other, shared)
+            socket = connections.lookup(online.get(other, ""))
+            if socket is not None:
+                socket.introduce(self.peer_id, shared)
+
+    def introduce(self, peer_id: str, document_ids: list[str]) -> None:
+        """Queue an Introduction of ``peer_id`` to this socket, in this peer's dialect.
+
+        Never waits: a peer that does not read its control socket must not stall the peers
+        joining its lobby. Its queue is bounded; past the bound it is closed (4413).
+        """
+        if self.closed:
+            return
+        if len(self.outbox) >= self.settings.control_queue_frames:
+            spawn(self.shut(CLOSE_TOO_LARGE))
+            return
+        self.outbox.append(encode_introduction(self.dialect, peer_id, document_ids))
+        if self.writer is None:
+            self.writer = spawn(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self.outbox and not self.closed:
+                frame = self.outbox.popleft()
+                key = "text" if isinstance(frame, str) else "bytes"
+                await self.base_send({"type": "websocket.send", key: frame})
+        except Exception:
+            logger.debug("introduction to %r after its socket had gone", self.peer_id)
+        finally:
+            self.writer = None
+
+    async def shut(self, code: int) -> None:
+        """Close this control socket with ``code`` and forget the peer's presence."""
+        if self.closed:
+            return
+        await self.disconnected()
+        await self.close(code)
+
+    async def disconnected(self) -> None:
+        if self.connection is None or self.closed:
+            return
+        self.closed = True
+        self.outbox.clear()
+        connections.unregister(self.connection)
+        await self.presence.disconnect_peer(self.peer_id, self.connection)
+
+
+class ConnectionConsumer(RelayConsumer):
+    """One side of a pipe; the pairing and frame moving live in :mod:`lobbies.pipes`."""
+
+    pipe: PipeEnd | None = None
+
+    async def connected(self) -> None:
+        try:
+            a, b, document_id = parse_connection_path(
+                _raw_path(self.scope), self.settings.max_id_length
+            )
+        except PathError as exc:
+            await self.reject(CLOSE_INVALID, str(exc))
+            return
+        await self.accept()
+        self.pipe = PipeEnd(
+            PipeKey(a, b, document_id), self.base_send, self.presence, self.settings
+        )
+        self.frame = self.pipe.relay  # the hot path: no hop through this class per frame
+        await self.pipe.open()
+
+    async def frame(self, message: dict[str, Any]) -> None:
+        pass  # before a valid path: nothing to relay
+
+    async def disconnected(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.end(None)
+
+
+class InvalidPathConsumer(RelayConsumer):
+    """Any other WebSocket path: accepted only to be closed with 4400."""
+
+    async def connected(self) -> None:
+        await self.reject(CLOSE_INVALID, "no such endpoint")
+
+    async def frame(self, message: dict[str, Any]) -> None:
+        pass
+
+    async def disconnected(self) -> None:
+        pass

@@ -1,0 +1,164 @@
+"""Pipes: pairing two ``/connection`` requests and moving frames between the paired sockets.
+
+Peer A asks for ``/connection/A/B/doc`` and peer B for ``/connection/B/A/doc``. Whichever arrives
+first is *held* (its frames are kept, in order, up to a byte bound) until the other arrives or the
+pair timeout expires (4408). When the match arrives the two ends are *paired*: the held frames go
+out first, then every frame from one end is handed straight to the other end's ASGI ``send``,
+untouched (text stays text, bytes stay bytes). No database, no presence call, no channel layer
+and no signal per frame.
+
+Backpressure: ``send`` waits while the receiver's socket buffer is full (uvicorn does this
+itself; ``lobbies.servers`` adds it to daphne), so a slow reader stalls its sender's read loop
+instead of growing the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lobbies import connections
+from lobbies.conf import RelaySettings
+from lobbies.presence import PipeKey, Presence
+from lobbies.tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Each held frame is charged this much on top of its payload, so that a flood of empty frames
+# is bounded too.
+HELD_FRAME_OVERHEAD = 64
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_LARGE = 4413
+CLOSE_PAIR_TIMEOUT = 4408
+
+
+class PipeEnd:
+    """One socket of a pipe: held, then paired with the reciprocal request's socket."""
+
+    __slots__ = (
+        "closed",
+        "connection",
+        "held",
+        "held_bytes",
+        "holding",
+        "key",
+        "limits",
+        "partner",
+        "presence",
+        "send",
+        "timer",
+    )
+
+    def __init__(self, key: PipeKey, send: Send, presence: Presence, limits: RelaySettings):
+        self.key = key
+        self.send = send
+        self.presence = presence
+        self.limits = limits
+        self.connection = connections.register(self)
+        self.partner: PipeEnd | None = None
+        self.held: deque[dict[str, Any]] = deque()
+        self.held_bytes = 0
+        self.holding = False
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def open(self) -> None:
+        """Pair with the reciprocal request if it is held here, else hold this one."""
+        for _attempt in range(3):
+            found = await self.presence.hold_or_pair(self.key, self.connection)
+            if found is None:
+                self.holding = True
+                self.timer = asyncio.get_running_loop().call_later(
+                    self.limits.pair_timeout, self._pair_timeout
+                )
+                return
+            partner = connections.lookup(found)
+            if partner is not None and not partner.closed:
+                await self._pair(partner)
+                return
+            # The held socket went away between the presence lookup and now: the pipe counted
+            # by hold_or_pair never carried a frame.
+            await self.presence.pipe_closed()
+        await self.end(CLOSE_NORMAL)
+
+    async def _pair(self, partner: PipeEnd) -> None:
+        partner.holding = False
+        if partner.timer is not None:
+            partner.timer.cancel()
+        # Frames the partner sends while we flush are appended to the same deque (it is not
+        # linked yet), so everything it sent before pairing arrives first and in order.
+        held = partner.held
+        try:
+            while held:
+                await self.send(held.popleft())
+        except Exception:  # our own socket broke while flushing
+            logger.debug("pipe %s: send failed while flushing held frames", self.key)
+            partner.partner, self.partner = self, partner
+            await self.end(None)
+            return
+        partner.held_bytes = 0
+        if partner.closed:
+            await self.presence.pipe_closed()
+            await self.end(CLOSE_NORMAL)
+            return
+        partner.partner, self.partner = self, partner
+
+    async def relay(self, message: dict[str, Any]) -> None:
+        """Carry one frame received on this end to the other end (or hold it). The hot path."""
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+            out = {"type": "websocket.send", "text": data}
+        else:
+            out = {"type": "websocket.send", "bytes": data}
+        if len(data) > self.limits.max_frame_bytes:
+            await self.end(CLOSE_TOO_LARGE)
+            return
+        partner = self.partner
+        if partner is not None:
+            try:
+                await partner.send(out)
+            except Exception:  # the partner's socket broke; its own disconnect follows
+                await self.end(CLOSE_NORMAL)
+            return
+        if self.closed:
+            return
+        self.held.append(out)
+        self.held_bytes += len(data) + HELD_FRAME_OVERHEAD
+        if self.held_bytes > self.limits.max_held_bytes:
+            await self.end(CLOSE_TOO_LARGE)
+
+    def _pair_timeout(self) -> None:
+        if self.holding and not self.closed:
+            spawn(self.end(CLOSE_PAIR_TIMEOUT))
+
+    async def end(self, code: int | None) -> None:
+        """Close this end with ``code`` (``None``: the client has already gone) and the other
+        end with 1000. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.held.clear()
+        connections.unregister(self.connection)
+        partner, self.partner = self.partner, None
+        if self.holding:
+            self.holding = False
+            await self.presence.release(self.key, self.connection)
+        if partner is not None:
+            partner.partner = None
+            await self.presence.pipe_closed()
+        if code is not None:
+            try:
+                await self.send({"type": "websocket.close", "code": code})
+            except Exception:
+                logger.debug("pipe %s: close after the socket had gone", self.key)
+        if partner is not None:
+            await partner.end(CLOSE_NORMAL)

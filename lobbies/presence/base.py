@@ -1,0 +1,91 @@
+"""The presence store's interface: who is online, in which lobbies, which pipe requests are held.
+
+Presence is ephemeral state (never written to the database, never touched by a pipe frame). One
+small async interface with interchangeable backends, chosen by the ``RELAY_PRESENCE_BACKEND``
+setting: ``memory`` (one process) now, Redis (many workers) later. A backend stores strings only:
+peer ids, document ids and *connection ids*, which name a live socket (see
+``lobbies.connections``) and tell which worker holds it.
+
+Every method is atomic with respect to the others: two workers racing to pair the same pipe get
+exactly one winner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+class PipeKey(NamedTuple):
+    """A pipe request: ``seeker`` asks to be piped to ``target`` about ``document_id``."""
+
+    seeker: str
+    target: str
+    document_id: str
+
+    def reciprocal(self) -> PipeKey:
+        """The request that completes this one."""
+        return PipeKey(self.target, self.seeker, self.document_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Live counts for the landing page and the admin."""
+
+    peers_online: int
+    lobbies_active: int
+    pipes_open: int
+
+
+class Presence(ABC):
+    """Ephemeral relay state behind one async interface."""
+
+    @abstractmethod
+    async def connect_peer(self, peer_id: str, connection: str) -> str | None:
+        """Make ``connection`` the peer's control socket, forgetting the ids of any previous one.
+
+        Returns the connection id it replaced (which the caller closes), or ``None``.
+        """
+
+    @abstractmethod
+    async def disconnect_peer(self, peer_id: str, connection: str) -> None:
+        """Forget the peer and its ids, unless ``connection`` has since been replaced."""
+
+    @abstractmethod
+    async def join(
+        self, peer_id: str, connection: str, document_ids: tuple[str, ...]
+    ) -> dict[str, list[str]]:
+        """Add the ids to the peer's interests and return the *other* members of each.
+
+        Does nothing (returns ``{}``) when ``connection`` is no longer the peer's control socket.
+        """
+
+    @abstractmethod
+    async def leave(self, peer_id: str, connection: str, document_ids: tuple[str, ...]) -> None:
+        """Remove the ids from the peer's interests."""
+
+    @abstractmethod
+    async def connections(self, peer_ids: list[str]) -> dict[str, str]:
+        """The control-socket connection id of each of these peers that is online."""
+
+    @abstractmethod
+    async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:
+        """Atomically: if the reciprocal of ``key`` is held, take it and return its connection
+        (the two are now paired); otherwise hold ``connection`` under ``key`` and return None."""
+
+    @abstractmethod
+    async def release(self, key: PipeKey, connection: str) -> None:
+        """Stop holding ``key`` if it is still held by ``connection``."""
+
+    @abstractmethod
+    async def pipe_closed(self) -> None:
+        """Count one pipe (paired by :meth:`hold_or_pair`) as closed."""
+
+    @abstractmethod
+    async def stats(self) -> Stats:
+        """Live counts: peers online, lobbies with at least one peer, pipes open."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Forget everything (tests, and a restart of a single-process relay)."""

@@ -1,0 +1,188 @@
+"""The relay's wire protocol: frames <-> messages, and id validation. Pure: no I/O, no Django.
+
+Two dialects share one set of messages (see shared/PROTOCOL.md, Part 1):
+
+- ``json``: JSON in WebSocket *text* frames, spoken by ``@localfirst/relay-client`` 3.x, whose
+  Introduction names the other peer ``userName``;
+- ``msgpack``: MessagePack in *binary* frames, spoken by ``@localfirst/relay`` 4.x, whose
+  Introduction names it ``peerId``.
+
+The dialect is chosen by the frame type of each control frame, and the server answers a peer in
+the dialect of that peer's latest control frame. Pipe frames are never parsed here: the relay
+moves them untouched.
+
+Words: a *peer id* names a client (the seed's ``userName``); a *document id* names what peers
+meet about (the seed's channel or lobby; LF's discovery key).
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import unquote
+
+import msgpack
+
+
+class Dialect(StrEnum):
+    """How a peer encodes its control frames."""
+
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+
+# The peer field each dialect's Introduction carries (the clients accept no other key).
+_PEER_FIELD = {Dialect.JSON: "userName", Dialect.MSGPACK: "peerId"}
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """The peer is now interested in these document ids (set union)."""
+
+    document_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The peer is no longer interested in these document ids."""
+
+    document_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Keep-alive; never answered."""
+
+
+ControlMessage = Join | Leave | Heartbeat
+
+_HEARTBEAT = Heartbeat()
+_HEARTBEAT_TYPES = frozenset({"Heartbeat", "❤️"})
+
+
+class PathError(ValueError):
+    """A WebSocket path that names no valid endpoint or holds an invalid id (close code 4400)."""
+
+
+def is_valid_id(value: object, max_length: int) -> bool:
+    """Whether ``value`` may serve as a peer id or document id.
+
+    Ids are non-empty strings of at most ``max_length`` characters with no control characters or
+    lone surrogates (ids end up in logs, the admin and other peers' URLs); any other Unicode is
+    allowed, since the clients percent-encode ids in their URLs.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        return False
+    if value.isprintable():  # the common case, checked in C
+        return True
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+
+
+def _decode_segment(segment: str, max_length: int) -> str:
+    try:
+        value = unquote(segment, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise PathError("id is not valid UTF-8 once percent-decoded") from exc
+    if not is_valid_id(value, max_length):
+        raise PathError(f"invalid id {segment[:64]!r}")
+    return value
+
+
+def _endpoint_segments(raw_path: bytes | str, endpoint: str, count: int) -> list[str]:
+    """The ``count`` raw segments after ``endpoint`` at the end of a path.
+
+    The path is split *before* percent-decoding, so an id may contain an encoded ``/``. Only the
+    tail is read: anything before the endpoint (such as a ``/t/<ticket>`` prefix) is left to the
+    router and auth middleware.
+    """
+    path = raw_path.decode("ascii", "replace") if isinstance(raw_path, bytes) else raw_path
+    path = path.split("?", 1)[0]
+    segments = path.split("/")
+    if len(segments) < count + 1 or segments[-count - 1] != endpoint:
+        raise PathError(f"expected /{endpoint}/ followed by {count} id(s)")
+    return segments[-count:]
+
+
+def parse_introduction_path(raw_path: bytes | str, max_length: int) -> str:
+    """The peer id of an ``/introduction/<peerId>`` path. Raises :class:`PathError`."""
+    (peer,) = _endpoint_segments(raw_path, "introduction", 1)
+    return _decode_segment(peer, max_length)
+
+
+def parse_connection_path(raw_path: bytes | str, max_length: int) -> tuple[str, str, str]:
+    """``(A, B, documentId)`` of a ``/connection/<A>/<B>/<documentId>`` path.
+
+    Raises :class:`PathError`, also when A and B are the same peer (a peer never meets itself).
+    """
+    a, b, doc = (
+        _decode_segment(s, max_length) for s in _endpoint_segments(raw_path, "connection", 3)
+    )
+    if a == b:
+        raise PathError("a peer cannot open a pipe to itself")
+    return a, b, doc
+
+
+def _ids(value: object, max_length: int, max_count: int) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or len(value) > max_count:
+        return None
+    if not all(is_valid_id(v, max_length) for v in value):
+        return None
+    return tuple(dict.fromkeys(value))  # de-duplicated, order kept
+
+
+def _unpack(frame: bytes, max_bytes: int) -> object:
+    # Explicit limits: a hostile frame must not make msgpack allocate more than it carries.
+    unpacker = msgpack.Unpacker(
+        max_buffer_size=max_bytes,
+        max_str_len=max_bytes,
+        max_bin_len=max_bytes,
+        max_array_len=max_bytes // 2 + 1,
+        max_map_len=max_bytes // 2 + 1,
+        max_ext_len=max_bytes,
+        raw=False,
+        strict_map_key=True,
+    )
+    unpacker.feed(frame)
+    value = unpacker.unpack()
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        return value
+    raise ValueError("trailing data after the message")
+
+
+def decode_control(
+    frame: str | bytes, *, max_id_length: int, max_ids: int
+) -> tuple[Dialect, ControlMessage | None]:
+    """Decode one control frame into ``(dialect, message)``.
+
+    The dialect follows the frame type even when the content is unusable; the message is
+    ``None`` for anything malformed or unknown, which the caller ignores (the socket stays open).
+    """
+    dialect = Dialect.JSON if isinstance(frame, str) else Dialect.MSGPACK
+    try:
+        data = json.loads(frame) if dialect is Dialect.JSON else _unpack(frame, len(frame) + 16)
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData, RecursionError):
+        return dialect, None
+    if not isinstance(data, dict):
+        return dialect, None
+    kind = data.get("type")
+    if kind in _HEARTBEAT_TYPES:
+        return dialect, _HEARTBEAT
+    if kind in ("Join", "Leave"):
+        ids = _ids(data.get("documentIds"), max_id_length, max_ids)
+        if ids is None:
+            return dialect, None
+        return dialect, Join(ids) if kind == "Join" else Leave(ids)
+    return dialect, None
+
+
+def encode_introduction(dialect: Dialect, peer_id: str, document_ids: list[str]) -> str | bytes:
+    """An Introduction of ``peer_id`` for the given shared ids, with exactly the keys the
+    clients of ``dialect`` accept: JSON text for 3.x, MessagePack bytes for 4.x."""
+    message = {"type": "Introduction", _PEER_FIELD[dialect]: peer_id, "documentIds": document_ids}
+    if dialect is Dialect.JSON:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return msgpack.packb(message)

@@ -1,0 +1,24 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets to the relay's consumers.
+
+Run by ``python manage.py serve`` (uvicorn by default, or daphne), or by any ASGI server as
+``relayproject.asgi:application``.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayproject.settings")
+django_asgi_app = get_asgi_application()  # sets Django up before the consumers are imported
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from lobbies.routing import websocket_urlpatterns  # noqa: E402
+from lobbies.security import origin_checked  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": origin_checked(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -1,0 +1,140 @@
+"""Settings of the relay project: every knob read once from the environment, with a safe default.
+
+The README's settings table lists each variable. With none set, the relay runs on its embedded
+default: SQLite under ``RELAY_DATA_DIR``, the in-memory channel layer, in-memory presence, one
+process.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+# Where the embedded default keeps its files (the SQLite database, a generated secret key).
+DATA_DIR = Path(env.str("RELAY_DATA_DIR", default=str(BASE_DIR / "var")))
+
+
+def _secret_key() -> str:
+    """DJANGO_SECRET_KEY, or one generated once and kept in DATA_DIR so restarts keep sessions."""
+    if key := env.str("DJANGO_SECRET_KEY", default=""):
+        return key
+    from django.core.management.utils import get_random_secret_key
+
+    path = DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = get_random_secret_key()
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Any host by default: a relay is reached by whatever name or address its operator gives it.
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "lobbies",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "relayproject.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "relayproject.asgi.application"
+WSGI_APPLICATION = None
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+}
+# Under ASGI a persistent connection is never reused by the same thread: always 0.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# One process by default; several workers need a shared layer (Redis), which comes with
+# the Redis presence backend.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("RELAY_LOG_LEVEL", default="WARNING")},
+}
+
+# --- The relay (see lobbies/conf.py and the README's settings table) -------------------------
+
+# Browser origins allowed to open WebSockets ("*" = any). Clients that send no Origin header
+# (game clients, Node.js, tools) are not judged by it.
+RELAY_ALLOWED_ORIGINS = env.list("RELAY_ALLOWED_ORIGINS", default=["*"])
+RELAY_PRESENCE_BACKEND = env.str(
+    "RELAY_PRESENCE_BACKEND", default="lobbies.presence.memory.MemoryPresence"
+)
+# Longest peer id or document id, in characters (longer: close 4400, or the Join is ignored).
+RELAY_MAX_ID_LENGTH = env.int("RELAY_MAX_ID_LENGTH", default=256)
+# Document ids one control socket may have joined at once (further Joins are ignored).
+RELAY_MAX_IDS_PER_PEER = env.int("RELAY_MAX_IDS_PER_PEER", default=1000)
+# Largest pipe frame (bytes; characters for text frames). Larger: close 4413.
+RELAY_MAX_FRAME_BYTES = env.int("RELAY_MAX_FRAME_BYTES", default=4 * 1024 * 1024)
+# Largest control frame. Larger: close 4413.
+RELAY_MAX_CONTROL_FRAME_BYTES = env.int("RELAY_MAX_CONTROL_FRAME_BYTES", default=64 * 1024)
+# Bytes a held pipe request may send before its match arrives. More: close 4413.
+RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
+# Seconds a held pipe request waits for its match. Then: close 4408.
+RELAY_PAIR_TIMEOUT = env.float("RELAY_PAIR_TIMEOUT", default=30.0)
+# Introductions queued for a control socket that is not reading. More: close 4413.
+RELAY_CONTROL_QUEUE_FRAMES = env.int("RELAY_CONTROL_QUEUE_FRAMES", default=10_000)

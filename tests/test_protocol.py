@@ -1,0 +1,132 @@
+"""protocol: frames <-> messages in both dialects, and id validation."""
+
+import json
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lobbies.protocol import (
+    Dialect,
+    Heartbeat,
+    Join,
+    Leave,
+    PathError,
+    decode_control,
+    encode_introduction,
+    is_valid_id,
+    parse_connection_path,
+    parse_introduction_path,
+)
+
+LIMITS = {"max_id_length": 256, "max_ids": 1000}
+
+
+def test_json_text_frames_are_the_3x_dialect():
+    frame = json.dumps({"type": "Join", "documentIds": ["a", "b", "a"]})
+    assert decode_control(frame, **LIMITS) == (Dialect.JSON, Join(("a", "b")))
+
+
+def test_msgpack_binary_frames_are_the_4x_dialect():
+    frame = msgpack.packb({"type": "Leave", "documentIds": ["a"]})
+    assert decode_control(frame, **LIMITS) == (Dialect.MSGPACK, Leave(("a",)))
+
+
+@pytest.mark.parametrize("kind", ["Heartbeat", "❤️"])
+def test_both_heartbeat_spellings(kind):
+    assert decode_control(json.dumps({"type": kind}), **LIMITS)[1] == Heartbeat()
+    assert decode_control(msgpack.packb({"type": kind}), **LIMITS)[1] == Heartbeat()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        "[]",
+        "null",
+        json.dumps({"type": "Join"}),
+        json.dumps({"type": "Join", "documentIds": "notalist"}),
+        json.dumps({"type": "Join", "documentIds": [1, 2]}),
+        json.dumps({"type": "Join", "documentIds": [""]}),
+        json.dumps({"type": "Join", "documentIds": ["x" * 257]}),
+        json.dumps({"type": "Join", "documentIds": ["bad\nid"]}),
+        json.dumps({"type": "Join", "documentIds": ["\ud800"]}),
+        json.dumps({"type": "Introduction", "userName": "x", "documentIds": ["a"]}),
+        json.dumps({"type": "Join", "documentIds": [str(i) for i in range(1001)]}),
+        b"\xc1",
+        b"\x92\x01",
+        msgpack.packb({"type": "Join", "documentIds": ["a"]}) + b"\x00",
+        msgpack.packb({1: 2}),
+        b"\xdd\xff\xff\xff\xff",  # claims a 4-billion-element array
+        b"\xdb\xff\xff\xff\xff",  # claims a 4 GiB string
+    ],
+)
+def test_malformed_or_unknown_frames_decode_to_nothing(frame):
+    dialect, message = decode_control(frame, **LIMITS)
+    assert message is None
+    assert dialect is (Dialect.JSON if isinstance(frame, str) else Dialect.MSGPACK)
+
+
+@given(st.binary(max_size=512))
+def test_no_binary_frame_crashes_the_decoder(frame):
+    decode_control(frame, **LIMITS)
+
+
+@given(st.text(max_size=512))
+def test_no_text_frame_crashes_the_decoder(frame):
+    decode_control(frame, **LIMITS)
+
+
+def test_introductions_carry_exactly_the_keys_each_client_accepts():
+    text = encode_introduction(Dialect.JSON, "bob", ["a"])
+    assert isinstance(text, str)
+    assert json.loads(text) == {"type": "Introduction", "userName": "bob", "documentIds": ["a"]}
+    packed = encode_introduction(Dialect.MSGPACK, "bob", ["a"])
+    assert isinstance(packed, bytes)
+    assert msgpack.unpackb(packed) == {
+        "type": "Introduction",
+        "peerId": "bob",
+        "documentIds": ["a"],
+    }
+
+
+def test_paths_are_split_before_percent_decoding():
+    assert parse_introduction_path(b"/introduction/a%2Fb%20c", 256) == "a/b c"
+    assert parse_connection_path(b"/connection/al%C3%AFce/b%25ob/doc%2F1", 256) == (
+        "alïce",
+        "b%ob",
+        "doc/1",
+    )
+    # A prefix (such as /t/<ticket>) is left to the router: only the tail is read.
+    assert parse_introduction_path(b"/t/abc/introduction/p", 256) == "p"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/introduction/",
+        b"/introduction/a/b",
+        b"/introduction/%ff%fe",
+        b"/introduction/a%0Ab",
+        b"/introduction/" + b"x" * 257,
+        b"/connection/a/b",
+        b"/connection/a/a/doc",
+        b"/connection/a//doc",
+        b"/elsewhere/a",
+    ],
+)
+def test_bad_paths_are_refused(path):
+    with pytest.raises(PathError):
+        if b"connection" in path:
+            parse_connection_path(path, 256)
+        else:
+            parse_introduction_path(path, 256)
+
+
+def test_ids_allow_any_printable_unicode_and_refuse_control_characters():
+    assert is_valid_id("spaceRacer-lobby", 256)
+    assert is_valid_id("joueur 🚀 ñ", 256)
+    assert not is_valid_id("tab\there", 256)
+    assert not is_valid_id("", 256)
+    assert not is_valid_id(42, 256)

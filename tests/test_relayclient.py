@@ -1,0 +1,368 @@
+"""Tests of relayclient: against a real relay (fixture ``relay_url``) and against tiny scripted
+WebSocket servers made here, for what a well-behaved relay never does (garbage frames, drops).
+
+``relay_url`` is the base URL (``ws://127.0.0.1:PORT``) of a relay speaking PROTOCOL.md Part 1;
+tests/conftest.py provides it. Ids are unique per test, so one relay can serve every test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import msgpack
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from relayclient import Client, PeerSocket
+from relayclient.protocol import (
+    MalformedMessage,
+    connection_url,
+    decode,
+    encode,
+    introduction_url,
+    parse_introduction,
+)
+
+TIMEOUT = 5.0  # generous for a loaded 2-core CI machine; only reached when something is wrong
+QUIET = 0.3  # how long "nothing arrives" is watched for
+
+
+def unique(name: str) -> str:
+    """An id no other test uses, so tests can share one relay."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def meet(a: Client, b: Client, document_id: str) -> tuple[PeerSocket, PeerSocket]:
+    """Join both clients to ``document_id``; return (a's pipe to b, b's pipe to a)."""
+    await a.join(document_id)
+    await b.join(document_id)
+    pipe_a = await a.next_peer(TIMEOUT)
+    pipe_b = await b.next_peer(TIMEOUT)
+    assert (pipe_a.peer_id, pipe_a.document_id) == (b.peer_id, document_id)
+    assert (pipe_b.peer_id, pipe_b.document_id) == (a.peer_id, document_id)
+    return pipe_a, pipe_b
+
+
+async def recv(pipe: PeerSocket) -> str | bytes:
+    return await asyncio.wait_for(pipe.recv(), TIMEOUT)
+
+
+async def introductions_within(client: Client, seconds: float) -> list[dict]:
+    """Every Introduction the client receives in the next ``seconds``."""
+    seen = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in client.introductions():
+                seen.append(message)
+    except TimeoutError:
+        pass
+    return seen
+
+
+def introduced_peer(message: dict) -> str:
+    return message.get("peerId", message.get("userName"))
+
+
+# -- against the relay -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_two_clients_exchange_text_and_binary_both_ways(relay_url: str) -> None:
+    document = unique("doc")
+    async with Client(unique("alice"), relay_url) as a, Client(unique("bob"), relay_url) as b:
+        pipe_a, pipe_b = await meet(a, b, document)
+
+        await pipe_a.send("hello from a")
+        await pipe_a.send(b"\x00\x01binary from a\xff")
+        assert await recv(pipe_b) == "hello from a"
+        assert await recv(pipe_b) == b"\x00\x01binary from a\xff"
+
+        await pipe_b.send(b"\xfe binary from b")
+        await pipe_b.send("héllo from b ✓")
+        assert await recv(pipe_a) == b"\xfe binary from b"
+        assert await recv(pipe_a) == "héllo from b ✓"
+
+
+@pytest.mark.asyncio
+async def test_json_dialect_client_meets_msgpack_dialect_client(relay_url: str) -> None:
+    document = unique("doc")
+    old = Client(unique("old3x"), relay_url, dialect="json")
+    new = Client(unique("new4x"), relay_url, dialect="msgpack")
+    async with old, new:
+        pipe_old, pipe_new = await meet(old, new, document)
+
+        # Each is introduced in its own dialect, with exactly the three keys its client expects.
+        intro_to_old = await old.next_introduction(TIMEOUT)
+        intro_to_new = await new.next_introduction(TIMEOUT)
+        assert intro_to_old == {
+            "type": "Introduction",
+            "userName": new.peer_id,
+            "documentIds": [document],
+        }
+        assert intro_to_new == {
+            "type": "Introduction",
+            "peerId": old.peer_id,
+            "documentIds": [document],
+        }
+
+        await pipe_old.send("text from 3.x")
+        assert await recv(pipe_new) == "text from 3.x"
+        await pipe_new.send(b"binary from 4.x")
+        assert await recv(pipe_old) == b"binary from 4.x"
+
+
+@pytest.mark.asyncio
+async def test_leave_stops_introductions_to_new_peers(relay_url: str) -> None:
+    document, barrier = unique("doc"), unique("barrier")
+    options = {"auto_connect": False}
+    a = Client(unique("a"), relay_url, **options)
+    b = Client(unique("b"), relay_url, **options)
+    c = Client(unique("c"), relay_url, **options)
+    helper = Client(unique("helper"), relay_url, **options)
+    async with a, b, c, helper:
+        await a.join(document)
+        await b.join(document)
+        assert introduced_peer(await a.next_introduction(TIMEOUT)) == b.peer_id
+        assert introduced_peer(await b.next_introduction(TIMEOUT)) == a.peer_id
+
+        await a.leave(document)
+        # Part 1 has no acknowledgement, so prove the Leave was processed: the relay handles
+        # a socket's frames in order, and this Join is answered only after the Leave.
+        await helper.join(barrier)
+        await a.join(barrier)
+        barrier_intro = await a.next_introduction(TIMEOUT)
+        assert barrier_intro["documentIds"] == [barrier]
+        assert introduced_peer(barrier_intro) == helper.peer_id
+
+        await c.join(document)
+        to_b = await b.next_introduction(TIMEOUT)
+        assert (introduced_peer(to_b), to_b["documentIds"]) == (c.peer_id, [document])
+        assert introduced_peer(await c.next_introduction(TIMEOUT)) == b.peer_id
+        assert await introductions_within(c, QUIET) == []  # nothing about a
+        leftover_to_a = await introductions_within(a, QUIET)
+        assert [m for m in leftover_to_a if introduced_peer(m) == c.peer_id] == []
+
+
+@pytest.mark.asyncio
+async def test_disconnect_closes_pipes_and_the_other_side_sees_it(relay_url: str) -> None:
+    document = unique("doc")
+    async with Client(unique("stayer"), relay_url) as stayer:
+        leaver = Client(unique("leaver"), relay_url)
+        await leaver.connect()
+        try:
+            pipe_leaver, pipe_stayer = await meet(leaver, stayer, document)
+            received = []
+
+            async def drain() -> None:
+                async for frame in pipe_stayer:  # ends when the relay closes this side
+                    received.append(frame)
+
+            drainer = asyncio.create_task(drain())
+            # Sent just before the close: the relay must deliver it, then close the other side.
+            await pipe_leaver.send("last words")
+        finally:
+            await leaver.disconnect()
+
+        assert pipe_leaver.closed
+        assert leaver.pipes == frozenset()
+        assert not leaver.connected
+        await asyncio.wait_for(pipe_stayer.wait_closed(), TIMEOUT)
+        await asyncio.wait_for(drainer, TIMEOUT)
+        assert received == ["last words"]
+        assert stayer.pipes == frozenset()
+
+
+@pytest.mark.asyncio
+async def test_unicode_space_slash_ids_are_percent_encoded(relay_url: str) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    alice = f"alice smith/👩‍💻 {suffix}"
+    bob = f"bøb%20?#{suffix}"
+    document = f"game room/1?x=y#frag ü {suffix}"
+    async with Client(alice, relay_url) as a, Client(bob, relay_url) as b:
+        pipe_a, pipe_b = await meet(a, b, document)
+        assert introduced_peer(await a.next_introduction(TIMEOUT)) == bob
+        assert introduced_peer(await b.next_introduction(TIMEOUT)) == alice
+        await pipe_a.send("ping")
+        assert await recv(pipe_b) == "ping"
+
+
+@pytest.mark.asyncio
+async def test_introductions_for_new_ids_open_one_pipe_per_document(relay_url: str) -> None:
+    first, second = unique("first"), unique("second")
+    async with Client(unique("a"), relay_url) as a, Client(unique("b"), relay_url) as b:
+        await meet(a, b, first)
+        # The relay introduces again on every Join, listing every shared id: the pipe already
+        # open on `first` must not be opened twice.
+        await a.join(second)
+        await b.join(second)
+        pipe_a = await a.next_peer(TIMEOUT)
+        pipe_b = await b.next_peer(TIMEOUT)
+        assert pipe_a.document_id == pipe_b.document_id == second
+        with pytest.raises(TimeoutError):
+            await a.next_peer(QUIET)
+        assert sorted(p.document_id for p in a.pipes) == sorted([first, second])
+
+
+@pytest.mark.asyncio
+async def test_on_peer_connect_callbacks_get_the_same_pipes_as_peers(relay_url: str) -> None:
+    document = unique("doc")
+    seen_sync: list[PeerSocket] = []
+    seen_async: asyncio.Queue[PeerSocket] = asyncio.Queue()
+    async with Client(unique("a"), relay_url) as a, Client(unique("b"), relay_url) as b:
+        a.on_peer_connect(seen_sync.append)
+
+        @a.on_peer_connect
+        async def record(pipe: PeerSocket) -> None:
+            await seen_async.put(pipe)
+
+        pipe_a, pipe_b = await meet(a, b, document)
+        assert seen_sync == [pipe_a]
+        assert await asyncio.wait_for(seen_async.get(), TIMEOUT) is pipe_a
+        # Only now, with both pipes open, is the pair surely made (LF re-encodes held frames).
+        await pipe_a.send("welcome")
+        assert await recv(pipe_b) == "welcome"
+
+
+# -- against scripted servers ----------------------------------------------------------------
+
+Script = Callable[[ServerConnection], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted_relay(script: Script) -> AsyncIterator[str]:
+    """A WebSocket server on a free loopback port that runs ``script`` for every connection."""
+    async with serve(script, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"ws://127.0.0.1:{port}"
+
+
+@pytest.mark.asyncio
+async def test_garbage_and_unknown_control_messages_are_ignored() -> None:
+    introduction = {"type": "Introduction", "peerId": "bob", "documentIds": ["d"]}
+
+    async def script(ws: ServerConnection) -> None:
+        for frame in [
+            "not json {",
+            b"\xc1\xc1",  # 0xc1 is never valid MessagePack
+            msgpack.packb([1, 2, 3]),
+            json.dumps({"no": "type"}),
+            msgpack.packb({"type": "Joined", "documentId": "d", "role": "member"}),
+            msgpack.packb({"type": "Introduction", "peerId": 7, "documentIds": ["d"]}),
+            msgpack.packb(introduction),
+        ]:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    async with scripted_relay(script) as url, Client("me", url, auto_connect=False) as client:
+        assert await client.next_introduction(TIMEOUT) == introduction
+        assert client.connected
+        seen = [await client.next_message(TIMEOUT) for _ in range(3)]
+        assert [m["type"] for m in seen] == ["Joined", "Introduction", "Introduction"]
+
+
+@pytest.mark.asyncio
+async def test_dialects_and_heartbeat_on_the_wire() -> None:
+    frames: dict[str, list[str | bytes]] = {}
+    finished: dict[str, asyncio.Event] = {}
+
+    async def script(ws: ServerConnection) -> None:
+        received = frames.setdefault(ws.request.path, [])
+        async for frame in ws:
+            received.append(frame)
+        finished[ws.request.path].set()  # every frame recorded, up to the close
+
+    async with scripted_relay(script) as url:
+        for dialect in ("json", "msgpack"):
+            finished[f"/introduction/{dialect}"] = asyncio.Event()
+            async with Client(dialect, url, dialect=dialect, heartbeat_interval=0.05) as client:
+                await client.join("d 1")
+                await asyncio.sleep(0.2)
+                await client.leave("d 1")
+        for event in finished.values():
+            await asyncio.wait_for(event.wait(), TIMEOUT)
+
+        # Heartbeats may come at any point, even after the Leave; the rest is in order.
+        json_frames = frames["/introduction/json"]
+        assert all(isinstance(f, str) for f in json_frames)
+        msgpack_frames = frames["/introduction/msgpack"]
+        assert all(isinstance(f, bytes) for f in msgpack_frames)
+        for decoded in (
+            [json.loads(f) for f in json_frames],
+            [msgpack.unpackb(f) for f in msgpack_frames],
+        ):
+            assert {"type": "Heartbeat"} in decoded
+            assert [m for m in decoded if m["type"] != "Heartbeat"] == [
+                {"type": "Join", "documentIds": ["d 1"]},
+                {"type": "Leave", "documentIds": ["d 1"]},
+            ]
+
+
+@pytest.mark.asyncio
+async def test_reconnect_joins_remembered_documents_again() -> None:
+    connections: list[list[dict]] = []
+
+    async def script(ws: ServerConnection) -> None:
+        received: list[dict] = []
+        connections.append(received)
+        if len(connections) == 1:
+            received.append(msgpack.unpackb(await ws.recv()))
+            received.append(msgpack.unpackb(await ws.recv()))
+            await ws.close(1011)  # drop the first control socket
+            return
+        async for frame in ws:
+            received.append(msgpack.unpackb(frame))
+
+    async with scripted_relay(script) as url:
+        client = Client("me", url, reconnect=True, min_retry_delay=0.01, heartbeat_interval=None)
+        await client.join("a")  # before connect: sent by connect()
+        async with client:
+            await client.join("b")
+            async with asyncio.timeout(TIMEOUT):
+                while len(connections) < 2 or len(connections[1]) < 2:
+                    await asyncio.sleep(0.01)
+            assert client.connected
+    joins = [[m["documentIds"][0] for m in c] for c in connections]
+    assert joins == [["a", "b"], ["a", "b"]]
+
+
+@pytest.mark.asyncio
+async def test_streams_end_when_the_control_socket_drops_without_reconnect() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.close(4410, "removed")
+
+    async with scripted_relay(script) as url:
+        client = Client("me", url)
+        await client.connect()
+        await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+        assert client.control is not None and client.control.close_code == 4410
+        assert [p async for p in client.peers()] == []
+        await client.disconnect()
+
+
+# -- pure protocol helpers -------------------------------------------------------------------
+
+
+def test_urls_percent_encode_each_id_as_one_segment() -> None:
+    assert introduction_url("ws://h:1/t/TICKET/", "a b/é") == (
+        "ws://h:1/t/TICKET/introduction/a%20b%2F%C3%A9"
+    )
+    assert connection_url("http://h:1", "me", "50%/x", "d?#") == (
+        "ws://h:1/connection/me/50%25%2Fx/d%3F%23"
+    )
+
+
+def test_decode_by_frame_type_and_parse_either_peer_field() -> None:
+    message = {"type": "Introduction", "userName": "b", "documentIds": ["d", 3]}
+    for frame in (encode(message, "json"), encode(message, "msgpack")):
+        decoded = decode(frame)
+        assert decoded == message
+        introduction = parse_introduction(decoded, "msgpack")
+        assert introduction is not None
+        assert (introduction.peer_id, introduction.document_ids) == ("b", ("d",))
+    for bad in ("[]", "{", b"", b"\x93\x01\x02\x03", '"x"', '{"type": 1}'):
+        with pytest.raises(MalformedMessage):
+            decode(bad)
