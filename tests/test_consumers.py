@@ -1,0 +1,249 @@
+"""The consumers through the full ASGI application (router, origin check), with
+``channels.testing``: introductions, pipes, limits and close codes."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from lobbies import connections
+from lobbies.presence import get_presence
+from relayproject.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def fresh_presence():
+    await get_presence().flush()
+    yield
+    await get_presence().flush()
+
+
+async def open_socket(path: str, headers=None) -> WebsocketCommunicator:
+    socket = WebsocketCommunicator(application, path, headers=headers)
+    socket.scope["raw_path"] = path.encode()  # as servers give it; the router reads raw ids
+    connected, _ = await socket.connect()
+    assert connected
+    return socket
+
+
+def join(*ids: str) -> str:
+    return json.dumps({"type": "Join", "documentIds": list(ids)})
+
+
+def packed(message: dict) -> bytes:
+    return msgpack.packb(message)
+
+
+async def close_code(socket: WebsocketCommunicator) -> int:
+    message = await socket.receive_output(timeout=2)
+    assert message["type"] == "websocket.close", message
+    return message["code"]
+
+
+async def test_two_peers_meet_each_in_its_own_dialect():
+    alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    await alice.send_to(text_data=join("lobby"))
+    await bob.send_to(bytes_data=packed({"type": "Join", "documentIds": ["lobby"]}))
+    assert json.loads(await alice.receive_from()) == {
+        "type": "Introduction",
+        "userName": "bob",
+        "documentIds": ["lobby"],
+    }
+    assert msgpack.unpackb(await bob.receive_from()) == {
+        "type": "Introduction",
+        "peerId": "alice",
+        "documentIds": ["lobby"],
+    }
+    assert await alice.receive_nothing() and await bob.receive_nothing()
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_answers_follow_the_dialect_of_the_latest_frame():
+    alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    await alice.send_to(text_data=join("a"))
+    await alice.send_to(bytes_data=packed({"type": "Heartbeat"}))  # now speaks msgpack
+    await bob.send_to(text_data=join("a"))
+    assert msgpack.unpackb(await alice.receive_from())["peerId"] == "bob"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_leave_stops_introductions_and_close_forgets_the_peer():
+    alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    await alice.send_to(text_data=join("a", "b"))
+    await alice.send_to(text_data=json.dumps({"type": "Leave", "documentIds": ["a"]}))
+    await bob.send_to(text_data=join("a"))
+    assert await bob.receive_nothing()
+    await bob.send_to(text_data=join("b"))
+    assert json.loads(await bob.receive_from())["documentIds"] == ["b"]
+    await alice.disconnect()
+    carol = await open_socket("/introduction/carol")
+    await carol.send_to(text_data=join("b"))
+    assert json.loads(await carol.receive_from())["userName"] == "bob"
+    assert await carol.receive_nothing()
+    await bob.disconnect()
+    await carol.disconnect()
+
+
+async def test_malformed_frames_are_ignored_and_a_later_join_works():
+    alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    for junk in ["{", "[]", json.dumps({"type": "Join", "documentIds": "notalist"}), '{"a":1}']:
+        await alice.send_to(text_data=junk)
+    for junk in [b"\xc1\xc1", b"\xdd\xff\xff\xff\xff", packed({"type": 7})]:
+        await alice.send_to(bytes_data=junk)
+    assert await alice.receive_nothing()
+    await alice.send_to(text_data=join("a"))
+    await bob.send_to(text_data=join("a"))
+    assert json.loads(await alice.receive_from())["userName"] == "bob"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_a_second_control_socket_replaces_the_first():
+    old = await open_socket("/introduction/alice")
+    await old.send_to(text_data=join("a"))
+    new = await open_socket("/introduction/alice")
+    assert await close_code(old) == 4409
+    await new.send_to(text_data=join("a"))
+    bob = await open_socket("/introduction/bob")
+    await bob.send_to(text_data=join("a"))
+    assert json.loads(await new.receive_from())["userName"] == "bob"
+    # The old socket's disconnect must not remove the new registration.
+    await old.disconnect()
+    carol = await open_socket("/introduction/carol")
+    await carol.send_to(text_data=join("a"))
+    assert json.loads(await new.receive_from())["userName"] == "carol"
+    for socket in (new, bob, carol):
+        await socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/introduction/bad%0Aid",
+        "/connection/a/a/doc",
+        "/connection/a/b",
+        "/nowhere",
+        "/introduction/",
+    ],
+)
+async def test_bad_paths_close_with_4400(path):
+    socket = await open_socket(path)
+    assert await close_code(socket) == 4400
+
+
+async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types():
+    alice = await open_socket("/connection/alice/bob/doc")
+    await alice.send_to(text_data="one")
+    await alice.send_to(bytes_data=b"\x00two")
+    await alice.send_to(text_data="three")
+    bob = await open_socket("/connection/bob/alice/doc")
+    await alice.send_to(bytes_data=b"four")
+    assert await bob.receive_output() == {"type": "websocket.send", "text": "one"}
+    assert await bob.receive_output() == {"type": "websocket.send", "bytes": b"\x00two"}
+    assert await bob.receive_output() == {"type": "websocket.send", "text": "three"}
+    assert await bob.receive_output() == {"type": "websocket.send", "bytes": b"four"}
+    await bob.send_to(text_data="back")
+    assert await alice.receive_from() == "back"
+    assert (await get_presence().stats()).pipes_open == 1
+    await alice.disconnect()
+    assert await close_code(bob) == 1000
+    assert (await get_presence().stats()).pipes_open == 0
+
+
+async def test_percent_encoded_ids_pair():
+    alice = await open_socket("/connection/al%2Fice/b%20ob/d%C3%B6c")
+    bob = await open_socket("/connection/b%20ob/al%2Fice/d%C3%B6c")
+    await alice.send_to(bytes_data=b"hi")
+    assert await bob.receive_from() == b"hi"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_an_oversized_frame_closes_the_pipe_with_4413(settings):
+    settings.RELAY_MAX_FRAME_BYTES = 1000
+    alice = await open_socket("/connection/alice/bob/doc")
+    bob = await open_socket("/connection/bob/alice/doc")
+    await alice.send_to(bytes_data=b"x" * 1000)
+    assert await bob.receive_from() == b"x" * 1000
+    await alice.send_to(bytes_data=b"x" * 1001)
+    assert await close_code(alice) == 4413
+    assert await close_code(bob) == 1000
+
+
+async def test_a_held_backlog_over_the_bound_closes_with_4413(settings):
+    settings.RELAY_MAX_HELD_BYTES = 10_000
+    alice = await open_socket("/connection/alice/bob/doc")
+    for _ in range(9):
+        await alice.send_to(bytes_data=b"x" * 1000)
+    assert await alice.receive_nothing()
+    await alice.send_to(bytes_data=b"x" * 1000)
+    assert await close_code(alice) == 4413
+
+
+async def test_a_held_request_never_matched_closes_with_4408(settings):
+    settings.RELAY_PAIR_TIMEOUT = 0.2
+    alice = await open_socket("/connection/alice/bob/doc")
+    assert await close_code(alice) == 4408
+    # Released: the reciprocal request is now held itself rather than paired with a dead end.
+    bob = await open_socket("/connection/bob/alice/doc")
+    assert await close_code(bob) == 4408
+
+
+async def test_ids_per_peer_are_bounded(settings):
+    settings.RELAY_MAX_IDS_PER_PEER = 2
+    alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    await alice.send_to(text_data=join("a", "b"))
+    await alice.send_to(text_data=join("c"))  # over the bound: not joined
+    await bob.send_to(text_data=join("c"))
+    assert await bob.receive_nothing()
+    await bob.send_to(text_data=join("b"))
+    assert json.loads(await bob.receive_from())["documentIds"] == ["b"]
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_an_oversized_control_frame_closes_with_4413(settings):
+    settings.RELAY_MAX_CONTROL_FRAME_BYTES = 100
+    alice = await open_socket("/introduction/alice")
+    await alice.send_to(text_data=join("x" * 200))
+    assert await close_code(alice) == 4413
+
+
+async def test_browsers_from_other_origins_are_refused_when_origins_are_restricted(settings):
+    from lobbies.security import origin_checked
+    from relayproject.asgi import URLRouter, websocket_urlpatterns
+
+    settings.RELAY_ALLOWED_ORIGINS = ["https://game.example"]
+    app = origin_checked(URLRouter(websocket_urlpatterns))
+    for origin, allowed in [(b"https://game.example", True), (b"https://evil.example", False)]:
+        socket = WebsocketCommunicator(app, "/introduction/p", headers=[(b"origin", origin)])
+        connected, _ = await socket.connect()
+        assert connected is allowed
+        await socket.disconnect()
+    # Game clients and tools send no Origin: judged by their credentials, not refused here.
+    socket = WebsocketCommunicator(app, "/introduction/p")
+    assert (await socket.connect())[0]
+    await socket.disconnect()
+
+
+async def test_sockets_are_forgotten_when_they_close():
+    before = connections.count()
+    alice = await open_socket("/introduction/alice")
+    pipe = await open_socket("/connection/alice/bob/doc")
+    assert connections.count() == before + 2
+    await alice.disconnect()
+    await pipe.disconnect()
+    assert connections.count() == before
+    assert await get_presence().stats() == type(await get_presence().stats())(0, 0, 0)
