@@ -4,12 +4,22 @@ uvicorn runs with its sans-I/O ``websockets`` protocol, uvloop and httptools: th
 combination measured here (shared/PITFALLS.md, and the README's benchmark). Its WebSocket
 ``send`` waits for the socket's write buffer to drain and it stops reading a socket until the
 application has taken the previous frame, so a slow reader slows its sender instead of growing
-memory.
+memory. daphne does neither (daphne issue 170): :class:`FlowControlledDaphne` adds both.
 """
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+from typing import Any
+
 import uvicorn
+from daphne.server import Server as DaphneServer
+
+# Reading a daphne WebSocket pauses when this much received data waits for the application,
+# and resumes below half of it (uvicorn pauses after every single frame).
+READ_HIGH_WATER_BYTES = 1024 * 1024
+READ_HIGH_WATER_FRAMES = 64
 
 APPLICATION = "relayproject.asgi:application"
 
@@ -33,15 +43,105 @@ def run_uvicorn(host: str, port: int, *, max_message_bytes: int) -> None:
 
 
 def run_daphne(host: str, port: int, *, max_message_bytes: int) -> None:
-    """Serve the relay with daphne until interrupted."""
+    """Serve the relay with daphne (with flow control) until interrupted."""
     from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
     from django.utils.module_loading import import_string
 
-    Server(
+    FlowControlledDaphne(
         application=import_string(APPLICATION.replace(":", ".")),
         endpoints=build_endpoint_description_strings(host=host, port=port),
         websocket_max_message_size=max_message_bytes,
         websocket_max_frame_size=max_message_bytes,
         verbosity=0,
     ).run()
+
+
+class _ReceiveQueue(asyncio.Queue):
+    """daphne's per-connection input queue, which stops reading the socket while the
+    application is behind instead of growing without bound."""
+
+    def __init__(self, transport: Any) -> None:
+        super().__init__()
+        self.transport = transport
+        self.queued_bytes = 0
+        self.reading_paused = False
+
+    @staticmethod
+    def _size(message: dict[str, Any]) -> int:
+        return len(message.get("bytes") or message.get("text") or "")
+
+    def _put(self, message: dict[str, Any]) -> None:
+        super()._put(message)
+        self.queued_bytes += self._size(message)
+        if not self.reading_paused and (
+            self.queued_bytes > READ_HIGH_WATER_BYTES or self.qsize() > READ_HIGH_WATER_FRAMES
+        ):
+            self.reading_paused = True
+            self.transport.pauseProducing()
+
+    def _get(self) -> dict[str, Any]:
+        message = super()._get()
+        self.queued_bytes -= self._size(message)
+        if (
+            self.reading_paused
+            and self.queued_bytes <= READ_HIGH_WATER_BYTES // 2
+            and self.qsize() <= READ_HIGH_WATER_FRAMES // 2
+        ):
+            self.reading_paused = False
+            self.transport.resumeProducing()
+        return message
+
+
+class _WriteFlow:
+    """A Twisted push producer whose only job is to learn when the socket's write buffer is
+    full (``pauseProducing``) and drained again (``resumeProducing``)."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self) -> None:  # Twisted's interface
+        self.writable.clear()
+
+    def resumeProducing(self) -> None:
+        self.writable.set()
+
+    def stopProducing(self) -> None:  # the connection is gone: never block
+        self.writable.set()
+
+
+class FlowControlledDaphne(DaphneServer):
+    """daphne with backpressure on WebSockets, both ways: reading a socket pauses while its
+    application is behind, and an application's ``send`` waits while the socket's write buffer
+    is full, as under uvicorn."""
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> asyncio.Queue | None:
+        if scope.get("type") != "websocket" or getattr(protocol, "transport", None) is None:
+            return super().create_application(protocol, scope)
+        transport = protocol.transport
+        # After the HTTP upgrade the transport's producer is still twisted.web's HTTPChannel;
+        # ours replaces it to receive the buffer-full and drained notifications.
+        flow = _WriteFlow()
+        if transport.producer is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(flow, True)
+        protocol.relay_write_flow = flow
+        # What daphne's own create_application does, with a flow-controlled queue.
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = _ReceiveQueue(transport)
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+    async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        await super().handle_reply(protocol, message)
+        flow = getattr(protocol, "relay_write_flow", None)
+        if flow is not None and not flow.writable.is_set():
+            await flow.writable.wait()
