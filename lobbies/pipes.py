@@ -113,10 +113,11 @@ class PipeEnd:
         """Carry one frame received on this end to the other end (or hold it). The hot path."""
         data = message.get("bytes")
         if data is None:
-            data = message.get("text")
-            out = {"type": "websocket.send", "text": data}
-        else:
-            out = {"type": "websocket.send", "bytes": data}
+            data = message["text"]
+        # The received message becomes the sent one: same payload key, so text stays text and
+        # bytes stay bytes, and no new dict per frame.
+        message["type"] = "websocket.send"
+        out = message
         if len(data) > self.limits.max_frame_bytes:
             await self.end(CLOSE_TOO_LARGE)
             return

@@ -141,6 +141,14 @@ class FlowControlledDaphne(DaphneServer):
         return input_queue
 
     async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send" and not (
+            message.get("bytes") or message.get("text")
+        ):
+            # daphne drops a frame whose payload is empty; a pipe must carry it all the same.
+            if protocol in self.connections and not self.connections[protocol].get("disconnected"):
+                binary = message.get("bytes") is not None
+                protocol.serverSend(b"" if binary else "", binary)
+            return
         await super().handle_reply(protocol, message)
         flow = getattr(protocol, "relay_write_flow", None)
         if flow is not None and not flow.writable.is_set():

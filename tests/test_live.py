@@ -65,3 +65,17 @@ async def test_a_slow_reader_does_not_grow_the_servers_memory(live_relay):
     # would go through and sit in the server's memory.
     assert sent < 150, f"sender was never held back ({sent} MiB accepted)"
     assert grown < 100 * 1024 * 1024, f"server grew by {grown / 2**20:.0f} MiB"
+
+
+async def test_pipes_carry_frames_unchanged_including_empty_ones(live_relay):
+    url = live_relay.ws_url
+    frames = ["text", b"\x00\xffbinary", "", b"", "ünïcödé ✓", b"x" * 70_000]
+    async with (
+        connect(f"{url}/connection/fid-a/fid-b/doc", max_size=None) as a,
+        connect(f"{url}/connection/fid-b/fid-a/doc", max_size=None) as b,
+    ):
+        for frame in frames:
+            await a.send(frame)
+        received = [await asyncio.wait_for(b.recv(), 5) for _ in frames]
+    assert received == frames
+    assert [type(f) for f in received] == [type(f) for f in frames]

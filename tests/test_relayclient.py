@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import msgpack
 import pytest
@@ -30,6 +31,8 @@ from relayclient.protocol import (
 TIMEOUT = 5.0  # generous for a loaded 2-core CI machine; only reached when something is wrong
 QUIET = 0.3  # how long "nothing arrives" is watched for
 
+T = TypeVar("T")
+
 
 def unique(name: str) -> str:
     """An id no other test uses, so tests can share one relay."""
@@ -40,11 +43,16 @@ async def meet(a: Client, b: Client, document_id: str) -> tuple[PeerSocket, Peer
     """Join both clients to ``document_id``; return (a's pipe to b, b's pipe to a)."""
     await a.join(document_id)
     await b.join(document_id)
-    pipe_a = await a.next_peer(TIMEOUT)
-    pipe_b = await b.next_peer(TIMEOUT)
+    pipe_a = await within(a.next_peer())
+    pipe_b = await within(b.next_peer())
     assert (pipe_a.peer_id, pipe_a.document_id) == (b.peer_id, document_id)
     assert (pipe_b.peer_id, pipe_b.document_id) == (a.peer_id, document_id)
     return pipe_a, pipe_b
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    """Await with the test timeout, so a missing message fails the test instead of hanging."""
+    return await asyncio.wait_for(awaitable, TIMEOUT)
 
 
 async def recv(pipe: PeerSocket) -> str | bytes:
@@ -96,8 +104,8 @@ async def test_json_dialect_client_meets_msgpack_dialect_client(relay_url: str) 
         pipe_old, pipe_new = await meet(old, new, document)
 
         # Each is introduced in its own dialect, with exactly the three keys its client expects.
-        intro_to_old = await old.next_introduction(TIMEOUT)
-        intro_to_new = await new.next_introduction(TIMEOUT)
+        intro_to_old = await within(old.next_introduction())
+        intro_to_new = await within(new.next_introduction())
         assert intro_to_old == {
             "type": "Introduction",
             "userName": new.peer_id,
@@ -126,22 +134,22 @@ async def test_leave_stops_introductions_to_new_peers(relay_url: str) -> None:
     async with a, b, c, helper:
         await a.join(document)
         await b.join(document)
-        assert introduced_peer(await a.next_introduction(TIMEOUT)) == b.peer_id
-        assert introduced_peer(await b.next_introduction(TIMEOUT)) == a.peer_id
+        assert introduced_peer(await within(a.next_introduction())) == b.peer_id
+        assert introduced_peer(await within(b.next_introduction())) == a.peer_id
 
         await a.leave(document)
         # Part 1 has no acknowledgement, so prove the Leave was processed: the relay handles
         # a socket's frames in order, and this Join is answered only after the Leave.
         await helper.join(barrier)
         await a.join(barrier)
-        barrier_intro = await a.next_introduction(TIMEOUT)
+        barrier_intro = await within(a.next_introduction())
         assert barrier_intro["documentIds"] == [barrier]
         assert introduced_peer(barrier_intro) == helper.peer_id
 
         await c.join(document)
-        to_b = await b.next_introduction(TIMEOUT)
+        to_b = await within(b.next_introduction())
         assert (introduced_peer(to_b), to_b["documentIds"]) == (c.peer_id, [document])
-        assert introduced_peer(await c.next_introduction(TIMEOUT)) == b.peer_id
+        assert introduced_peer(await within(c.next_introduction())) == b.peer_id
         assert await introductions_within(c, QUIET) == []  # nothing about a
         leftover_to_a = await introductions_within(a, QUIET)
         assert [m for m in leftover_to_a if introduced_peer(m) == c.peer_id] == []
@@ -184,8 +192,8 @@ async def test_unicode_space_slash_ids_are_percent_encoded(relay_url: str) -> No
     document = f"game room/1?x=y#frag ü {suffix}"
     async with Client(alice, relay_url) as a, Client(bob, relay_url) as b:
         pipe_a, pipe_b = await meet(a, b, document)
-        assert introduced_peer(await a.next_introduction(TIMEOUT)) == bob
-        assert introduced_peer(await b.next_introduction(TIMEOUT)) == alice
+        assert introduced_peer(await within(a.next_introduction())) == bob
+        assert introduced_peer(await within(b.next_introduction())) == alice
         await pipe_a.send("ping")
         assert await recv(pipe_b) == "ping"
 
@@ -199,11 +207,11 @@ async def test_introductions_for_new_ids_open_one_pipe_per_document(relay_url: s
         # open on `first` must not be opened twice.
         await a.join(second)
         await b.join(second)
-        pipe_a = await a.next_peer(TIMEOUT)
-        pipe_b = await b.next_peer(TIMEOUT)
+        pipe_a = await within(a.next_peer())
+        pipe_b = await within(b.next_peer())
         assert pipe_a.document_id == pipe_b.document_id == second
         with pytest.raises(TimeoutError):
-            await a.next_peer(QUIET)
+            await asyncio.wait_for(a.next_peer(), QUIET)
         assert sorted(p.document_id for p in a.pipes) == sorted([first, second])
 
 
@@ -225,6 +233,26 @@ async def test_on_peer_connect_callbacks_get_the_same_pipes_as_peers(relay_url: 
         # Only now, with both pipes open, is the pair surely made (LF re-encodes held frames).
         await pipe_a.send("welcome")
         assert await recv(pipe_b) == "welcome"
+
+
+@pytest.mark.asyncio
+async def test_open_pipe_after_an_introduction_without_auto_connect(relay_url: str) -> None:
+    document = unique("doc")
+    a = Client(unique("a"), relay_url, auto_connect=False)
+    b = Client(unique("b"), relay_url, auto_connect=False)
+    async with a, b:
+        await a.join(document)
+        await b.join(document)
+        assert introduced_peer(await within(a.next_introduction())) == b.peer_id
+        assert introduced_peer(await within(b.next_introduction())) == a.peer_id
+        pipe_a = await within(a.open_pipe(b.peer_id, document))
+        pipe_b = await within(b.open_pipe(a.peer_id, document))
+        assert a.pipes == {pipe_a}
+        await pipe_b.send(b"raw")
+        assert await recv(pipe_a) == b"raw"
+        with pytest.raises(TimeoutError):  # open_pipe never announces its pipe
+            await asyncio.wait_for(a.next_peer(), QUIET)
+    assert pipe_a.closed and pipe_b.closed
 
 
 # -- against scripted servers ----------------------------------------------------------------
@@ -258,9 +286,9 @@ async def test_garbage_and_unknown_control_messages_are_ignored() -> None:
         await ws.wait_closed()
 
     async with scripted_relay(script) as url, Client("me", url, auto_connect=False) as client:
-        assert await client.next_introduction(TIMEOUT) == introduction
+        assert await within(client.next_introduction()) == introduction
         assert client.connected
-        seen = [await client.next_message(TIMEOUT) for _ in range(3)]
+        seen = [await within(client.next_message()) for _ in range(3)]
         assert [m["type"] for m in seen] == ["Joined", "Introduction", "Introduction"]
 
 
@@ -304,6 +332,7 @@ async def test_dialects_and_heartbeat_on_the_wire() -> None:
 @pytest.mark.asyncio
 async def test_reconnect_joins_remembered_documents_again() -> None:
     connections: list[list[dict]] = []
+    rejoined = asyncio.Event()
 
     async def script(ws: ServerConnection) -> None:
         received: list[dict] = []
@@ -315,27 +344,28 @@ async def test_reconnect_joins_remembered_documents_again() -> None:
             return
         async for frame in ws:
             received.append(msgpack.unpackb(frame))
+            if len(received) == 2:
+                rejoined.set()
 
     async with scripted_relay(script) as url:
         client = Client("me", url, reconnect=True, min_retry_delay=0.01, heartbeat_interval=None)
         await client.join("a")  # before connect: sent by connect()
         async with client:
             await client.join("b")
-            async with asyncio.timeout(TIMEOUT):
-                while len(connections) < 2 or len(connections[1]) < 2:
-                    await asyncio.sleep(0.01)
+            await within(rejoined.wait())
             assert client.connected
     joins = [[m["documentIds"][0] for m in c] for c in connections]
     assert joins == [["a", "b"], ["a", "b"]]
 
 
 @pytest.mark.asyncio
-async def test_streams_end_when_the_control_socket_drops_without_reconnect() -> None:
+@pytest.mark.parametrize("reconnect", [False, True])
+async def test_streams_end_when_the_control_socket_is_closed_for_good(reconnect: bool) -> None:
     async def script(ws: ServerConnection) -> None:
-        await ws.close(4410, "removed")
+        await ws.close(4410, "removed")  # removed by an operator: reconnecting would not help
 
     async with scripted_relay(script) as url:
-        client = Client("me", url)
+        client = Client("me", url, reconnect=reconnect, min_retry_delay=0.01)
         await client.connect()
         await asyncio.wait_for(client.wait_closed(), TIMEOUT)
         assert client.control is not None and client.control.close_code == 4410

@@ -1,0 +1,84 @@
+"""``python -m relayclient URL PEER DOC``: join DOC as PEER, print what peers send, and send each
+line of standard input (as a text frame) to every peer currently connected. For operators
+checking a relay by hand; Ctrl-C quits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+
+from . import Client, PeerSocket
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m relayclient", description=__doc__)
+    parser.add_argument("url", help="relay base URL, e.g. ws://127.0.0.1:8080 or wss://h/t/TICKET")
+    parser.add_argument("peer", help="our peer id")
+    parser.add_argument("document", help="document id to join")
+    parser.add_argument("--dialect", choices=["msgpack", "json"], default="msgpack")
+    parser.add_argument("--token", help="sent as 'Authorization: Bearer TOKEN'")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def _note(text: str) -> None:
+    print(f"* {text}", file=sys.stderr, flush=True)
+
+
+async def _print_frames(pipe: PeerSocket) -> None:
+    _note(f"connected to {pipe.peer_id!r} on {pipe.document_id!r}")
+    async for frame in pipe:
+        if isinstance(frame, bytes):
+            frame = f"<binary, {len(frame)} bytes> {frame[:48].hex(' ')}"
+        print(f"[{pipe.peer_id}] {frame}", flush=True)
+    _note(f"{pipe.peer_id!r} closed (code {pipe.close_code})")
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    # A daemon thread rather than connect_read_pipe: works for files and ttys alike, and never
+    # holds up the exit of the program.
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n"))
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = _parse(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    async with Client(args.peer, args.url, dialect=args.dialect, headers=headers) as client:
+        printers = set()  # strong references, so the tasks are not garbage-collected
+
+        async def print_peers() -> None:
+            async for pipe in client.peers():
+                printer = asyncio.create_task(_print_frames(pipe))
+                printers.add(printer)
+                printer.add_done_callback(printers.discard)
+
+        watcher = asyncio.create_task(print_peers())
+        await client.join(args.document)
+        _note(f"joined {args.document!r} as {args.peer!r}; lines typed are sent to every peer")
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_read_stdin, args=(loop, lines), daemon=True).start()
+        while (line := await lines.get()) is not None:
+            pipes = [pipe for pipe in client.pipes if not pipe.closed]
+            if not pipes:
+                _note("no peer connected yet; line not sent")
+            await asyncio.gather(*(pipe.send(line) for pipe in pipes), return_exceptions=True)
+        # End of input: keep printing until the relay goes away or Ctrl-C.
+        await client.wait_closed()
+        watcher.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:
+        sys.exit(130)
