@@ -19,10 +19,6 @@ $(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-tests/interop/node_modules/.installed: tests/interop/package.json tests/interop/package-lock.json
-	cd tests/interop && npm ci --no-audit --no-fund && npm run build
-	touch $@
-
 bench/node_modules/.installed: bench/package.json bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund
 	touch $@
@@ -39,7 +35,8 @@ format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(VENV)/.dev-deps tests/interop/node_modules/.installed lint
+# The interop tests install the npm clients themselves (npm ci, esbuild bundle) when needed.
+test: $(VENV)/.dev-deps lint
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop" -p no:cacheprovider -q
 
@@ -47,4 +44,4 @@ bench: $(VENV)/.dev-deps bench/node_modules/.installed
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) tests/interop/node_modules tests/interop/build bench/node_modules
+	rm -rf $(VENV) tests/interop/node_modules tests/interop/build bench/node_modules var

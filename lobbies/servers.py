@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 import uvicorn
 from daphne.server import Server as DaphneServer
@@ -119,6 +120,14 @@ class FlowControlledDaphne(DaphneServer):
         if scope.get("type") != "websocket" or getattr(protocol, "transport", None) is None:
             return super().create_application(protocol, scope)
         transport = protocol.transport
+        # autobahn parses the request target with urlparse, which cuts ";params" off the last
+        # path segment (and the LF clients send ";" unescaped in ids): rebuild the path from
+        # the raw request line instead.
+        raw_target = getattr(protocol, "http_request_uri", "")
+        if raw_target.startswith("/"):
+            raw_path = raw_target.split("?", 1)[0]
+            scope["raw_path"] = raw_path.encode("ascii", "replace")
+            scope["path"] = unquote(raw_path)
         # After the HTTP upgrade the transport's producer is still twisted.web's HTTPChannel;
         # ours replaces it to receive the buffer-full and drained notifications.
         flow = _WriteFlow()
