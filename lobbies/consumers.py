@@ -223,8 +223,13 @@ class ConnectionConsumer(RelayConsumer):
             await self.reject(CLOSE_INVALID, str(exc))
             return
         await self.accept()
+        splice = self.scope.get("extensions", {}).get("relay.splice") or {}
         self.pipe = PipeEnd(
-            PipeKey(a, b, document_id), self.base_send, self.presence, self.settings
+            PipeKey(a, b, document_id),
+            self.base_send,
+            self.presence,
+            self.settings,
+            splicer=splice.get("protocol"),
         )
         self.frame = self.pipe.relay  # the hot path: no hop through this class per frame
         await self.pipe.open()

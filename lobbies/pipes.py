@@ -7,6 +7,9 @@ out first, then every frame from one end is handed straight to the other end's A
 untouched (text stays text, bytes stay bytes). No database, no presence call, no channel layer
 and no signal per frame.
 
+Under uvicorn, a paired pipe is then *spliced* (``lobbies.splice``): frames go from one socket
+to the other inside the server, without waking either consumer.
+
 Backpressure: ``send`` waits while the receiver's socket buffer is full (uvicorn does this
 itself; ``lobbies.servers`` adds it to daphne), so a slow reader stalls its sender's read loop
 instead of growing the server's memory.
@@ -52,10 +55,18 @@ class PipeEnd:
         "partner",
         "presence",
         "send",
+        "splicer",
         "timer",
     )
 
-    def __init__(self, key: PipeKey, send: Send, presence: Presence, limits: RelaySettings):
+    def __init__(
+        self,
+        key: PipeKey,
+        send: Send,
+        presence: Presence,
+        limits: RelaySettings,
+        splicer: Any = None,
+    ):
         self.key = key
         self.send = send
         self.presence = presence
@@ -67,6 +78,8 @@ class PipeEnd:
         self.holding = False
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
+        # The server's "relay.splice" extension (lobbies.splice), when it offers one.
+        self.splicer = splicer
 
     async def open(self) -> None:
         """Pair with the reciprocal request if it is held here, else hold this one."""
@@ -108,6 +121,8 @@ class PipeEnd:
             await self.end(CLOSE_NORMAL)
             return
         partner.partner, self.partner = self, partner
+        if self.splicer is not None and partner.splicer is not None:
+            self.splicer.splice(partner.splicer, self.limits.max_frame_bytes)
 
     async def relay(self, message: dict[str, Any]) -> None:
         """Carry one frame received on this end to the other end (or hold it). The hot path."""
@@ -149,6 +164,8 @@ class PipeEnd:
             self.timer.cancel()
         self.held.clear()
         connections.unregister(self.connection)
+        if self.splicer is not None:
+            self.splicer.unsplice()
         partner, self.partner = self.partner, None
         if self.holding:
             self.holding = False

@@ -17,6 +17,8 @@ from urllib.parse import unquote
 import uvicorn
 from daphne.server import Server as DaphneServer
 
+from lobbies.splice import RelayWebSocketProtocol
+
 # Reading a daphne WebSocket pauses when this much received data waits for the application,
 # and resumes below half of it (uvicorn pauses after every single frame).
 READ_HIGH_WATER_BYTES = 1024 * 1024
@@ -31,7 +33,7 @@ def run_uvicorn(host: str, port: int, *, max_message_bytes: int) -> None:
         APPLICATION,
         host=host,
         port=port,
-        ws="websockets-sansio",
+        ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.splice
         loop="uvloop",
         http="httptools",
         ws_max_size=max_message_bytes,

@@ -1,0 +1,124 @@
+"""The uvicorn fast path for paired pipes: frames go socket to socket inside the server.
+
+Once a pipe is paired (in ``lobbies.pipes``, by the consumers, as ever), every frame would
+otherwise cross uvicorn's per-connection queue, wake the consumer's task, and be re-sent through
+ASGI ``send``, re-serialised by ``websockets``: most of the relay's per-frame cost. Under uvicorn
+:class:`RelayWebSocketProtocol` offers the ASGI extension ``relay.splice``: the pipe asks its two
+protocol objects to *splice*, after which each complete data message is written to the partner's
+transport directly from ``data_received``, with its opcode (text stays text, binary stays
+binary) and its bytes unchanged.
+
+What stays as it was:
+- Control frames (ping, pong, close), handshake and keepalive: uvicorn's own code.
+- Closing: a disconnect still reaches the consumer through ASGI, which closes the other side.
+- Order: a message goes direct only while the consumer is idle in ``receive()`` with nothing
+  queued, so nothing it still holds can be overtaken.
+- Limits: a message over the relay's frame limit is queued to the consumer, which closes 4413.
+- Backpressure: while the partner's write buffer is full, this socket is not read.
+
+daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.pipes``.
+"""
+
+from __future__ import annotations
+
+from struct import pack
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+EXTENSION = "relay.splice"
+
+_FIN_TEXT = 0x81
+_FIN_BINARY = 0x82
+
+
+def _frame_header(first_byte: int, length: int) -> bytes:
+    # A server's frames are never masked (RFC 6455, 5.1).
+    if length < 126:
+        return bytes((first_byte, length))
+    if length < 65536:
+        return pack("!BBH", first_byte, 126, length)
+    return pack("!BBQ", first_byte, 127, length)
+
+
+class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, plus the ``relay.splice`` extension."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.splice_partner: RelayWebSocketProtocol | None = None
+        self.splice_max_bytes = 0
+        self.app_idle = False  # the application is waiting in receive()
+        self.splice_read_paused = False
+
+    # -- the extension, as the application sees it ---------------------------------------
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][EXTENSION] = {"protocol": self}
+
+    def splice(self, partner: RelayWebSocketProtocol, max_message_bytes: int) -> None:
+        """From now on, hand each complete data message straight to ``partner`` (both ways)."""
+        for one, other in ((self, partner), (partner, self)):
+            one.splice_partner = other
+            one.splice_max_bytes = max_message_bytes
+
+    def unsplice(self) -> None:
+        """Stop forwarding, both ways (the pipe is closing)."""
+        partner, self.splice_partner = self.splice_partner, None
+        if partner is not None:
+            partner.splice_partner = None
+            partner._resume_splice_reading()
+        self._resume_splice_reading()
+
+    # -- uvicorn hooks ---------------------------------------------------------------------
+
+    async def receive(self) -> Any:
+        self.app_idle = True
+        try:
+            return await super().receive()
+        finally:
+            self.app_idle = False
+
+    def send_receive_event_to_app(self) -> None:
+        partner = self.splice_partner
+        if partner is None or not self.app_idle or not self.queue.empty() or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        if len(data) > self.splice_max_bytes:
+            super().send_receive_event_to_app()  # the consumer refuses it with 4413
+            return
+        self.frames = []
+        text = self.curr_msg_data_type == "text"
+        if text:
+            try:
+                data.decode()
+            except UnicodeDecodeError:  # RFC 6455: invalid UTF-8 fails the connection
+                self.frames = [data]
+                super().send_receive_event_to_app()
+                return
+        if partner.close_sent or partner.disconnected or partner.transport.is_closing():
+            return  # the pipe is ending; the consumers are closing both sides
+        partner.transport.write(_frame_header(_FIN_TEXT if text else _FIN_BINARY, len(data)) + data)
+        if not partner.writable.is_set() and not self.splice_read_paused:
+            self.splice_read_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        partner = self.splice_partner
+        if partner is not None:
+            partner._resume_splice_reading()
+
+    def _resume_splice_reading(self) -> None:
+        if self.splice_read_paused:
+            self.splice_read_paused = False
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.unsplice()
+        super().connection_lost(exc)

@@ -1,0 +1,99 @@
+"""The uvicorn fast path (lobbies.splice), with uvicorn serving the app in the test's loop so the
+server's protocol objects can be inspected: paired pipes are spliced, and stay faithful."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+
+from lobbies.splice import RelayWebSocketProtocol
+from relayproject.asgi import application
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def uvicorn_server():
+    port = free_port()
+    config = uvicorn.Config(
+        application,
+        host="127.0.0.1",
+        port=port,
+        ws=RelayWebSocketProtocol,
+        lifespan="off",
+        log_level="warning",
+        ws_max_size=1 << 22,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    yield server, f"ws://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+def spliced(server: uvicorn.Server) -> list[RelayWebSocketProtocol]:
+    return [p for p in server.server_state.connections if getattr(p, "splice_partner", None)]
+
+
+async def test_paired_pipes_are_spliced_and_unspliced_on_close(uvicorn_server):
+    server, url = uvicorn_server
+    async with connect(f"{url}/connection/a/b/doc") as a:
+        await a.send("held")
+        async with connect(f"{url}/connection/b/a/doc") as b:
+            assert await b.recv() == "held"
+            frames = [b"\x00bin", "text ✓", b"", ""] * 50
+            for frame in frames:
+                await a.send(frame)
+            assert [await b.recv() for _ in frames] == frames
+            await b.send(b"back")
+            assert await a.recv() == b"back"
+            pair = spliced(server)
+            assert len(pair) == 2 and pair[0].splice_partner is pair[1]
+        # b closed: a is closed by the relay, and nothing stays spliced.
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 5)
+        assert a.close_code == 1000
+    assert spliced(server) == []
+
+
+async def test_an_oversized_frame_on_a_spliced_pipe_still_closes_4413(uvicorn_server, settings):
+    settings.RELAY_MAX_FRAME_BYTES = 1000
+    server, url = uvicorn_server
+    async with connect(f"{url}/connection/a/b/doc") as a, connect(f"{url}/connection/b/a/doc") as b:
+        await a.send(b"x" * 1000)
+        assert await b.recv() == b"x" * 1000
+        assert len(spliced(server)) == 2
+        await a.send(b"x" * 1001)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 5)
+        assert a.close_code == 4413
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(b.recv(), 5)
+        assert b.close_code == 1000
+
+
+async def test_invalid_utf8_text_on_a_spliced_pipe_fails_the_connection(uvicorn_server):
+    server, url = uvicorn_server
+    async with connect(f"{url}/connection/a/b/doc") as a, connect(f"{url}/connection/b/a/doc") as b:
+        await a.send("ok")
+        assert await b.recv() == "ok"
+        assert len(spliced(server)) == 2
+        # A text frame with invalid UTF-8, which websockets' client API would refuse to send.
+        a.protocol.send_frame(Frame(Opcode.TEXT, b"\xff\xfe"))
+        a.send_data()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(b.recv(), 5)  # nothing relayed; the pipe is closed
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 5)
+    assert a.close_code == 1007
+    assert b.close_code == 1000
