@@ -113,8 +113,10 @@ class IntroductionConsumer(RelayConsumer):
         self.peer_id = peer_id
         self.dialect = Dialect.MSGPACK
         self.document_ids: set[str] = set()
-        self.outbox: deque[str | bytes] = deque()
+        self.outbox: deque[str | bytes] | None = None  # made when first needed: most sit idle
         self.writer: asyncio.Future[None] | None = None
+        # uvicorn's direct write (lobbies.splice); None under daphne.
+        self.direct = (self.scope.get("extensions", {}).get("relay.splice") or {}).get("protocol")
         self.closed = False
         self.connection = connections.register(self)
         replaced = await self.presence.connect_peer(peer_id, self.connection)
@@ -161,24 +163,35 @@ class IntroductionConsumer(RelayConsumer):
         if not meetings:
             return
         online = await self.presence.connections(list(meetings))
+        # Everyone in a lobby gets the same Introduction of this peer: encode it once per
+        # dialect and id list, not once per recipient.
+        encoded: dict[tuple[Dialect, tuple[str, ...]], str | bytes] = {}
         for other, shared in meetings.items():
-            self.introduce(other, shared)
+            self.deliver(encode_introduction(self.dialect, other, shared))
             socket = connections.lookup(online.get(other, ""))
             if socket is not None:
-                socket.introduce(self.peer_id, shared)
+                key = (socket.dialect, tuple(shared))
+                frame = encoded.get(key)
+                if frame is None:
+                    frame = encoded[key] = encode_introduction(socket.dialect, self.peer_id, shared)
+                socket.deliver(frame)
 
-    def introduce(self, peer_id: str, document_ids: list[str]) -> None:
-        """Queue an Introduction of ``peer_id`` to this socket, in this peer's dialect.
+    def deliver(self, frame: str | bytes) -> None:
+        """Send an encoded Introduction to this socket, now if it can take it, else queued.
 
         Never waits: a peer that does not read its control socket must not stall the peers
         joining its lobby. Its queue is bounded; past the bound it is closed (4413).
         """
         if self.closed:
             return
-        if len(self.outbox) >= self.settings.control_queue_frames:
+        if self.writer is None and self.direct is not None and self.direct.send_nowait(frame):
+            return
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= self.settings.control_queue_frames:
             spawn(self.shut(CLOSE_TOO_LARGE))
             return
-        self.outbox.append(encode_introduction(self.dialect, peer_id, document_ids))
+        self.outbox.append(frame)
         if self.writer is None:
             self.writer = spawn(self._write())
 
@@ -192,6 +205,8 @@ class IntroductionConsumer(RelayConsumer):
             logger.debug("introduction to %r after its socket had gone", self.peer_id)
         finally:
             self.writer = None
+            if not self.outbox:
+                self.outbox = None
 
     async def shut(self, code: int) -> None:
         """Close this control socket with ``code`` and forget the peer's presence."""
@@ -204,7 +219,7 @@ class IntroductionConsumer(RelayConsumer):
         if self.connection is None or self.closed:
             return
         self.closed = True
-        self.outbox.clear()
+        self.outbox = None
         connections.unregister(self.connection)
         await self.presence.disconnect_peer(self.peer_id, self.connection)
 

@@ -6,7 +6,8 @@ ASGI ``send``, re-serialised by ``websockets``: most of the relay's per-frame co
 :class:`RelayWebSocketProtocol` offers the ASGI extension ``relay.splice``: the pipe asks its two
 protocol objects to *splice*, after which each complete data message is written to the partner's
 transport directly from ``data_received``, with its opcode (text stays text, binary stays
-binary) and its bytes unchanged.
+binary) and its bytes unchanged. The same extension lets a control socket write an
+Introduction without a task or an ASGI round trip (:meth:`RelayWebSocketProtocol.send_nowait`).
 
 What stays as it was:
 - Control frames (ping, pong, close), handshake and keepalive: uvicorn's own code.
@@ -66,6 +67,28 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             one.splice_partner = other
             one.splice_max_bytes = max_message_bytes
 
+    def send_nowait(self, message: str | bytes) -> bool:
+        """Write one data frame now, if the socket can take it without waiting.
+
+        Returns False when it cannot (handshake not done, closing, write buffer full); the
+        caller then queues the frame and sends it through ASGI ``send``, which waits.
+        """
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        if isinstance(message, str):
+            self.transport.write(
+                _frame_header(_FIN_TEXT, len(payload := message.encode())) + payload
+            )
+        else:
+            self.transport.write(_frame_header(_FIN_BINARY, len(message)) + message)
+        return True
+
     def unsplice(self) -> None:
         """Stop forwarding, both ways (the pipe is closing)."""
         partner, self.splice_partner = self.splice_partner, None
@@ -75,6 +98,13 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self._resume_splice_reading()
 
     # -- uvicorn hooks ---------------------------------------------------------------------
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # The parsed handshake (headers, twice) is not needed once accepted; an idle
+            # control socket is mostly this, so dropping it is most of its memory cost.
+            self.request = self.response = None
 
     async def receive(self) -> Any:
         self.app_idle = True
