@@ -25,7 +25,7 @@ class RelaySettings:
     max_control_frame_bytes: int
     max_held_bytes: int
     pair_timeout: float
-    control_queue_frames: int
+    control_queue_bytes: int
 
 
 @cache
@@ -39,7 +39,7 @@ def relay_settings() -> RelaySettings:
         max_control_frame_bytes=settings.RELAY_MAX_CONTROL_FRAME_BYTES,
         max_held_bytes=settings.RELAY_MAX_HELD_BYTES,
         pair_timeout=settings.RELAY_PAIR_TIMEOUT,
-        control_queue_frames=settings.RELAY_CONTROL_QUEUE_FRAMES,
+        control_queue_bytes=settings.RELAY_CONTROL_QUEUE_BYTES,
     )
 
 

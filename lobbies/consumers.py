@@ -28,6 +28,7 @@ from lobbies.protocol import (
     PathError,
     decode_control,
     encode_introduction,
+    frame_size,
     parse_connection_path,
     parse_introduction_path,
 )
@@ -114,6 +115,8 @@ class IntroductionConsumer(RelayConsumer):
         self.dialect = Dialect.MSGPACK
         self.document_ids: set[str] = set()
         self.outbox: deque[str | bytes] | None = None  # made when first needed: most sit idle
+        self.outbox_bytes = 0
+        self.closing = False
         self.writer: asyncio.Future[None] | None = None
         # uvicorn's direct write (lobbies.splice); None under daphne.
         self.direct = (self.scope.get("extensions", {}).get("relay.splice") or {}).get("protocol")
@@ -123,7 +126,8 @@ class IntroductionConsumer(RelayConsumer):
         old = connections.lookup(replaced) if replaced else None
         if old is not None:
             # The LF relay leaves the old socket open, and its later close deletes the new
-            # registration; closing it here with 4409 avoids both.
+            # registration; closing it here with 4409 avoids both. (The close itself is not
+            # waited for: the old socket's buffer may never drain.)
             await old.shut(CLOSE_REPLACED)
 
     async def frame(self, message: dict[str, Any]) -> None:
@@ -132,7 +136,7 @@ class IntroductionConsumer(RelayConsumer):
         data = message.get("bytes")
         if data is None:
             data = message.get("text", "")
-        if len(data) > self.settings.max_control_frame_bytes:
+        if frame_size(data) > self.settings.max_control_frame_bytes:
             await self.shut(CLOSE_TOO_LARGE)
             return
         self.dialect, control = decode_control(
@@ -180,18 +184,21 @@ class IntroductionConsumer(RelayConsumer):
         """Send an encoded Introduction to this socket, now if it can take it, else queued.
 
         Never waits: a peer that does not read its control socket must not stall the peers
-        joining its lobby. Its queue is bounded; past the bound it is closed (4413).
+        joining its lobby. Its queue is bounded in bytes; past the bound it is closed (4413).
         """
-        if self.closed:
+        if self.closed or self.closing:
             return
         if self.writer is None and self.direct is not None and self.direct.send_nowait(frame):
             return
-        if self.outbox is None:
-            self.outbox = deque()
-        elif len(self.outbox) >= self.settings.control_queue_frames:
+        size = len(frame)
+        if self.outbox_bytes + size > self.settings.control_queue_bytes:
+            self.closing = True
             spawn(self.shut(CLOSE_TOO_LARGE))
             return
+        if self.outbox is None:
+            self.outbox = deque()
         self.outbox.append(frame)
+        self.outbox_bytes += size
         if self.writer is None:
             self.writer = spawn(self._write())
 
@@ -199,21 +206,28 @@ class IntroductionConsumer(RelayConsumer):
         try:
             while self.outbox and not self.closed:
                 frame = self.outbox.popleft()
+                self.outbox_bytes -= len(frame)
                 key = "text" if isinstance(frame, str) else "bytes"
                 await self.base_send({"type": "websocket.send", key: frame})
         except Exception:
             logger.debug("introduction to %r after its socket had gone", self.peer_id)
+            self.closing = True  # its disconnect follows; nothing more to send
         finally:
             self.writer = None
             if not self.outbox:
                 self.outbox = None
+                self.outbox_bytes = 0
 
     async def shut(self, code: int) -> None:
-        """Close this control socket with ``code`` and forget the peer's presence."""
+        """Forget the peer's presence and close this control socket with ``code``.
+
+        The close is sent in the background: it waits for the socket's buffer to drain, which
+        a client that does not read never lets happen.
+        """
         if self.closed:
             return
         await self.disconnected()
-        await self.close(code)
+        spawn(self.close(code))
 
     async def disconnected(self) -> None:
         if self.connection is None or self.closed:

@@ -26,6 +26,7 @@ from typing import Any
 from lobbies import connections
 from lobbies.conf import RelaySettings
 from lobbies.presence import PipeKey, Presence
+from lobbies.protocol import frame_size
 from lobbies.tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class PipeEnd:
         "holding",
         "key",
         "limits",
+        "paired",
         "partner",
         "presence",
         "send",
@@ -76,6 +78,7 @@ class PipeEnd:
         self.held: deque[dict[str, Any]] = deque()
         self.held_bytes = 0
         self.holding = False
+        self.paired = False
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         # The server's "relay.splice" extension (lobbies.splice), when it offers one.
@@ -110,10 +113,12 @@ class PipeEnd:
         try:
             while held:
                 await self.send(held.popleft())
-        except Exception:  # our own socket broke while flushing
-            logger.debug("pipe %s: send failed while flushing held frames", self.key)
+        except BaseException as exc:  # our socket broke, or the server is cancelling us
+            logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
             partner.partner, self.partner = self, partner
             await self.end(None)
+            if not isinstance(exc, Exception):
+                raise
             return
         partner.held_bytes = 0
         if partner.closed:
@@ -121,6 +126,7 @@ class PipeEnd:
             await self.end(CLOSE_NORMAL)
             return
         partner.partner, self.partner = self, partner
+        partner.paired = self.paired = True
         if self.splicer is not None and partner.splicer is not None:
             self.splicer.splice(partner.splicer, self.limits.max_frame_bytes)
 
@@ -129,11 +135,14 @@ class PipeEnd:
         data = message.get("bytes")
         if data is None:
             data = message["text"]
+            size = frame_size(data)
+        else:
+            size = len(data)
         # The received message becomes the sent one: same payload key, so text stays text and
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
         out = message
-        if len(data) > self.limits.max_frame_bytes:
+        if size > self.limits.max_frame_bytes:
             await self.end(CLOSE_TOO_LARGE)
             return
         partner = self.partner
@@ -143,16 +152,21 @@ class PipeEnd:
             except Exception:  # the partner's socket broke; its own disconnect follows
                 await self.end(CLOSE_NORMAL)
             return
-        if self.closed:
-            return
+        if self.closed or self.paired:
+            return  # the other end has gone and this one is being closed: nowhere to go
         self.held.append(out)
-        self.held_bytes += len(data) + HELD_FRAME_OVERHEAD
+        self.held_bytes += size + HELD_FRAME_OVERHEAD
         if self.held_bytes > self.limits.max_held_bytes:
             await self.end(CLOSE_TOO_LARGE)
 
     def _pair_timeout(self) -> None:
+        spawn(self._expire())
+
+    async def _expire(self) -> None:
+        # Checked when the task runs, not when the timer fired: the match may have arrived in
+        # between.
         if self.holding and not self.closed:
-            spawn(self.end(CLOSE_PAIR_TIMEOUT))
+            await self.end(CLOSE_PAIR_TIMEOUT)
 
     async def end(self, code: int | None) -> None:
         """Close this end with ``code`` (``None``: the client has already gone) and the other
@@ -174,9 +188,14 @@ class PipeEnd:
             partner.partner = None
             await self.presence.pipe_closed()
         if code is not None:
-            try:
-                await self.send({"type": "websocket.close", "code": code})
-            except Exception:
-                logger.debug("pipe %s: close after the socket had gone", self.key)
+            # In the background: a close waits for the socket's buffer to drain, and a client
+            # that does not read must not keep its partner open.
+            spawn(self._send_close(code))
         if partner is not None:
             await partner.end(CLOSE_NORMAL)
+
+    async def _send_close(self, code: int) -> None:
+        try:
+            await self.send({"type": "websocket.close", "code": code})
+        except Exception:
+            logger.debug("pipe %s: close after the socket had gone", self.key)

@@ -169,6 +169,8 @@ def decode_control(
     if not isinstance(data, dict):
         return dialect, None
     kind = data.get("type")
+    if not isinstance(kind, str):  # also keeps unhashable values out of the set lookup
+        return dialect, None
     if kind in _HEARTBEAT_TYPES:
         return dialect, _HEARTBEAT
     if kind in ("Join", "Leave"):
@@ -177,6 +179,13 @@ def decode_control(
             return dialect, None
         return dialect, Join(ids) if kind == "Join" else Leave(ids)
     return dialect, None
+
+
+def frame_size(payload: str | bytes) -> int:
+    """A frame's size on the wire: bytes, or UTF-8 bytes for a text frame (cheap for ASCII)."""
+    if isinstance(payload, str) and not payload.isascii():
+        return len(payload.encode())
+    return len(payload)
 
 
 def encode_introduction(dialect: Dialect, peer_id: str, document_ids: list[str]) -> str | bytes:

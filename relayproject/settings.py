@@ -5,6 +5,8 @@ default: SQLite under ``RELAY_DATA_DIR``, the in-memory channel layer, in-memory
 process.
 """
 
+import os
+import time
 from pathlib import Path
 
 import environ
@@ -24,14 +26,21 @@ def _secret_key() -> str:
     from django.core.management.utils import get_random_secret_key
 
     path = DATA_DIR / "secret_key"
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        key = get_random_secret_key()
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+        # O_EXCL: of several processes starting at once, exactly one writes the key; 0o600
+        # from the start, never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the writer may not have finished
+            if key := path.read_text().strip():
+                return key
+            time.sleep(0.1)
+        raise RuntimeError(f"{path} is empty: delete it or set DJANGO_SECRET_KEY") from None
+    key = get_random_secret_key()
+    with os.fdopen(fd, "w") as file:
+        file.write(key)
+    return key
 
 
 SECRET_KEY = _secret_key()
@@ -128,7 +137,7 @@ RELAY_PRESENCE_BACKEND = env.str(
 RELAY_MAX_ID_LENGTH = env.int("RELAY_MAX_ID_LENGTH", default=256)
 # Document ids one control socket may have joined at once (further Joins are ignored).
 RELAY_MAX_IDS_PER_PEER = env.int("RELAY_MAX_IDS_PER_PEER", default=1000)
-# Largest pipe frame (bytes; characters for text frames). Larger: close 4413.
+# Largest pipe frame in bytes (UTF-8 bytes for text frames). Larger: close 4413.
 RELAY_MAX_FRAME_BYTES = env.int("RELAY_MAX_FRAME_BYTES", default=4 * 1024 * 1024)
 # Largest control frame. Larger: close 4413.
 RELAY_MAX_CONTROL_FRAME_BYTES = env.int("RELAY_MAX_CONTROL_FRAME_BYTES", default=64 * 1024)
@@ -136,5 +145,5 @@ RELAY_MAX_CONTROL_FRAME_BYTES = env.int("RELAY_MAX_CONTROL_FRAME_BYTES", default
 RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
 # Seconds a held pipe request waits for its match. Then: close 4408.
 RELAY_PAIR_TIMEOUT = env.float("RELAY_PAIR_TIMEOUT", default=30.0)
-# Introductions queued for a control socket that is not reading. More: close 4413.
-RELAY_CONTROL_QUEUE_FRAMES = env.int("RELAY_CONTROL_QUEUE_FRAMES", default=10_000)
+# Bytes of introductions queued for a control socket that is not reading. More: close 4413.
+RELAY_CONTROL_QUEUE_BYTES = env.int("RELAY_CONTROL_QUEUE_BYTES", default=1024 * 1024)

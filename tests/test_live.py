@@ -7,8 +7,10 @@ import asyncio
 import json
 import urllib.request
 
+import msgpack
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.live
 
@@ -79,3 +81,57 @@ async def test_pipes_carry_frames_unchanged_including_empty_ones(live_relay):
         received = [await asyncio.wait_for(b.recv(), 5) for _ in frames]
     assert received == frames
     assert [type(f) for f in received] == [type(f) for f in frames]
+
+
+async def test_a_pipe_end_that_does_not_read_cannot_keep_its_partner_open(live_relay):
+    """A stops reading; B fills the pipe until held back. A's oversized frame closes the pipe:
+    B must be closed (1000) at once, though A's own close cannot reach A until A reads."""
+    url = live_relay.ws_url
+    async with (
+        connect(f"{url}/connection/deaf-a/deaf-b/doc", max_size=None, max_queue=1) as a,
+        connect(f"{url}/connection/deaf-b/deaf-a/doc", max_size=None) as b,
+    ):
+        await a.send(b"probe")
+        assert await asyncio.wait_for(b.recv(), 5) == b"probe"
+        frame = b"x" * (1024 * 1024)
+        for _ in range(300):
+            try:
+                await asyncio.wait_for(b.send(frame), 3)
+            except TimeoutError:
+                break
+        await a.send(b"x" * (4 * 1024 * 1024 + 1))  # over RELAY_MAX_FRAME_BYTES
+        await asyncio.wait_for(b.wait_closed(), 10)
+        assert b.close_code == 1000
+
+
+async def test_a_control_socket_that_does_not_read_is_closed_once_its_queue_is_full(live_relay):
+    """R joins a lobby and never reads; J joins and leaves over and over, so R is sent an
+    Introduction (about 60 KB, listing every shared id) each time. Once the kernel buffers are
+    full, R's queue grows to RELAY_CONTROL_QUEUE_BYTES (1 MiB) and R is dropped (4413), rather
+    than the server buffering for it without bound."""
+    url = live_relay.ws_url
+    ids = [f"{i:03d}" + "x" * 247 for i in range(240)]
+    join = msgpack.packb({"type": "Join", "documentIds": ids})
+    leave = msgpack.packb({"type": "Leave", "documentIds": ids})
+    async with (
+        connect(f"{url}/introduction/deaf-r", max_size=None, max_queue=1) as r,
+        connect(f"{url}/introduction/busy-j", max_size=None) as j,
+    ):
+        await r.send(join)
+        for cycle in range(2000):  # noqa: B007 (read after the loop)
+            await j.send(join)
+            try:
+                introduction = msgpack.unpackb(await asyncio.wait_for(j.recv(), 3))
+            except TimeoutError:
+                break  # R is no longer introduced: the relay has forgotten it
+            assert introduction["peerId"] == "deaf-r"
+            await j.send(leave)
+        else:
+            pytest.fail("the non-reading socket was never dropped")
+        assert cycle > 10  # it took a backlog to get there
+        with pytest.raises(ConnectionClosed):
+            while True:  # R reads again: what was sent, then the close
+                await asyncio.wait_for(r.recv(), 10)
+        # daphne (autobahn) gives up a close handshake the client does not answer within its
+        # timeout and drops the connection: the client sees 1006 instead of the code.
+        assert r.close_code == 4413 or (live_relay.server == "daphne" and r.close_code == 1006)

@@ -54,6 +54,11 @@ def test_both_heartbeat_spellings(kind):
         json.dumps({"type": "Join", "documentIds": ["\ud800"]}),
         json.dumps({"type": "Introduction", "userName": "x", "documentIds": ["a"]}),
         json.dumps({"type": "Join", "documentIds": [str(i) for i in range(1001)]}),
+        json.dumps({"type": []}),
+        json.dumps({"type": {"a": 1}}),
+        json.dumps({"type": None}),
+        msgpack.packb({"type": [1, 2]}),
+        msgpack.packb({"type": b"Join", "documentIds": ["a"]}),
         b"\xc1",
         b"\x92\x01",
         msgpack.packb({"type": "Join", "documentIds": ["a"]}) + b"\x00",
@@ -71,6 +76,30 @@ def test_malformed_or_unknown_frames_decode_to_nothing(frame):
 @given(st.binary(max_size=512))
 def test_no_binary_frame_crashes_the_decoder(frame):
     decode_control(frame, **LIMITS)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.fixed_dictionaries({"type": _json_values, "documentIds": _json_values}))
+def test_no_message_shape_crashes_the_decoder(message):
+    decode_control(msgpack.packb(message), **LIMITS)
+    if not any(isinstance(v, bytes) for v in (message["type"], message["documentIds"])):
+        try:
+            frame = json.dumps(message)
+        except (TypeError, ValueError):
+            return
+        decode_control(frame, **LIMITS)
 
 
 @given(st.text(max_size=512))
