@@ -26,6 +26,7 @@ from struct import pack
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.speedups import apply_mask
 
 EXTENSION = "relay.splice"
 
@@ -52,6 +53,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.app_idle = False  # the application is waiting in receive()
         self.splice_read_paused = False
         self.splice_out: list[bytes] = []
+        self.pending = b""  # the start of a frame not yet complete, read by the fast parser
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -137,7 +139,12 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.splice_out.append(data)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self.splice_partner is not None and self._plain_frames_only():
+            data = self._relay_plain_frames(data)
+        elif self.pending:
+            data, self.pending = self.pending + data, b""
+        if data:
+            super().data_received(data)
         if self.splice_out:
             out, self.splice_out = self.splice_out, []
             partner = self.splice_partner
@@ -149,6 +156,66 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if not partner.writable.is_set() and not self.splice_read_paused:
                 self.splice_read_paused = True
                 self.transport.pause_reading()
+
+    def _plain_frames_only(self) -> bool:
+        """Whether the next bytes may be read by :meth:`_relay_plain_frames`: the consumer is
+        idle with nothing queued, and websockets' parser stands between two frames."""
+        return (
+            self.app_idle
+            and not self.close_sent
+            and not self.frames
+            and not self.conn.reader.buffer
+            and self.queue.empty()
+        )
+
+    def _relay_plain_frames(self, data: bytes) -> bytes:
+        """Relay the complete, unfragmented, masked text and binary frames at the start of
+        ``data`` without websockets' parser; return the bytes it must parse after all.
+
+        This is the common case of a spliced pipe, and websockets' general parser (a Python
+        generator per frame) was most of the remaining cost. Any other frame (control,
+        fragmented, reserved bits, over the size limit, text that is not UTF-8) and everything
+        after it go to websockets, which handles it as before. A partial frame at the end is
+        kept for the next read.
+        """
+        buf = self.pending + data if self.pending else data
+        self.pending = b""
+        end_of_data = len(buf)
+        limit = self.splice_max_bytes
+        out = self.splice_out
+        pos = 0
+        while end_of_data - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            if (first != _FIN_TEXT and first != _FIN_BINARY) or second < 0x80:
+                return buf[pos:]  # not a plain frame (or an unmasked one: a protocol error)
+            length = second & 0x7F
+            start = pos + 6  # 2 header bytes and the 4-byte mask
+            if length == 126:
+                start += 2
+                if end_of_data < start:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                start += 8
+                if end_of_data < start:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if length > limit:
+                return buf[pos:]  # websockets and the consumer refuse it (4413 or 1009)
+            stop = start + length
+            if stop > end_of_data:
+                break
+            payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+            if first == _FIN_TEXT:
+                try:
+                    payload.decode()
+                except UnicodeDecodeError:
+                    return buf[pos:]  # websockets fails the connection (1007)
+            out.append(_frame_header(first, length))
+            out.append(payload)
+            pos = stop
+        self.pending = buf[pos:]
+        return b""
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -97,3 +97,75 @@ async def test_invalid_utf8_text_on_a_spliced_pipe_fails_the_connection(uvicorn_
             await asyncio.wait_for(a.recv(), 5)
     assert a.close_code == 1007
     assert b.close_code == 1000
+
+
+def masked(first_byte: int, payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+    """A client frame as it goes on the wire (RFC 6455 5.2), built by hand so tests can split
+    and interleave frames freely."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((first_byte, 0x80 | n))
+    elif n < 65536:
+        header = bytes((first_byte, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first_byte, 0x80 | 127)) + n.to_bytes(8, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def spliced_pair(server, url):
+    a = await connect(f"{url}/connection/a/b/doc", max_size=None)
+    b = await connect(f"{url}/connection/b/a/doc", max_size=None)
+    await a.send(b"ready")
+    assert await b.recv() == b"ready"
+    assert len(spliced(server)) == 2
+    return a, b
+
+
+async def test_frames_split_across_reads_arrive_whole_and_in_order(uvicorn_server):
+    server, url = uvicorn_server
+    a, b = await spliced_pair(server, url)
+    frames = [b"\x01" * 10, "two ✓", b"\x03" * 300, b"\x04" * 70_000, "five", b""]
+    wire = b"".join(
+        masked(0x81 if isinstance(f, str) else 0x82, f.encode() if isinstance(f, str) else f)
+        for f in frames
+    )
+    # Odd-sized pieces, each its own read on the server: headers, masks and payloads are cut
+    # at every possible place over the run.
+    for start in range(0, len(wire), 997):
+        a.transport.write(wire[start : start + 997])
+        await asyncio.sleep(0)
+    assert [await asyncio.wait_for(b.recv(), 5) for _ in frames] == frames
+    await a.close()
+    await b.close()
+
+
+async def test_fragmented_messages_and_pings_between_plain_frames(uvicorn_server):
+    server, url = uvicorn_server
+    a, b = await spliced_pair(server, url)
+    wire = (
+        masked(0x82, b"first")
+        + masked(0x01, b"frag")  # text, not final
+        + masked(0x89, b"ping")  # a ping in the middle of a fragmented message
+        + masked(0x80, "mented ✓".encode())  # continuation, final
+        + masked(0x82, b"last")
+    )
+    a.transport.write(wire)
+    assert await asyncio.wait_for(b.recv(), 5) == b"first"
+    assert await asyncio.wait_for(b.recv(), 5) == "fragmented ✓"
+    assert await asyncio.wait_for(b.recv(), 5) == b"last"
+    # The relay is still fast-pathing afterwards, and the pipe still works both ways.
+    await b.send("back")
+    assert await asyncio.wait_for(a.recv(), 5) == "back"
+    await a.close()
+    await b.close()
+
+
+async def test_an_unmasked_client_frame_is_a_protocol_error(uvicorn_server):
+    server, url = uvicorn_server
+    a, b = await spliced_pair(server, url)
+    a.transport.write(bytes((0x82, 3)) + b"bad")  # clients must mask (RFC 6455 5.1)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(b.recv(), 5)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(a.recv(), 5)
+    assert a.close_code == 1002
