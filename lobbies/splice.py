@@ -105,7 +105,11 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # The parsed handshake (headers, twice) is not needed once accepted; an idle
-            # control socket is mostly this, so dropping it is most of its memory cost.
+            # control socket is mostly this. websockets' parser keeps a reference to the
+            # request for the connection's life, so its headers are emptied, not just dropped
+            # (the scope has its own copy).
+            if self.request is not None:
+                self.request.headers.clear()
             self.request = self.response = None
 
     async def receive(self) -> Any:
