@@ -53,7 +53,14 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.app_idle = False  # the application is waiting in receive()
         self.splice_read_paused = False
         self.splice_out: list[bytes] = []
-        self.pending = b""  # the start of a frame not yet complete, read by the fast parser
+        # The start of a frame not yet complete, read by the fast parser, and its full size
+        # once known (a lower bound until its header is complete).
+        self.pending = bytearray()
+        self.pending_need = 0
+        # Where websockets' own parser stands: the part of a frame header it has read, and the
+        # payload bytes still to come of its current frame.
+        self.parser_head = bytearray()
+        self.parser_need = 0
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -118,6 +125,9 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             return await super().receive()
         finally:
             self.app_idle = False
+            if self.splice_read_paused:
+                # uvicorn resumes reading when its queue empties; the partner is still full.
+                self.transport.pause_reading()
 
     def send_receive_event_to_app(self) -> None:
         partner = self.splice_partner
@@ -146,8 +156,13 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.splice_partner is not None and self._plain_frames_only():
             data = self._relay_plain_frames(data)
         elif self.pending:
-            data, self.pending = self.pending + data, b""
+            data = bytes(self.pending + data)
+            self.pending = bytearray()
         if data:
+            if self.handshake_initiated:
+                # (The first call carries exactly the HTTP request: uvicorn hands over the
+                # upgrade request alone, so frames start at a boundary after it.)
+                self._track_frame_boundaries(data)
             super().data_received(data)
         if self.splice_out:
             out, self.splice_out = self.splice_out, []
@@ -157,15 +172,53 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if partner.transport.is_closing():
                 return
             partner.transport.write(b"".join(out))
-            if not partner.writable.is_set() and not self.splice_read_paused:
+            if not partner.writable.is_set():
                 self.splice_read_paused = True
                 self.transport.pause_reading()
+
+    def _track_frame_boundaries(self, data: bytes) -> None:
+        """Follow the frame headers of the bytes given to websockets' parser, so the fast
+        path starts only where that parser stands between two frames.
+
+        websockets takes a header off its buffer piece by piece (2 bytes, length, mask), so an
+        empty buffer does not mean it is between frames; this walk knows.
+        """
+        i, n = 0, len(data)
+        head = self.parser_head
+        while True:
+            if self.parser_need:
+                step = min(self.parser_need, n - i)
+                self.parser_need -= step
+                i += step
+            if self.parser_need:
+                return  # the data ends inside a payload
+            want = 2
+            if len(head) >= 2:
+                code = head[1] & 0x7F
+                want += (2 if code == 126 else 8 if code == 127 else 0) + (
+                    4 if head[1] & 0x80 else 0
+                )
+            if len(head) < want:
+                if i == n:
+                    return  # the data ends inside a header (or between frames: head empty)
+                take = min(want - len(head), n - i)
+                head += data[i : i + take]
+                i += take
+                continue
+            code = head[1] & 0x7F
+            if code < 126:
+                self.parser_need = code
+            else:
+                self.parser_need = int.from_bytes(head[2 : 4 if code == 126 else 10], "big")
+            head.clear()
 
     def _plain_frames_only(self) -> bool:
         """Whether the next bytes may be read by :meth:`_relay_plain_frames`: the consumer is
         idle with nothing queued, and websockets' parser stands between two frames."""
         return (
-            self.app_idle
+            not self.parser_need
+            and not self.parser_head
+            and self.app_idle
             and not self.close_sent
             and not self.frames
             and not self.conn.reader.buffer
@@ -182,13 +235,25 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         after it go to websockets, which handles it as before. A partial frame at the end is
         kept for the next read.
         """
-        buf = self.pending + data if self.pending else data
-        self.pending = b""
+        if self.pending:
+            # A frame started in an earlier read: wait, without copying it again, until all
+            # of it is here (re-joining it on every read would cost its size squared).
+            self.pending += data
+            if len(self.pending) < self.pending_need:
+                return b""
+            buf = bytes(self.pending)
+            self.pending = bytearray()
+        else:
+            buf = data
         end_of_data = len(buf)
         limit = self.splice_max_bytes
         out = self.splice_out
         pos = 0
-        while end_of_data - pos >= 2:
+        need = 0
+        while True:
+            if end_of_data - pos < 2:
+                need = 2
+                break
             first, second = buf[pos], buf[pos + 1]
             if (first != _FIN_TEXT and first != _FIN_BINARY) or second < 0x80:
                 return buf[pos:]  # not a plain frame (or an unmasked one: a protocol error)
@@ -197,17 +262,20 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if length == 126:
                 start += 2
                 if end_of_data < start:
+                    need = start - pos
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
             elif length == 127:
                 start += 8
                 if end_of_data < start:
+                    need = start - pos
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             if length > limit:
                 return buf[pos:]  # websockets and the consumer refuse it (4413 or 1009)
             stop = start + length
             if stop > end_of_data:
+                need = stop - pos
                 break
             payload = apply_mask(buf[start:stop], buf[start - 4 : start])
             if first == _FIN_TEXT:
@@ -218,7 +286,9 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             out.append(_frame_header(first, length))
             out.append(payload)
             pos = stop
-        self.pending = buf[pos:]
+        if pos < end_of_data:
+            self.pending = bytearray(buf[pos:])
+            self.pending_need = need
         return b""
 
     def resume_writing(self) -> None:

@@ -169,3 +169,52 @@ async def test_an_unmasked_client_frame_is_a_protocol_error(uvicorn_server):
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(a.recv(), 5)
     assert a.close_code == 1002
+
+
+async def test_a_frame_in_flight_when_the_pipe_is_spliced_arrives_intact(uvicorn_server):
+    """A's frame header and mask reach the relay before the pipe is paired, its payload after:
+    the fast path must not start in the middle of it."""
+    _server, url = uvicorn_server
+    payload = b"\x82\xa4" + b"looks like a frame header" * 3
+    frame = masked(0x82, payload, mask=b"\x00\x00\x00\x00")
+    a = await connect(f"{url}/connection/a/b/doc", max_size=None)
+    a.transport.write(frame[:6])  # header and mask only
+    await asyncio.sleep(0.05)
+    b = await connect(f"{url}/connection/b/a/doc", max_size=None)
+    await asyncio.sleep(0.05)
+    a.transport.write(frame[6:])
+    a.transport.write(masked(0x81, b"after"))
+    assert await asyncio.wait_for(b.recv(), 5) == payload
+    assert await asyncio.wait_for(b.recv(), 5) == "after"
+    await a.close()
+    await b.close()
+
+
+async def test_a_frame_hidden_in_a_split_control_header_is_not_relayed(uvicorn_server):
+    """An empty ping's header arrives alone; the next bytes are its mask, not a new frame."""
+    server, url = uvicorn_server
+    a, b = await spliced_pair(server, url)
+    a.transport.write(bytes((0x89, 0x80)))  # ping, masked, empty: the mask follows
+    await asyncio.sleep(0.05)
+    a.transport.write(bytes((0x82, 0x85, 0, 0, 0, 0)) + b"hello")
+    # b"\x82\x85\x00\x00" was the ping's mask, so the relay then reads a frame starting with
+    # the bytes 00 00 h e...: a protocol error, never b"hello" relayed.
+    received = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            received.append(await asyncio.wait_for(b.recv(), 5))
+    assert b"hello" not in received
+
+
+async def test_a_large_frame_in_small_reads_arrives_intact(uvicorn_server):
+    server, url = uvicorn_server
+    a, b = await spliced_pair(server, url)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    wire = masked(0x82, payload)
+    for start in range(0, len(wire), 1448):
+        a.transport.write(wire[start : start + 1448])
+        if start % (1448 * 64) == 0:
+            await asyncio.sleep(0)
+    assert await asyncio.wait_for(b.recv(), 10) == payload
+    await a.close()
+    await b.close()
