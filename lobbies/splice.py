@@ -241,10 +241,13 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.pending += data
             if len(self.pending) < self.pending_need:
                 return b""
-            buf = bytes(self.pending)
+            buf: bytes | bytearray = self.pending
             self.pending = bytearray()
         else:
             buf = data
+        # Large payloads are unmasked from a memoryview (no copy of the input); for small ones
+        # a plain slice is cheaper than making a view.
+        view = memoryview(buf)
         end_of_data = len(buf)
         limit = self.splice_max_bytes
         out = self.splice_out
@@ -256,7 +259,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                 break
             first, second = buf[pos], buf[pos + 1]
             if (first != _FIN_TEXT and first != _FIN_BINARY) or second < 0x80:
-                return buf[pos:]  # not a plain frame (or an unmasked one: a protocol error)
+                return self._hand_back(view, pos)  # not plain (or unmasked: an error)
             length = second & 0x7F
             start = pos + 6  # 2 header bytes and the 4-byte mask
             if length == 126:
@@ -272,24 +275,32 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             if length > limit:
-                return buf[pos:]  # websockets and the consumer refuse it (4413 or 1009)
+                return self._hand_back(view, pos)  # refused there (4413 or 1009)
             stop = start + length
             if stop > end_of_data:
                 need = stop - pos
                 break
-            payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+            source = view if length > 4096 else buf
+            payload = apply_mask(source[start:stop], buf[start - 4 : start])
             if first == _FIN_TEXT:
                 try:
                     payload.decode()
                 except UnicodeDecodeError:
-                    return buf[pos:]  # websockets fails the connection (1007)
+                    return self._hand_back(view, pos)  # websockets fails it (1007)
             out.append(_frame_header(first, length))
             out.append(payload)
             pos = stop
         if pos < end_of_data:
-            self.pending = bytearray(buf[pos:])
+            self.pending = bytearray(view[pos:])
             self.pending_need = need
+        view.release()
         return b""
+
+    @staticmethod
+    def _hand_back(view: memoryview, pos: int) -> bytes:
+        rest = bytes(view[pos:])
+        view.release()
+        return rest
 
     def resume_writing(self) -> None:
         super().resume_writing()
