@@ -262,18 +262,13 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                 return self._hand_back(view, pos)  # not plain (or unmasked: an error)
             length = second & 0x7F
             start = pos + 6  # 2 header bytes and the 4-byte mask
-            if length == 126:
-                start += 2
+            if length >= 126:  # an extended length follows: 16 bits (126) or 64 bits (127)
+                extended = 2 if length == 126 else 8
+                start += extended
                 if end_of_data < start:
                     need = start - pos
                     break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-            elif length == 127:
-                start += 8
-                if end_of_data < start:
-                    need = start - pos
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                length = int.from_bytes(buf[pos + 2 : pos + 2 + extended], "big")
             if length > limit:
                 return self._hand_back(view, pos)  # refused there (4413 or 1009)
             stop = start + length
