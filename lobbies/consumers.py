@@ -19,7 +19,7 @@ from channels.consumer import AsyncConsumer
 
 from lobbies import connections, discovery
 from lobbies.conf import relay_settings
-from lobbies.pipes import CLOSE_TOO_LARGE, PipeEnd
+from lobbies.pipes import CLOSE_TOO_LARGE, PipeEnd, close_socket
 from lobbies.presence import PipeKey, get_presence
 from lobbies.protocol import (
     Dialect,
@@ -32,6 +32,7 @@ from lobbies.protocol import (
     parse_connection_path,
     parse_introduction_path,
 )
+from lobbies.splice import splice_protocol
 from lobbies.tasks import spawn
 
 logger = logging.getLogger(__name__)
@@ -77,10 +78,7 @@ class RelayConsumer(AsyncConsumer):
 
     async def close(self, code: int) -> None:
         """Close the socket with ``code``; a socket already gone is not an error."""
-        try:
-            await self.base_send({"type": "websocket.close", "code": code})
-        except Exception:
-            logger.debug("close(%s) after the socket had gone", code)
+        await close_socket(self.base_send, code)
 
     async def reject(self, code: int, reason: str) -> None:
         """Accept, then close with ``code``: a close code only reaches an accepted socket."""
@@ -119,7 +117,7 @@ class IntroductionConsumer(RelayConsumer):
         self.closing = False
         self.writer: asyncio.Future[None] | None = None
         # uvicorn's direct write (lobbies.splice); None under daphne.
-        self.direct = (self.scope.get("extensions", {}).get("relay.splice") or {}).get("protocol")
+        self.direct = splice_protocol(self.scope)
         self.closed = False
         self.connection = connections.register(self)
         replaced = await self.presence.connect_peer(peer_id, self.connection)
@@ -252,13 +250,12 @@ class ConnectionConsumer(RelayConsumer):
             await self.reject(CLOSE_INVALID, str(exc))
             return
         await self.accept()
-        splice = self.scope.get("extensions", {}).get("relay.splice") or {}
         self.pipe = PipeEnd(
             PipeKey(a, b, document_id),
             self.base_send,
             self.presence,
             self.settings,
-            splicer=splice.get("protocol"),
+            splicer=splice_protocol(self.scope),
         )
         self.frame = self.pipe.relay  # the hot path: no hop through this class per frame
         await self.pipe.open()

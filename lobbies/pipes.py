@@ -190,12 +190,14 @@ class PipeEnd:
         if code is not None:
             # In the background: a close waits for the socket's buffer to drain, and a client
             # that does not read must not keep its partner open.
-            spawn(self._send_close(code))
+            spawn(close_socket(self.send, code))
         if partner is not None:
             await partner.end(CLOSE_NORMAL)
 
-    async def _send_close(self, code: int) -> None:
-        try:
-            await self.send({"type": "websocket.close", "code": code})
-        except Exception:
-            logger.debug("pipe %s: close after the socket had gone", self.key)
+
+async def close_socket(send: Send, code: int) -> None:
+    """Send a WebSocket close with ``code``; a socket already gone is not an error."""
+    try:
+        await send({"type": "websocket.close", "code": code})
+    except Exception:
+        logger.debug("close(%s) after the socket had gone", code)

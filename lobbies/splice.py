@@ -34,6 +34,12 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 
 
+def splice_protocol(scope: dict[str, Any]) -> RelayWebSocketProtocol | None:
+    """The server's protocol object offering ``relay.splice`` for this connection, if any
+    (None under daphne or any other ASGI server)."""
+    return (scope.get("extensions", {}).get(EXTENSION) or {}).get("protocol")
+
+
 def _frame_header(first_byte: int, length: int) -> bytes:
     # A server's frames are never masked (RFC 6455, 5.1).
     if length < 126:
