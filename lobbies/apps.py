@@ -7,3 +7,6 @@ class LobbiesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "lobbies"
     verbose_name = "Lobbies"
+
+    def ready(self) -> None:
+        from lobbies import conf  # noqa: F401 (registers the settings' system check)

@@ -1,46 +1,110 @@
 """The relay's settings, read once from ``django.conf.settings`` into one typed object.
 
 Every value comes from an environment variable in ``relayproject/settings.py``, where each has a
-safe default; this module only gives the relay code a cheap, typed view of them.
+safe default and the README a line. Relay code reads them only through :func:`relay_settings`
+(never ``django.conf.settings`` directly), and :func:`check_relay_settings`, a Django system
+check, refuses impossible values at start-up with a message naming the variable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 
 from django.conf import settings
+from django.core import checks
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
-    """Limits and backends of the relay (see the README's settings table)."""
+    """Limits, timeouts and backends of the relay (see the README's settings table).
 
+    Each field is read from the Django setting ``RELAY_<FIELD NAME IN CAPITALS>``.
+    """
+
+    allowed_origins: tuple[str, ...]
     presence_backend: str
     max_id_length: int
     max_ids_per_peer: int
     max_frame_bytes: int
     max_control_frame_bytes: int
     max_held_bytes: int
+    max_held_bytes_total: int
+    max_held_pipes: int
     pair_timeout: float
     control_queue_bytes: int
+    close_timeout: float
+    ping_interval: float
+    ping_timeout: float
+    handshake_timeout: float
+
+    @property
+    def transport_max_bytes(self) -> int:
+        """The ASGI server's own message limit: above the relay's, so that an oversized frame
+        reaches the relay and is refused with the documented 4413 rather than a bare 1009."""
+        return self.max_frame_bytes + self.max_control_frame_bytes
+
+
+def _setting_name(field: str) -> str:
+    return f"RELAY_{field.upper()}"
 
 
 @cache
 def relay_settings() -> RelaySettings:
     """The relay's settings, read once per process (and again after a test overrides them)."""
-    return RelaySettings(
-        presence_backend=settings.RELAY_PRESENCE_BACKEND,
-        max_id_length=settings.RELAY_MAX_ID_LENGTH,
-        max_ids_per_peer=settings.RELAY_MAX_IDS_PER_PEER,
-        max_frame_bytes=settings.RELAY_MAX_FRAME_BYTES,
-        max_control_frame_bytes=settings.RELAY_MAX_CONTROL_FRAME_BYTES,
-        max_held_bytes=settings.RELAY_MAX_HELD_BYTES,
-        pair_timeout=settings.RELAY_PAIR_TIMEOUT,
-        control_queue_bytes=settings.RELAY_CONTROL_QUEUE_BYTES,
-    )
+    values = {f.name: getattr(settings, _setting_name(f.name)) for f in fields(RelaySettings)}
+    values["allowed_origins"] = tuple(values["allowed_origins"])
+    return RelaySettings(**values)
+
+
+# Each limit's smallest sensible value: 1 for sizes and counts, above zero for timeouts; 0 for
+# the ping interval turns keepalive pings off.
+_MINIMUMS: dict[str, float] = {
+    "max_id_length": 1,
+    "max_ids_per_peer": 1,
+    "max_frame_bytes": 1,
+    "max_control_frame_bytes": 64,  # a Join naming one short id must fit
+    "max_held_bytes": 1,
+    "max_held_bytes_total": 1,
+    "max_held_pipes": 1,
+    "control_queue_bytes": 1,
+    "ping_interval": 0,
+}
+_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout")
+
+
+def setting_errors(values: RelaySettings) -> list[str]:
+    """What is impossible about ``values``, one sentence each (empty when they are sound)."""
+    errors = []
+    for name, minimum in _MINIMUMS.items():
+        if getattr(values, name) < minimum:
+            errors.append(f"{_setting_name(name)} must be at least {minimum}")
+    errors += [f"{_setting_name(n)} must be above 0" for n in _POSITIVE if getattr(values, n) <= 0]
+    if values.max_frame_bytes > values.max_held_bytes:
+        errors.append(
+            "RELAY_MAX_FRAME_BYTES is larger than RELAY_MAX_HELD_BYTES: a pipe could never "
+            "send a frame of the allowed size before its match arrives"
+        )
+    if values.max_held_bytes > values.max_held_bytes_total:
+        errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")
+    try:
+        import_string(values.presence_backend)
+    except ImportError as exc:
+        errors.append(f"RELAY_PRESENCE_BACKEND cannot be imported: {exc}")
+    return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
+    """Django system check: refuse to start with impossible relay settings."""
+    try:
+        values = relay_settings()
+    except (TypeError, AttributeError) as exc:
+        return [checks.Error(f"relay settings are incomplete: {exc}", id="lobbies.E000")]
+    return [checks.Error(message, id="lobbies.E001") for message in setting_errors(values)]
 
 
 @receiver(setting_changed)

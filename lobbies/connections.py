@@ -1,4 +1,4 @@
-"""The live sockets of this process, by connection id.
+"""The live sockets of this process, by connection id, and the one way to send a close.
 
 Presence stores connection ids, not objects, so that the same ids can later name sockets on other
 workers. A connection id starts with this process's token; a socket found here is handed frames
@@ -8,8 +8,14 @@ and introductions directly (a method call), never through the channel layer.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PROCESS_TOKEN = secrets.token_hex(6)
 _counter = itertools.count(1)
@@ -36,3 +42,18 @@ def lookup(connection: str) -> Any | None:
 def count() -> int:
     """How many sockets this process holds (for tests and the landing page)."""
     return len(_live)
+
+
+async def send_close(send: Send, code: int, reason: str = "") -> None:
+    """Send a WebSocket close with ``code``; a socket already gone is not an error.
+
+    This never waits for the client to read: both servers write the close frame at once and
+    abort the connection if it is not completed within ``RELAY_CLOSE_TIMEOUT``
+    (``lobbies.splice``, ``lobbies.servers``).
+    """
+    if reason:
+        logger.info("closing a socket with %s: %s", code, reason)
+    try:
+        await send({"type": "websocket.close", "code": int(code), "reason": reason})
+    except Exception as exc:
+        logger.debug("close(%s) after the socket had gone: %r", code, exc)

@@ -10,6 +10,13 @@ and no signal per frame.
 Under uvicorn, a paired pipe is then *spliced* (``lobbies.splice``): frames go from one socket
 to the other inside the server, without waking either consumer.
 
+A pipe end's life is one :class:`PipeState` and one way out, :meth:`PipeEnd.close`.
+
+Bounds: a held end may hold ``RELAY_MAX_HELD_BYTES`` (4413); all held ends of the process
+together ``RELAY_MAX_HELD_BYTES_TOTAL`` (4413) and ``RELAY_MAX_HELD_PIPES`` ends (4429). A
+second request for a pipe that is already waiting is refused (4409). Each held frame is charged
+the memory it really takes, not just its payload.
+
 Backpressure: ``send`` waits while the receiver's socket buffer is full (uvicorn does this
 itself; ``lobbies.servers`` adds it to daphne), so a slow reader stalls its sender's read loop
 instead of growing the server's memory.
@@ -19,45 +26,86 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Any
 
 from lobbies import connections
 from lobbies.conf import RelaySettings
-from lobbies.presence import PipeKey, Presence
-from lobbies.protocol import frame_size
+from lobbies.connections import Send, send_close
+from lobbies.presence import PipeKey, PipeKeyTaken, Presence
+from lobbies.protocol import CloseCode, frame_size
+from lobbies.splice import SpliceHandle
 from lobbies.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# What a held frame costs besides its payload object: the ASGI message dict that carries it and
+# its slot in the deque (about 190 bytes on CPython 3.11).
+HELD_FRAME_OVERHEAD = sys.getsizeof({"type": "websocket.send", "bytes": b""}) + 8
 
-# Each held frame is charged this much on top of its payload, so that a flood of empty frames
-# is bounded too.
-HELD_FRAME_OVERHEAD = 64
 
-CLOSE_NORMAL = 1000
-CLOSE_TOO_LARGE = 4413
-CLOSE_PAIR_TIMEOUT = 4408
+def held_cost(payload: str | bytes) -> int:
+    """The memory a held frame takes: its message, its payload object and its deque slot."""
+    return HELD_FRAME_OVERHEAD + sys.getsizeof(payload)
+
+
+class PipeState(Enum):
+    """Where a pipe end is in its life. Every end ends CLOSED, through :meth:`PipeEnd.close`."""
+
+    OPENING = "opening"  # looking for its match
+    HELD = "held"  # waiting for its match; its frames are kept
+    PAIRING = "pairing"  # its match arrived; its held frames are being sent
+    PAIRED = "paired"  # frames go straight to the partner
+    CLOSED = "closed"
+
+
+class HeldBudget:
+    """What all held pipe ends of this process hold together: ends and bytes."""
+
+    def __init__(self) -> None:
+        self.pipes = 0
+        self.bytes = 0
+
+    def admit_pipe(self, limit: int) -> bool:
+        """Count one more held end, unless ``limit`` ends are already held."""
+        if self.pipes >= limit:
+            return False
+        self.pipes += 1
+        return True
+
+    def release_pipe(self) -> None:
+        self.pipes -= 1
+
+    def charge(self, size: int, limit: int) -> bool:
+        """Count ``size`` more held bytes, unless that would exceed ``limit``."""
+        if self.bytes + size > limit:
+            return False
+        self.bytes += size
+        return True
+
+    def refund(self, size: int) -> None:
+        self.bytes -= size
+
+
+held_budget = HeldBudget()
 
 
 class PipeEnd:
     """One socket of a pipe: held, then paired with the reciprocal request's socket."""
 
     __slots__ = (
-        "closed",
         "connection",
+        "handle",
         "held",
         "held_bytes",
-        "holding",
         "key",
         "limits",
-        "paired",
         "partner",
         "presence",
         "send",
-        "splicer",
+        "state",
         "timer",
     )
 
@@ -67,46 +115,54 @@ class PipeEnd:
         send: Send,
         presence: Presence,
         limits: RelaySettings,
-        splicer: Any = None,
+        handle: SpliceHandle | None = None,
     ):
         self.key = key
         self.send = send
         self.presence = presence
         self.limits = limits
+        # The server's relay.splice handle for this socket, when it offers one (uvicorn).
+        self.handle = handle
+        self.state = PipeState.OPENING
         self.connection = connections.register(self)
         self.partner: PipeEnd | None = None
         self.held: deque[dict[str, Any]] = deque()
         self.held_bytes = 0
-        self.holding = False
-        self.paired = False
-        self.closed = False
         self.timer: asyncio.TimerHandle | None = None
-        # The server's "relay.splice" extension (lobbies.splice), when it offers one.
-        self.splicer = splicer
 
     async def open(self) -> None:
-        """Pair with the reciprocal request if it is held here, else hold this one."""
+        """Pair with the reciprocal request if it is held, else hold this one."""
         for _attempt in range(3):
-            found = await self.presence.hold_or_pair(self.key, self.connection)
+            try:
+                found = await self.presence.hold_or_pair(self.key, self.connection)
+            except PipeKeyTaken:
+                await self.close(CloseCode.CONFLICT, "the same pipe request is already waiting")
+                return
             if found is None:
-                self.holding = True
-                self.timer = asyncio.get_running_loop().call_later(
-                    self.limits.pair_timeout, self._pair_timeout
-                )
+                await self._hold()
                 return
             partner = connections.lookup(found)
-            if partner is not None and not partner.closed:
+            if partner is not None and partner.state is PipeState.HELD:
                 await self._pair(partner)
                 return
             # The held socket went away between the presence lookup and now: the pipe counted
             # by hold_or_pair never carried a frame.
             await self.presence.pipe_closed()
-        await self.end(CLOSE_NORMAL)
+        await self.close(CloseCode.NORMAL)
+
+    async def _hold(self) -> None:
+        if not held_budget.admit_pipe(self.limits.max_held_pipes):
+            await self.presence.release(self.key, self.connection)
+            await self.close(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
+            return
+        self.state = PipeState.HELD
+        self.timer = asyncio.get_running_loop().call_later(
+            self.limits.pair_timeout, self._pair_timeout
+        )
 
     async def _pair(self, partner: PipeEnd) -> None:
-        partner.holding = False
-        if partner.timer is not None:
-            partner.timer.cancel()
+        partner._leave_held()
+        partner.state = PipeState.PAIRING
         # Frames the partner sends while we flush are appended to the same deque (it is not
         # linked yet), so everything it sent before pairing arrives first and in order.
         held = partner.held
@@ -116,48 +172,52 @@ class PipeEnd:
         except BaseException as exc:  # our socket broke, or the server is cancelling us
             logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
             partner.partner, self.partner = self, partner
-            await self.end(None)
+            await self.close(None)
             if not isinstance(exc, Exception):
                 raise
             return
-        partner.held_bytes = 0
-        if partner.closed:
+        partner._refund_held()
+        if partner.state is PipeState.CLOSED:
             await self.presence.pipe_closed()
-            await self.end(CLOSE_NORMAL)
+            await self.close(CloseCode.NORMAL)
             return
         partner.partner, self.partner = self, partner
-        partner.paired = self.paired = True
-        if self.splicer is not None and partner.splicer is not None:
-            self.splicer.splice(partner.splicer, self.limits.max_frame_bytes)
+        partner.state = self.state = PipeState.PAIRED
+        if self.handle is not None and partner.handle is not None:
+            self.handle.splice(partner.handle, self.limits.max_frame_bytes)
 
-    async def relay(self, message: dict[str, Any]) -> None:
+    async def handle_frame(self, message: dict[str, Any]) -> None:
         """Carry one frame received on this end to the other end (or hold it). The hot path."""
-        data = message.get("bytes")
-        if data is None:
-            data = message["text"]
-            size = frame_size(data)
+        payload = message.get("bytes")
+        if payload is None:
+            payload = message["text"]
+            size = frame_size(payload)
         else:
-            size = len(data)
+            size = len(payload)
         # The received message becomes the sent one: same payload key, so text stays text and
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
-        out = message
         if size > self.limits.max_frame_bytes:
-            await self.end(CLOSE_TOO_LARGE)
+            await self.close(CloseCode.TOO_LARGE, "frame too large")
             return
         partner = self.partner
         if partner is not None:
             try:
-                await partner.send(out)
+                await partner.send(message)
             except Exception:  # the partner's socket broke; its own disconnect follows
-                await self.end(CLOSE_NORMAL)
+                await self.close(CloseCode.NORMAL)
             return
-        if self.closed or self.paired:
+        if self.state is PipeState.PAIRED or self.state is PipeState.CLOSED:
             return  # the other end has gone and this one is being closed: nowhere to go
-        self.held.append(out)
-        self.held_bytes += size + HELD_FRAME_OVERHEAD
-        if self.held_bytes > self.limits.max_held_bytes:
-            await self.end(CLOSE_TOO_LARGE)
+        cost = held_cost(payload)
+        if self.held_bytes + cost > self.limits.max_held_bytes:
+            await self.close(CloseCode.TOO_LARGE, "too much sent before the match arrived")
+            return
+        if not held_budget.charge(cost, self.limits.max_held_bytes_total):
+            await self.close(CloseCode.TOO_LARGE, "the relay holds too much for waiting pipes")
+            return
+        self.held.append(message)
+        self.held_bytes += cost
 
     def _pair_timeout(self) -> None:
         spawn(self._expire())
@@ -165,39 +225,40 @@ class PipeEnd:
     async def _expire(self) -> None:
         # Checked when the task runs, not when the timer fired: the match may have arrived in
         # between.
-        if self.holding and not self.closed:
-            await self.end(CLOSE_PAIR_TIMEOUT)
+        if self.state is PipeState.HELD:
+            await self.close(CloseCode.PAIR_TIMEOUT, "the match did not arrive in time")
 
-    async def end(self, code: int | None) -> None:
-        """Close this end with ``code`` (``None``: the client has already gone) and the other
-        end with 1000. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
+    def _leave_held(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+        if self.state is PipeState.HELD:
+            held_budget.release_pipe()
+
+    def _refund_held(self) -> None:
         self.held.clear()
+        held_budget.refund(self.held_bytes)
+        self.held_bytes = 0
+
+    async def close(self, code: CloseCode | None, reason: str = "") -> None:
+        """The one way a pipe end closes: send ``code`` (``None``: the client has gone already)
+        and close the other end with 1000. Idempotent; never waits for a client to read."""
+        if self.state is PipeState.CLOSED:
+            return
+        was_held = self.state is PipeState.HELD
+        self._leave_held()
+        self.state = PipeState.CLOSED
+        self._refund_held()
         connections.unregister(self.connection)
-        if self.splicer is not None:
-            self.splicer.unsplice()
+        if self.handle is not None:
+            self.handle.unsplice()
         partner, self.partner = self.partner, None
-        if self.holding:
-            self.holding = False
+        if was_held:
             await self.presence.release(self.key, self.connection)
         if partner is not None:
             partner.partner = None
             await self.presence.pipe_closed()
         if code is not None:
-            # In the background: a close waits for the socket's buffer to drain, and a client
-            # that does not read must not keep its partner open.
-            spawn(close_socket(self.send, code))
+            await send_close(self.send, code, reason)
         if partner is not None:
-            await partner.end(CLOSE_NORMAL)
-
-
-async def close_socket(send: Send, code: int) -> None:
-    """Send a WebSocket close with ``code``; a socket already gone is not an error."""
-    try:
-        await send({"type": "websocket.close", "code": code})
-    except Exception:
-        logger.debug("close(%s) after the socket had gone", code)
+            await partner.close(CloseCode.NORMAL)

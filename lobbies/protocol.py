@@ -1,6 +1,6 @@
 """The relay's wire protocol: frames <-> messages, and id validation. Pure: no I/O, no Django.
 
-Two dialects share one set of messages (see shared/PROTOCOL.md, Part 1):
+Two dialects share one set of messages (see docs/protocol.md):
 
 - ``json``: JSON in WebSocket *text* frames, spoken by ``@localfirst/relay-client`` 3.x, whose
   Introduction names the other peer ``userName``;
@@ -20,10 +20,22 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from urllib.parse import unquote
 
 import msgpack
+
+
+class CloseCode(IntEnum):
+    """Every close code the relay itself sends (docs/protocol.md and the README list them all,
+    with the codes the WebSocket layer sends on its own: 1002, 1007, 1009, 1011, 1012)."""
+
+    NORMAL = 1000  # the other side of the pipe closed
+    INVALID = 4400  # bad path: unknown endpoint, invalid id, a pipe to oneself
+    PAIR_TIMEOUT = 4408  # a held pipe request was not matched in time
+    CONFLICT = 4409  # replaced by a newer control socket; or the same pipe request is waiting
+    TOO_LARGE = 4413  # a frame, a held backlog or an unread queue over its bound
+    RATE_LIMITED = 4429  # too many pipe requests waiting in this process
 
 
 class Dialect(StrEnum):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from channels.security.websocket import OriginValidator
-from django.conf import settings
+
+from lobbies.conf import relay_settings
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -27,4 +28,4 @@ class BrowserOriginValidator(OriginValidator):
 
 def origin_checked(application: Any) -> BrowserOriginValidator:
     """Wrap ``application`` in the origin check configured by ``RELAY_ALLOWED_ORIGINS``."""
-    return BrowserOriginValidator(application, settings.RELAY_ALLOWED_ORIGINS)
+    return BrowserOriginValidator(application, list(relay_settings().allowed_origins))

@@ -1,10 +1,15 @@
 """Starting the relay under an ASGI server: uvicorn (default) or daphne.
 
 uvicorn runs with its sans-I/O ``websockets`` protocol, uvloop and httptools: the fastest
-combination measured here (shared/PITFALLS.md, and the README's benchmark). Its WebSocket
+combination measured here (docs/design.md, and the README's benchmark). Its WebSocket
 ``send`` waits for the socket's write buffer to drain and it stops reading a socket until the
 application has taken the previous frame, so a slow reader slows its sender instead of growing
 memory. daphne does neither (daphne issue 170): :class:`FlowControlledDaphne` adds both.
+
+Both servers get the same connection lifecycle (see ``lobbies.splice`` for uvicorn's WebSocket
+side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``; a close
+never waits for a client to read, and the connection is dropped if the close is not completed
+in time; keepalive never condemns a socket that the relay itself has stopped reading.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from urllib.parse import unquote
 
 import uvicorn
 from daphne.server import Server as DaphneServer
+from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lobbies.conf import RelaySettings, relay_settings
 from lobbies.splice import RelayWebSocketProtocol
 
 # Reading a daphne WebSocket pauses when this much received data waits for the application,
@@ -27,7 +35,7 @@ READ_HIGH_WATER_FRAMES = 64
 APPLICATION = "relayproject.asgi:application"
 
 
-def run_uvicorn(host: str, port: int, *, max_message_bytes: int) -> None:
+def run_uvicorn(host: str, port: int, limits: RelaySettings) -> None:
     """Serve the relay with uvicorn until interrupted."""
     uvicorn.run(
         APPLICATION,
@@ -35,8 +43,10 @@ def run_uvicorn(host: str, port: int, *, max_message_bytes: int) -> None:
         port=port,
         ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.splice
         loop="uvloop",
-        http="httptools",
-        ws_max_size=max_message_bytes,
+        http=HandshakeTimeoutHttpProtocol,
+        ws_max_size=limits.transport_max_bytes,
+        ws_ping_interval=limits.ping_interval or None,
+        ws_ping_timeout=limits.ping_timeout,
         # The LF server (Node's ws) does not compress either; deflate costs CPU per frame.
         ws_per_message_deflate=False,
         lifespan="off",
@@ -45,7 +55,47 @@ def run_uvicorn(host: str, port: int, *, max_message_bytes: int) -> None:
     )
 
 
-def run_daphne(host: str, port: int, *, max_message_bytes: int) -> None:
+class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline for each request's headers.
+
+    uvicorn has none: a client that connects and sends nothing, or half a request, holds its
+    socket forever. Every WebSocket starts as such a request (the upgrade).
+    """
+
+    headers_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._expect_headers()
+
+    def on_headers_complete(self) -> None:
+        self._headers_arrived()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        super().connection_lost(exc)
+
+    def _expect_headers(self) -> None:
+        if self.headers_timer is None:
+            timeout = relay_settings().handshake_timeout
+            self.headers_timer = self.loop.call_later(timeout, self._headers_timed_out)
+
+    def _headers_arrived(self) -> None:
+        if self.headers_timer is not None:
+            self.headers_timer.cancel()
+            self.headers_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self.headers_timer = None
+        self.transport.abort()
+
+
+def run_daphne(host: str, port: int, limits: RelaySettings) -> None:
     """Serve the relay with daphne (with flow control) until interrupted."""
     from daphne.endpoints import build_endpoint_description_strings
     from django.utils.module_loading import import_string
@@ -53,8 +103,12 @@ def run_daphne(host: str, port: int, *, max_message_bytes: int) -> None:
     FlowControlledDaphne(
         application=import_string(APPLICATION.replace(":", ".")),
         endpoints=build_endpoint_description_strings(host=host, port=port),
-        websocket_max_message_size=max_message_bytes,
-        websocket_max_frame_size=max_message_bytes,
+        websocket_max_message_size=limits.transport_max_bytes,
+        websocket_max_frame_size=limits.transport_max_bytes,
+        websocket_handshake_timeout=limits.handshake_timeout,
+        # daphne pings a socket that sent nothing for this long; 0 (no pings) is a day here.
+        ping_interval=limits.ping_interval or 86400,
+        ping_timeout=limits.ping_timeout,
         verbosity=0,
     ).run()
 
@@ -68,6 +122,8 @@ class _ReceiveQueue(asyncio.Queue):
         self.transport = transport
         self.queued_bytes = 0
         self.reading_paused = False
+        # Whether reading was paused at any time since the last keepalive ping.
+        self.paused_since_ping = False
 
     @staticmethod
     def _size(message: dict[str, Any]) -> int:
@@ -80,6 +136,7 @@ class _ReceiveQueue(asyncio.Queue):
             self.queued_bytes > READ_HIGH_WATER_BYTES or self.qsize() > READ_HIGH_WATER_FRAMES
         ):
             self.reading_paused = True
+            self.paused_since_ping = True
             self.transport.pauseProducing()
 
     def _get(self) -> dict[str, Any]:
@@ -113,10 +170,56 @@ class _WriteFlow:
         self.writable.set()
 
 
+class RelayDaphneWebSocketProtocol(DaphneWebSocketProtocol):
+    """daphne's WebSocket protocol, whose keepalive does not condemn a socket the relay has
+    stopped reading (its pong is then waiting unread behind its frames)."""
+
+    relay_receive_queue: _ReceiveQueue | None = None
+
+    def _sendAutoPing(self) -> None:  # autobahn's name
+        if self.relay_receive_queue is not None:
+            self.relay_receive_queue.paused_since_ping = self.relay_receive_queue.reading_paused
+        super()._sendAutoPing()
+
+    def onAutoPingTimeout(self) -> None:  # autobahn's name
+        queue = self.relay_receive_queue
+        if queue is not None and queue.paused_since_ping:
+            queue.paused_since_ping = queue.reading_paused
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
+            return
+        super().onAutoPingTimeout()
+
+
 class FlowControlledDaphne(DaphneServer):
     """daphne with backpressure on WebSockets, both ways: reading a socket pauses while its
     application is behind, and an application's ``send`` waits while the socket's write buffer
-    is full, as under uvicorn."""
+    is full, as under uvicorn. Its closes never wait (autobahn drops a connection whose close
+    handshake is not answered within a second), and its keepalive is fair to paused sockets."""
+
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        # daphne makes its factories in run(); this is the one place to choose our protocol.
+        factory.protocol = RelayDaphneWebSocketProtocol
+        # autobahn drops (aborts) a connection whose close is not answered in this time.
+        factory.setProtocolOptions(closeHandshakeTimeout=relay_settings().close_timeout)
+        self._ws_factory = factory
+
+    @property
+    def http_factory(self) -> Any:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: Any) -> None:
+        # Twisted closes an HTTP connection idle this long (60 s by default), which covers a
+        # client that never completes the request (or upgrade) it started.
+        factory.timeOut = relay_settings().handshake_timeout
+        self._http_factory = factory
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> asyncio.Queue | None:
         if scope.get("type") != "websocket" or getattr(protocol, "transport", None) is None:
@@ -140,6 +243,7 @@ class FlowControlledDaphne(DaphneServer):
         # What daphne's own create_application does, with a flow-controlled queue.
         assert "application_instance" not in self.connections[protocol]
         input_queue = _ReceiveQueue(transport)
+        protocol.relay_receive_queue = input_queue
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(
             scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
@@ -161,6 +265,8 @@ class FlowControlledDaphne(DaphneServer):
                 protocol.serverSend(b"" if binary else "", binary)
             return
         await super().handle_reply(protocol, message)
+        if message["type"] != "websocket.send":
+            return  # a close, in particular, never waits for a client to read
         flow = getattr(protocol, "relay_write_flow", None)
         if flow is not None and not flow.writable.is_set():
             await flow.writable.wait()

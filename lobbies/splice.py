@@ -1,4 +1,5 @@
-"""The uvicorn fast path for paired pipes: frames go socket to socket inside the server.
+"""uvicorn's WebSocket protocol for the relay: the fast path for paired pipes (frames go socket
+to socket inside the server) and a connection lifecycle that frees every socket.
 
 Once a pipe is paired (in ``lobbies.pipes``, by the consumers, as ever), every frame would
 otherwise cross uvicorn's per-connection queue, wake the consumer's task, and be re-sent through
@@ -17,16 +18,33 @@ What stays as it was:
 - Limits: a message over the relay's frame limit is queued to the consumer, which closes 4413.
 - Backpressure: while the partner's write buffer is full, this socket is not read.
 
-daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.pipes``.
+The application sees none of the protocol object: the extension hands it a
+:class:`SpliceHandle` (``splice``, ``unsplice``, ``send_nowait`` and the relayed counters).
+
+Lifecycle (what uvicorn's own protocol leaves open, each fixed here):
+- A close never waits for the write buffer to drain (uvicorn's ``send`` does, so a client that
+  stops reading could never be closed): the close frame is written at once, and the connection is
+  *aborted* if it is not gone ``RELAY_CLOSE_TIMEOUT`` seconds later, whoever started the close
+  (the application, a keepalive failure, a protocol error, the client). Closing a transport
+  with unsent data would otherwise wait for a reader that never comes.
+- Keepalive judges only a socket that is actually unresponsive: its ping deadline is extended
+  while the relay is not reading it (backpressure from a slow partner leaves its pong unread) and
+  whenever it sent anything since the ping.
+
+daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.pipes``;
+``lobbies.servers`` gives daphne the same lifecycle rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 from struct import pack
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.speedups import apply_mask
+
+from lobbies.conf import relay_settings
 
 EXTENSION = "relay.splice"
 
@@ -34,10 +52,44 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 
 
-def splice_protocol(scope: dict[str, Any]) -> RelayWebSocketProtocol | None:
-    """The server's protocol object offering ``relay.splice`` for this connection, if any
-    (None under daphne or any other ASGI server)."""
-    return (scope.get("extensions", {}).get(EXTENSION) or {}).get("protocol")
+class SpliceHandle:
+    """What the application may do with a connection served by :class:`RelayWebSocketProtocol`
+    (the ``relay.splice`` extension); nothing else of the server is reachable through it."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: RelayWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def splice(self, partner: SpliceHandle, max_message_bytes: int) -> None:
+        """From now on, hand each complete data message straight to ``partner`` (both ways);
+        messages over ``max_message_bytes`` still go to the application."""
+        self._protocol.splice(partner._protocol, max_message_bytes)
+
+    def unsplice(self) -> None:
+        """Stop forwarding, both ways (the pipe is closing)."""
+        self._protocol.unsplice()
+
+    def send_nowait(self, message: str | bytes) -> bool:
+        """Write one data frame now if the socket can take it without waiting; False if not
+        (the caller then queues it and sends it through ASGI ``send``, which waits)."""
+        return self._protocol.send_nowait(message)
+
+    @property
+    def relayed_frames(self) -> int:
+        """Frames this socket received and the splice wrote to its partner."""
+        return self._protocol.relayed_frames
+
+    @property
+    def relayed_bytes(self) -> int:
+        """Bytes on the wire (headers included) the splice wrote to this socket's partner."""
+        return self._protocol.relayed_bytes
+
+
+def splice_handle(scope: dict[str, Any]) -> SpliceHandle | None:
+    """The ``relay.splice`` handle of this connection, or None where the server offers none
+    (daphne, or any other ASGI server)."""
+    return scope.get("extensions", {}).get(EXTENSION)
 
 
 def _frame_header(first_byte: int, length: int) -> bytes:
@@ -67,6 +119,14 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         # payload bytes still to come of its current frame.
         self.parser_head = bytearray()
         self.parser_need = 0
+        # Counted per read, never per frame.
+        self.relayed_frames = 0
+        self.relayed_bytes = 0
+        limits = relay_settings()
+        self.close_timeout = limits.close_timeout
+        self.abort_timer: asyncio.TimerHandle | None = None
+        # Whether anything arrived since the last keepalive ping (proof of life, as a pong is).
+        self.heard = False
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -74,20 +134,14 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][EXTENSION] = {"protocol": self}
+            scope["extensions"][EXTENSION] = SpliceHandle(self)
 
     def splice(self, partner: RelayWebSocketProtocol, max_message_bytes: int) -> None:
-        """From now on, hand each complete data message straight to ``partner`` (both ways)."""
         for one, other in ((self, partner), (partner, self)):
             one.splice_partner = other
             one.splice_max_bytes = max_message_bytes
 
     def send_nowait(self, message: str | bytes) -> bool:
-        """Write one data frame now, if the socket can take it without waiting.
-
-        Returns False when it cannot (handshake not done, closing, write buffer full); the
-        caller then queues the frame and sends it through ASGI ``send``, which waits.
-        """
         if (
             self.disconnected
             or self.close_sent
@@ -105,7 +159,6 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     def unsplice(self) -> None:
-        """Stop forwarding, both ways (the pipe is closing)."""
         partner, self.splice_partner = self.splice_partner, None
         if partner is not None:
             partner.splice_partner = None
@@ -115,6 +168,13 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     # -- uvicorn hooks ---------------------------------------------------------------------
 
     async def send(self, message: Any) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and self.initial_response is None
+        ):
+            self.close_nowait(message.get("code", 1000), message.get("reason") or "")
+            return
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # The parsed handshake (headers, twice) is not needed once accepted; an idle
@@ -159,6 +219,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.splice_out.append(data)
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         if self.splice_partner is not None and self._plain_frames_only():
             data = self._relay_plain_frames(data)
         elif self.pending:
@@ -177,7 +238,10 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                 return  # the pipe is ending; the consumers are closing both sides
             if partner.transport.is_closing():
                 return
-            partner.transport.write(b"".join(out))
+            data = b"".join(out)
+            partner.transport.write(data)
+            self.relayed_frames += len(out) >> 1  # a header and a payload per frame
+            self.relayed_bytes += len(data)
             if not partner.writable.is_set():
                 self.splice_read_paused = True
                 self.transport.pause_reading()
@@ -315,6 +379,69 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.read_paused and not self.transport.is_closing():
                 self.transport.resume_reading()
 
+    # -- lifecycle: every close bounded in time, keepalive fair to a paused socket ------------
+
+    def close_nowait(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake without waiting for the write buffer to drain (uvicorn's
+        ``send`` waits, forever if the client stops reading); abort after the close timeout."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:  # the client's close reply must be read
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.abort)
+
+    def abort_later(self) -> None:
+        """Abort the connection if it is still there after the close timeout: closing a
+        transport waits for its unsent data to be read, which a stalled client never does."""
+        if self.abort_timer is None and not self.disconnected:
+            self.abort_timer = self.loop.call_later(self.close_timeout, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent data and all."""
+        self.close_timer = self.abort_timer = None
+        if not self.disconnected:
+            self.transport.abort()
+
+    def handle_close(self, event: Any) -> None:
+        super().handle_close(event)
+        self.abort_later()
+
+    def handle_parser_exception(self) -> None:
+        super().handle_parser_exception()
+        self.abort_later()
+
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        super().on_task_complete(task)
+        if self.transport.is_closing():  # the application returned; run_asgi closed it
+            self.abort_later()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.abort_later()
+
+    def send_keepalive_ping(self) -> None:
+        self.heard = False
+        super().send_keepalive_ping()
+
+    def keepalive_timeout(self) -> None:
+        if self.heard or self.read_paused or self.splice_read_paused:
+            # Not unresponsive: it sent something since the ping, or this socket is not being
+            # read (its partner or the application is behind), so its pong may be waiting
+            # unread. Wait another timeout for the pong, still expected.
+            self.heard = False
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+            return
+        super().keepalive_timeout()
+        self.abort_later()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.unsplice()
+        if self.abort_timer is not None:
+            self.abort_timer.cancel()
+            self.abort_timer = None
         super().connection_lost(exc)

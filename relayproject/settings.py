@@ -141,9 +141,23 @@ RELAY_MAX_IDS_PER_PEER = env.int("RELAY_MAX_IDS_PER_PEER", default=1000)
 RELAY_MAX_FRAME_BYTES = env.int("RELAY_MAX_FRAME_BYTES", default=4 * 1024 * 1024)
 # Largest control frame. Larger: close 4413.
 RELAY_MAX_CONTROL_FRAME_BYTES = env.int("RELAY_MAX_CONTROL_FRAME_BYTES", default=64 * 1024)
-# Bytes a held pipe request may send before its match arrives. More: close 4413.
+# Bytes a held pipe request may send before its match arrives (each frame is charged what it
+# really costs in memory, see lobbies/pipes.py). More: close 4413.
 RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
+# Bytes all held pipe requests of this process may hold together. More: close 4413.
+RELAY_MAX_HELD_BYTES_TOTAL = env.int("RELAY_MAX_HELD_BYTES_TOTAL", default=256 * 1024 * 1024)
+# Pipe requests this process holds at once, waiting for their match. More: close 4429.
+RELAY_MAX_HELD_PIPES = env.int("RELAY_MAX_HELD_PIPES", default=10_000)
 # Seconds a held pipe request waits for its match. Then: close 4408.
 RELAY_PAIR_TIMEOUT = env.float("RELAY_PAIR_TIMEOUT", default=30.0)
 # Bytes of introductions queued for a control socket that is not reading. More: close 4413.
 RELAY_CONTROL_QUEUE_BYTES = env.int("RELAY_CONTROL_QUEUE_BYTES", default=1024 * 1024)
+# Seconds a closing socket has to take its close frame (and answer it) before the connection is
+# aborted: a client that stops reading cannot keep a socket, its buffers or a task alive.
+RELAY_CLOSE_TIMEOUT = env.float("RELAY_CLOSE_TIMEOUT", default=5.0)
+# Keepalive: a ping every RELAY_PING_INTERVAL seconds (0: none); a socket that answers nothing
+# for RELAY_PING_TIMEOUT seconds while the relay is reading it is closed with 1011.
+RELAY_PING_INTERVAL = env.float("RELAY_PING_INTERVAL", default=20.0)
+RELAY_PING_TIMEOUT = env.float("RELAY_PING_TIMEOUT", default=20.0)
+# Seconds a new connection has to send its request headers (the WebSocket upgrade).
+RELAY_HANDSHAKE_TIMEOUT = env.float("RELAY_HANDSHAKE_TIMEOUT", default=10.0)

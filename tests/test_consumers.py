@@ -10,6 +10,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from lobbies import connections
+from lobbies.pipes import held_cost
 from lobbies.presence import get_presence
 from relayproject.asgi import application
 
@@ -183,11 +184,15 @@ async def test_an_oversized_frame_closes_the_pipe_with_4413(settings):
 
 async def test_a_held_backlog_over_the_bound_closes_with_4413(settings):
     settings.RELAY_MAX_HELD_BYTES = 10_000
+    # Each held frame is charged its real memory: payload object, message dict, deque slot.
+    frame = b"x" * 1000
+    fitting = 10_000 // held_cost(frame)
+    assert fitting == 8  # not 9: the bookkeeping of a 1000-byte frame is over 100 bytes
     alice = await open_socket("/connection/alice/bob/doc")
-    for _ in range(9):
-        await alice.send_to(bytes_data=b"x" * 1000)
+    for _ in range(fitting):
+        await alice.send_to(bytes_data=frame)
     assert await alice.receive_nothing()
-    await alice.send_to(bytes_data=b"x" * 1000)
+    await alice.send_to(bytes_data=frame)
     assert await close_code(alice) == 4413
 
 

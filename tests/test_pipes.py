@@ -1,12 +1,12 @@
-"""pipes: pairing races, driven through PipeEnd's ASGI ``send`` interface directly (the only
-way to interleave a timer with a pairing deterministically)."""
+"""pipes: pairing races and the held bounds, driven through PipeEnd's ASGI ``send`` interface
+directly (the only way to interleave a timer with a pairing deterministically)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from lobbies.conf import relay_settings
-from lobbies.pipes import PipeEnd
+from lobbies.pipes import PipeEnd, PipeState, held_budget
 from lobbies.presence import PipeKey
 from lobbies.presence.memory import MemoryPresence
 
@@ -32,13 +32,12 @@ async def test_a_pair_timeout_that_fires_as_the_match_arrives_does_not_close_the
     await b.open()  # the match arrives in the same loop turn
     for _ in range(3):
         await asyncio.sleep(0)
-    assert a.paired and b.paired and not a.closed and not b.closed
+    assert a.state is PipeState.PAIRED and b.state is PipeState.PAIRED
     assert not any(m["type"] == "websocket.close" for m in sent_a + sent_b)
-    await a.relay({"type": "websocket.receive", "bytes": b"hi"})
+    await a.handle_frame({"type": "websocket.receive", "bytes": b"hi"})
     assert sent_b == [{"type": "websocket.send", "bytes": b"hi"}]
-    await a.end(None)
-    await asyncio.sleep(0)
-    assert sent_b[-1] == {"type": "websocket.close", "code": 1000}
+    await a.close(None)
+    assert sent_b[-1] == {"type": "websocket.close", "code": 1000, "reason": ""}
     assert (await presence.stats()).pipes_open == 0
 
 
@@ -51,6 +50,7 @@ async def test_frames_after_the_partner_left_are_dropped_not_held():
     b = PipeEnd(key.reciprocal(), send_b, presence, limits)
     await a.open()
     await b.open()
-    b.partner = a.partner = None  # as end() leaves them just before closing this end
-    await a.relay({"type": "websocket.receive", "bytes": b"late"})
+    b.partner = a.partner = None  # as close() leaves them just before closing this end
+    await a.handle_frame({"type": "websocket.receive", "bytes": b"late"})
     assert not a.held and a.held_bytes == 0
+    assert held_budget.bytes == 0

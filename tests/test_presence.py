@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lobbies.presence import PipeKey, Stats
+from lobbies.presence import PipeKey, PipeKeyTaken, Stats
 from lobbies.presence.memory import MemoryPresence
 
 BACKENDS = [MemoryPresence]
@@ -60,9 +60,16 @@ async def test_hold_or_pair_has_exactly_one_winner(presence):
     assert (await presence.stats()).pipes_open == 0
 
 
+async def test_a_repeated_request_cannot_displace_the_held_one(presence):
+    key = PipeKey("a", "b", "doc")
+    await presence.hold_or_pair(key, "c1")
+    with pytest.raises(PipeKeyTaken):
+        await presence.hold_or_pair(key, "c2")
+    assert await presence.hold_or_pair(key.reciprocal(), "cb") == "c1"
+
+
 async def test_release_only_drops_the_holder_itself(presence):
     key = PipeKey("a", "b", "doc")
     await presence.hold_or_pair(key, "c1")
-    await presence.hold_or_pair(key, "c2")  # a repeated request replaces the older one
-    await presence.release(key, "c1")
-    assert await presence.hold_or_pair(key.reciprocal(), "cb") == "c2"
+    await presence.release(key, "c2")  # not the holder: nothing happens
+    assert await presence.hold_or_pair(key.reciprocal(), "cb") == "c1"

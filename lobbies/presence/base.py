@@ -38,6 +38,11 @@ class Stats:
     pipes_open: int
 
 
+class PipeKeyTaken(Exception):
+    """Another connection already holds this pipe request; the newcomer is refused (4409), so
+    nobody can take over a pipe that is waiting for its match."""
+
+
 class Presence(ABC):
     """Ephemeral relay state behind one async interface."""
 
@@ -72,7 +77,11 @@ class Presence(ABC):
     @abstractmethod
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:
         """Atomically: if the reciprocal of ``key`` is held, take it and return its connection
-        (the two are now paired); otherwise hold ``connection`` under ``key`` and return None."""
+        (the two are now paired); otherwise hold ``connection`` under ``key`` and return None.
+
+        Raises :class:`PipeKeyTaken` when ``key`` itself is already held (by another
+        connection): the first request keeps its place.
+        """
 
     @abstractmethod
     async def release(self, key: PipeKey, connection: str) -> None:

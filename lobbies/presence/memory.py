@@ -5,7 +5,7 @@ Plain dicts and sets; no method awaits, so each call is atomic under asyncio.
 
 from __future__ import annotations
 
-from .base import PipeKey, Presence, Stats
+from .base import PipeKey, PipeKeyTaken, Presence, Stats
 
 
 class MemoryPresence(Presence):
@@ -71,7 +71,10 @@ class MemoryPresence(Presence):
         if partner is not None:
             self.pipes_open += 1
             return partner
-        # A repeated request under the same key replaces the older one, as in the LF relay.
+        # The LF relay lets a repeated request replace the held one, so anyone could take over
+        # a pipe waiting for its match; here the first keeps its place.
+        if key in self.held:
+            raise PipeKeyTaken(key)
         self.held[key] = connection
         return None
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+from lobbies.conf import relay_settings
 
 SERVERS = ("uvicorn", "daphne")
 
@@ -27,14 +28,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Relay ({server}) listening on http://{shown}:{port}/", ending="\n")
         self.stdout.write(f"Clients connect to ws://{shown}:{port}", ending="\n")
         self.stdout.flush()
-        # The transport's own limit sits above the relay's, so an oversized frame reaches the
-        # relay and is refused with the documented 4413 rather than a bare 1009.
-        transport_max = settings.RELAY_MAX_FRAME_BYTES + settings.RELAY_MAX_CONTROL_FRAME_BYTES
-        if server == "daphne":
-            from lobbies.servers import run_daphne
+        from lobbies import servers
 
-            run_daphne(host, port, max_message_bytes=transport_max)
-        else:
-            from lobbies.servers import run_uvicorn
-
-            run_uvicorn(host, port, max_message_bytes=transport_max)
+        run = servers.run_daphne if server == "daphne" else servers.run_uvicorn
+        run(host, port, relay_settings())
