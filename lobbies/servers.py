@@ -35,10 +35,12 @@ READ_HIGH_WATER_FRAMES = 64
 APPLICATION = "relayproject.asgi:application"
 
 
-def run_uvicorn(host: str, port: int, limits: RelaySettings) -> None:
-    """Serve the relay with uvicorn until interrupted."""
-    uvicorn.run(
-        APPLICATION,
+def uvicorn_config(
+    host: str, port: int, limits: RelaySettings, app: Any = APPLICATION
+) -> uvicorn.Config:
+    """uvicorn's configuration for the relay (``app``: the ASGI app or its import string)."""
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.splice
@@ -53,6 +55,11 @@ def run_uvicorn(host: str, port: int, limits: RelaySettings) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def run_uvicorn(host: str, port: int, limits: RelaySettings) -> None:
+    """Serve the relay with uvicorn until interrupted."""
+    uvicorn.Server(uvicorn_config(host, port, limits)).run()
 
 
 class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):

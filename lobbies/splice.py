@@ -27,9 +27,10 @@ Lifecycle (what uvicorn's own protocol leaves open, each fixed here):
   *aborted* if it is not gone ``RELAY_CLOSE_TIMEOUT`` seconds later, whoever started the close
   (the application, a keepalive failure, a protocol error, the client). Closing a transport
   with unsent data would otherwise wait for a reader that never comes.
-- Keepalive judges only a socket that is actually unresponsive: its ping deadline is extended
-  while the relay is not reading it (backpressure from a slow partner leaves its pong unread) and
-  whenever it sent anything since the ping.
+- Keepalive judges only a socket that is actually unresponsive: one that sent nothing, not even
+  a pong, for a ping timeout while the relay was reading it. A socket the relay is not reading
+  (backpressure from a slow partner leaves its pong unread) is pinged again instead, and a ping
+  written to a client that has vanished is how its loss is noticed while its reads are paused.
 
 daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.pipes``;
 ``lobbies.servers`` gives daphne the same lifecycle rules.
@@ -432,9 +433,10 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.heard or self.read_paused or self.splice_read_paused:
             # Not unresponsive: it sent something since the ping, or this socket is not being
             # read (its partner or the application is behind), so its pong may be waiting
-            # unread. Wait another timeout for the pong, still expected.
-            self.heard = False
-            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+            # unread. Ping again in an interval rather than judge it: writing the ping is also
+            # how a client that vanished while its reads were paused is noticed.
+            self.pong_timer = None
+            self.schedule_ping()
             return
         super().keepalive_timeout()
         self.abort_later()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("uvicorn", "daphne")
@@ -86,3 +88,28 @@ def live_relay(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Liv
 def relay_url(live_relay: LiveRelay) -> str:
     """Base WebSocket URL of a live relay (clients append /introduction/... themselves)."""
     return live_relay.ws_url
+
+
+@pytest.fixture
+async def uvicorn_server(settings) -> AsyncIterator[tuple[uvicorn.Server, str]]:
+    """The relay served by uvicorn in the test's own event loop, configured as ``make run``
+    configures it (from the relay settings as the test has set them), so the server's
+    protocol objects can be inspected. Yields the server and its base WebSocket URL."""
+    from lobbies.conf import relay_settings
+    from lobbies.servers import uvicorn_config
+    from relayproject.asgi import application
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config("127.0.0.1", port, relay_settings(), application))
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    yield server, f"ws://127.0.0.1:{port}"
+    server.should_exit = True
+    # uvicorn waits for every connection to end; a test that failed may have left one stuck.
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        server.force_exit = True
+        await task

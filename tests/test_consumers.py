@@ -10,11 +10,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from lobbies import connections
-from lobbies.pipes import held_cost
+from lobbies.pipes import held_budget, held_cost
 from lobbies.presence import get_presence
 from relayproject.asgi import application
-
-pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
@@ -252,3 +250,58 @@ async def test_sockets_are_forgotten_when_they_close():
     await pipe.disconnect()
     assert connections.count() == before
     assert await get_presence().stats() == type(await get_presence().stats())(0, 0, 0)
+
+
+async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one():
+    alice = await open_socket("/connection/alice/bob/doc")
+    await alice.send_to(text_data="from the real alice")
+    impostor = await open_socket("/connection/alice/bob/doc")
+    assert await close_code(impostor) == 4409
+    bob = await open_socket("/connection/bob/alice/doc")
+    assert await bob.receive_from() == "from the real alice"
+    await bob.send_to(text_data="hello alice")
+    assert await alice.receive_from() == "hello alice"
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_held_pipe_ends_are_bounded_for_the_whole_process(settings):
+    settings.RELAY_MAX_HELD_PIPES = 2
+    first = await open_socket("/connection/a/b/doc")
+    second = await open_socket("/connection/c/d/doc")
+    third = await open_socket("/connection/e/f/doc")
+    assert await close_code(third) == 4429
+    assert held_budget.pipes == 2
+    # A request that pairs is never held, so it is not refused.
+    match = await open_socket("/connection/b/a/doc")
+    await first.send_to(bytes_data=b"paired")
+    assert await match.receive_from() == b"paired"
+    assert held_budget.pipes == 1
+    again = await open_socket("/connection/e/f/doc")  # room again
+    assert await again.receive_nothing()
+    for socket in (first, second, match, again):
+        await socket.disconnect()
+    assert held_budget.pipes == 0
+
+
+async def test_held_bytes_are_bounded_for_the_whole_process(settings):
+    frame = b"x" * 1000
+    settings.RELAY_MAX_HELD_BYTES = 3 * held_cost(frame)  # each end may hold three frames
+    settings.RELAY_MAX_HELD_BYTES_TOTAL = 5 * held_cost(frame)  # all ends together, five
+    first = await open_socket("/connection/a/b/doc")
+    second = await open_socket("/connection/c/d/doc")
+    for _ in range(3):
+        await first.send_to(bytes_data=frame)
+    await second.send_to(bytes_data=frame)
+    await second.send_to(bytes_data=frame)
+    assert await first.receive_nothing() and await second.receive_nothing()
+    assert held_budget.bytes == 5 * held_cost(frame)
+    await second.send_to(bytes_data=frame)  # within its own bound, over the process's
+    assert await close_code(second) == 4413
+    assert held_budget.bytes == 3 * held_cost(frame)
+    match = await open_socket("/connection/b/a/doc")
+    for _ in range(3):
+        assert await match.receive_from() == frame
+    assert held_budget.bytes == 0
+    await first.disconnect()
+    await match.disconnect()

@@ -12,33 +12,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from lobbies.splice import RelayWebSocketProtocol
-from relayproject.asgi import application
-from tests.conftest import free_port
-
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def uvicorn_server():
-    port = free_port()
-    config = uvicorn.Config(
-        application,
-        host="127.0.0.1",
-        port=port,
-        ws=RelayWebSocketProtocol,
-        lifespan="off",
-        log_level="warning",
-        ws_max_size=1 << 22,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):  # up to 5 s
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    yield server, f"ws://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 def spliced(server: uvicorn.Server) -> list[RelayWebSocketProtocol]:
