@@ -567,7 +567,7 @@ def setup_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
 
     def body(server: ServerProcess) -> dict[str, Any]:
         result = run_generator("setup", opts, server, cfg)
-        # A frame held before pairing must arrive unchanged (PROTOCOL.md); LF 4.2.2 re-encodes
+        # A frame held before pairing must arrive unchanged (docs/protocol.md); LF 4.2.2 re-encodes
         # it as MessagePack bin, which is recorded but accepted for LF alone.
         if spec.key != "lf" and result["first_frame"]["msgpack_wrapped"]:
             result["valid"] = False

@@ -184,6 +184,8 @@ class RelayDaphneWebSocketProtocol(DaphneWebSocketProtocol):
     relay_receive_queue: _ReceiveQueue | None = None
 
     def _sendAutoPing(self) -> None:  # autobahn's name
+        if self.autoPingTimeoutCall is not None:
+            return  # the last ping still awaits its answer: one deadline at a time
         if self.relay_receive_queue is not None:
             self.relay_receive_queue.paused_since_ping = self.relay_receive_queue.reading_paused
         super()._sendAutoPing()
@@ -191,10 +193,10 @@ class RelayDaphneWebSocketProtocol(DaphneWebSocketProtocol):
     def onAutoPingTimeout(self) -> None:  # autobahn's name
         queue = self.relay_receive_queue
         if queue is not None and queue.paused_since_ping:
-            queue.paused_since_ping = queue.reading_paused
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
-                self.autoPingTimeout, self.onAutoPingTimeout
-            )
+            # Not read since the ping, so its pong may be waiting unread: ping again instead
+            # of judging it (writing the ping is also how a vanished client is noticed).
+            self.autoPingTimeoutCall = None
+            self._sendAutoPing()
             return
         super().onAutoPingTimeout()
 

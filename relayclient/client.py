@@ -52,7 +52,7 @@ PeerCallback = Callable[[PeerSocket], Awaitable[None] | None]
 
 MiB = 1024 * 1024
 
-# Close codes (PROTOCOL.md) after which reconnecting cannot help, or would fight the server:
+# Close codes (docs/protocol.md) after which reconnecting cannot help, or would fight the server:
 # invalid request, authentication, forbidden, replaced by a newer connection, removed, too large.
 NO_RECONNECT_CODES = frozenset({4400, 4401, 4403, 4409, 4410, 4413})
 
@@ -266,7 +266,8 @@ class Client:
     async def join(self, document_id: str, *, extra: Mapping[str, Any] | None = None) -> None:
         """Join ``document_id``: peers that joined it too will be introduced.
 
-        ``extra`` adds fields to the Join (``ext``, ``nickname``, ``lobby``: PROTOCOL Part 2).
+        ``extra`` adds fields to the Join (``ext``, ``nickname``, ``lobby``: planned protocol
+        extensions).
         Before ``connect()`` the id is only remembered; ``connect()`` sends the Join.
         """
         if not isinstance(document_id, str) or not document_id:
@@ -341,7 +342,7 @@ class Client:
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every decoded control message (Introductions and any other type).
 
-        For extensions (PROTOCOL Part 2) and tests. Buffered like ``introductions()``.
+        For extensions (planned protocol extensions) and tests. Buffered like ``introductions()``.
         """
         while True:
             try:

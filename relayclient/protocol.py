@@ -2,7 +2,7 @@
 
 Pure functions, no I/O, so the rest of the client (and tests) can rely on them directly.
 
-Two dialects exist for control messages (see shared/PROTOCOL.md, Part 1):
+Two dialects exist for control messages (see docs/protocol.md):
 
 - ``"json"``: the 3.x clients' dialect, JSON in text frames; Introductions name the other peer
   in the field ``userName``.

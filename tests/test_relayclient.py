@@ -1,7 +1,7 @@
 """Tests of relayclient: against a real relay (fixture ``relay_url``) and against tiny scripted
 WebSocket servers made here, for what a well-behaved relay never does (garbage frames, drops).
 
-``relay_url`` is the base URL (``ws://127.0.0.1:PORT``) of a relay speaking PROTOCOL.md Part 1;
+``relay_url`` is the base URL (``ws://127.0.0.1:PORT``) of a relay speaking docs/protocol.md;
 tests/conftest.py provides it. Ids are unique per test, so one relay can serve every test.
 """
 

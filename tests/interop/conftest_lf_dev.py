@@ -13,7 +13,7 @@ malformed frames, and one crash must not fail the tests after it):
 - ``lf`` (default): the open-source Local First Relay, ``lf-server.mjs``. Tests of the v3 dialect
   (and ``hello_v3``) get ``@localfirst/relay@3.6.2``, the others ``4.2.2``; the mixed scenarios
   fail on either, since neither LF version speaks both dialects.
-- ``spec``: ``spec-server.mjs``, a small model of PROTOCOL.md Part 1; everything must pass.
+- ``spec``: ``spec-server.mjs``, a small model of docs/protocol.md; everything must pass.
 
 ``INTEROP_DEV_PREFIX`` (e.g. ``/t/abc``) is appended to the URL, to exercise path prefixes
 (``spec`` only; LF does not accept prefixes).

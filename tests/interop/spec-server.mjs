@@ -1,4 +1,4 @@
-// A minimal model of PROTOCOL.md Part 1 (not the project's server; no Part 2), used only to
+// A minimal model of docs/protocol.md (not the project's server; no Part 2), used only to
 // check the scenario scripts themselves: every scenario must pass against it, so a failure
 // against the real relay is the relay's, not the harness's. Unlike LF it keeps held frames
 // unchanged, answers each peer in its own dialect, ignores malformed control frames and closes a
@@ -101,5 +101,5 @@ server.on('upgrade', (req, sock, head) => {
   wss.handleUpgrade(req, sock, head, ws => (intro ? onControl(ws, ids[0]) : onConnection(ws, ...ids)))
 })
 server.listen(port, '127.0.0.1', () =>
-  console.log(JSON.stringify({ url: `ws://127.0.0.1:${server.address().port}`, server: 'spec-server (PROTOCOL.md Part 1 model)', pid: process.pid })))
+  console.log(JSON.stringify({ url: `ws://127.0.0.1:${server.address().port}`, server: 'spec-server (docs/protocol.md model)', pid: process.pid })))
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(0))

@@ -14,7 +14,7 @@ is contacted. The tests are skipped only when ``node`` is not installed; anythin
 wrong (no npm, old Node, failed install) is a failure.
 
 To run them against the reference LF servers, or against ``spec-server.mjs`` (a small model of
-PROTOCOL.md Part 1 that every scenario must pass), see ``conftest_lf_dev.py``.
+docs/protocol.md that every scenario must pass), see ``conftest_lf_dev.py``.
 """
 
 from __future__ import annotations
