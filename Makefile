@@ -37,6 +37,7 @@ format: $(VENV)/.dev-deps
 
 # The interop tests install the npm clients themselves (npm ci, esbuild bundle) when needed.
 test: $(VENV)/.dev-deps lint
+	@TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.services
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop" -p no:cacheprovider -q
 

@@ -15,6 +15,9 @@ in time; keepalive never condemns a socket that the relay itself has stopped rea
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -57,9 +60,24 @@ def uvicorn_config(
     )
 
 
-def run_uvicorn(host: str, port: int, limits: RelaySettings) -> None:
-    """Serve the relay with uvicorn until interrupted."""
-    uvicorn.Server(uvicorn_config(host, port, limits)).run()
+class _ReportingServer(uvicorn.Server):
+    """uvicorn's server, which calls ``on_ready`` once it is really listening."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_ready()
+
+
+def run_uvicorn(
+    host: str, port: int, limits: RelaySettings, on_ready: Callable[[], None] = lambda: None
+) -> None:
+    """Serve the relay with uvicorn until interrupted; ``on_ready`` once it listens."""
+    _ReportingServer(uvicorn_config(host, port, limits), on_ready).run()
 
 
 class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
@@ -102,8 +120,11 @@ class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
         self.transport.abort()
 
 
-def run_daphne(host: str, port: int, limits: RelaySettings) -> None:
-    """Serve the relay with daphne (with flow control) until interrupted."""
+def run_daphne(
+    host: str, port: int, limits: RelaySettings, on_ready: Callable[[], None] = lambda: None
+) -> None:
+    """Serve the relay with daphne (with flow control) until interrupted; ``on_ready`` once it
+    listens."""
     from daphne.endpoints import build_endpoint_description_strings
     from django.utils.module_loading import import_string
 
@@ -116,6 +137,7 @@ def run_daphne(host: str, port: int, limits: RelaySettings) -> None:
         # daphne pings a socket that sent nothing for this long; 0 (no pings) is a day here.
         ping_interval=limits.ping_interval or 86400,
         ping_timeout=limits.ping_timeout,
+        ready_callable=on_ready,
         verbosity=0,
     ).run()
 
@@ -279,3 +301,21 @@ class FlowControlledDaphne(DaphneServer):
         flow = getattr(protocol, "relay_write_flow", None)
         if flow is not None and not flow.writable.is_set():
             await flow.writable.wait()
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the relay could not listen on ``host:port`` (in use, not allowed), or None.
+
+    Checked by binding as the servers do, so that a busy port is one clear message before
+    anything claims to be listening.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (set PORT to another port)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None

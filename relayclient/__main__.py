@@ -1,6 +1,7 @@
 """``python -m relayclient URL PEER DOC``: join DOC as PEER, print what peers send, and send each
 line of standard input (as a text frame) to every peer currently connected. For operators
-checking a relay by hand; Ctrl-C quits.
+checking a relay by hand, and for scripts: it exits at the end of its input (Ctrl-D), or on
+Ctrl-C, and a relay it cannot reach is one line on standard error (exit status 2).
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import logging
 import sys
 import threading
 
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
 from . import Client, PeerSocket
+
+# How long, at the end of input, the lines just sent are given to leave before the client
+# disconnects.
+FLUSH_SECONDS = 0.5
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +58,13 @@ async def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-    async with Client(args.peer, args.url, dialect=args.dialect, headers=headers) as client:
+    client = Client(args.peer, args.url, dialect=args.dialect, headers=headers)
+    try:
+        await client.connect()
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        print(f"relayclient: cannot connect to {args.url}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
         printers = set()  # strong references, so the tasks are not garbage-collected
 
         async def print_peers() -> None:
@@ -71,9 +84,12 @@ async def main(argv: list[str] | None = None) -> int:
             if not pipes:
                 _note("no peer connected yet; line not sent")
             await asyncio.gather(*(pipe.send(line) for pipe in pipes), return_exceptions=True)
-        # End of input: keep printing until the relay goes away or Ctrl-C.
-        await client.wait_closed()
+        # End of input: give the last lines a moment to leave, then go.
+        await asyncio.sleep(FLUSH_SECONDS)
         watcher.cancel()
+    finally:
+        await client.disconnect()
+    _note("end of input; disconnected")
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from relayclient.protocol import (
     introduction_url,
     parse_introduction,
 )
+from tests.conftest import ROOT, free_port
 
 TIMEOUT = 5.0  # generous for a loaded 2-core CI machine; only reached when something is wrong
 QUIET = 0.3  # how long "nothing arrives" is watched for
@@ -396,3 +399,35 @@ def test_decode_by_frame_type_and_parse_either_peer_field() -> None:
     for bad in ("[]", "{", b"", b"\x93\x01\x02\x03", '"x"', '{"type": 1}'):
         with pytest.raises(MalformedMessage):
             decode(bad)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "relayclient", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_cli_exits_at_the_end_of_its_input(relay_url: str) -> None:
+    result = await asyncio.to_thread(
+        run_cli, relay_url, unique("cli"), unique("doc"), stdin="hello\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "end of input; disconnected" in result.stderr
+
+
+def test_the_cli_says_in_one_line_when_it_cannot_connect() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_cli(url, "peer", "doc")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"relayclient: cannot connect to {url}: ")
+    assert "Traceback" not in result.stderr

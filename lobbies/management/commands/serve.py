@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from lobbies.conf import relay_settings
 
@@ -24,11 +24,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, host: str, port: int, server: str, **options: Any) -> None:
-        shown = "localhost" if host in ("0.0.0.0", "::") else host
-        self.stdout.write(f"Relay ({server}) listening on http://{shown}:{port}/", ending="\n")
-        self.stdout.write(f"Clients connect to ws://{shown}:{port}", ending="\n")
-        self.stdout.flush()
         from lobbies import servers
 
+        if problem := servers.port_problem(host, port):
+            raise CommandError(problem)
+        shown = "localhost" if host in ("0.0.0.0", "::") else host
+
+        def on_ready() -> None:
+            self.stdout.write(f"Relay ({server}) listening on http://{shown}:{port}/")
+            self.stdout.write(f"Clients connect to ws://{shown}:{port}")
+            self.stdout.flush()
+
         run = servers.run_daphne if server == "daphne" else servers.run_uvicorn
-        run(host, port, relay_settings())
+        run(host, port, relay_settings(), on_ready)
