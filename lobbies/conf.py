@@ -83,10 +83,14 @@ def setting_errors(values: RelaySettings) -> list[str]:
         if getattr(values, name) < minimum:
             errors.append(f"{_setting_name(name)} must be at least {minimum}")
     errors += [f"{_setting_name(n)} must be above 0" for n in _POSITIVE if getattr(values, n) <= 0]
-    if values.max_frame_bytes > values.max_held_bytes:
+    from lobbies.pipes import held_cost  # (pipes reads these settings: imported late)
+
+    largest_held = held_cost(b"") + values.max_frame_bytes
+    if largest_held > values.max_held_bytes:
         errors.append(
-            "RELAY_MAX_FRAME_BYTES is larger than RELAY_MAX_HELD_BYTES: a pipe could never "
-            "send a frame of the allowed size before its match arrives"
+            f"RELAY_MAX_HELD_BYTES is smaller than one frame of RELAY_MAX_FRAME_BYTES as held "
+            f"({largest_held} bytes with its bookkeeping): a pipe could never send a frame of "
+            "the allowed size before its match arrives"
         )
     if values.max_held_bytes > values.max_held_bytes_total:
         errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")

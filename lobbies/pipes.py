@@ -96,7 +96,11 @@ class PipeEnd:
     """One socket of a pipe: held, then paired with the reciprocal request's socket."""
 
     __slots__ = (
+        "bytes_in",
+        "close_code",
+        "close_reason",
         "connection",
+        "frames_in",
         "handle",
         "held",
         "held_bytes",
@@ -129,6 +133,11 @@ class PipeEnd:
         self.held: deque[dict[str, Any]] = deque()
         self.held_bytes = 0
         self.timer: asyncio.TimerHandle | None = None
+        # What the client sent through the consumer (the splice counts the rest), and how it
+        # was closed: for the connection's log line.
+        self.frames_in = self.bytes_in = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
 
     async def open(self) -> None:
         """Pair with the reciprocal request if it is held, else hold this one."""
@@ -168,7 +177,14 @@ class PipeEnd:
         held = partner.held
         try:
             while held:
-                await self.send(held.popleft())
+                message = held.popleft()
+                # Refunded as it leaves, not after the whole backlog: a client that reads its
+                # backlog slowly must not keep the process's budget charged meanwhile.
+                payload = message.get("bytes")
+                cost = held_cost(message["text"] if payload is None else payload)
+                partner.held_bytes -= cost
+                held_budget.refund(cost)
+                await self.send(message)
         except BaseException as exc:  # our socket broke, or the server is cancelling us
             logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
             partner.partner, self.partner = self, partner
@@ -194,6 +210,8 @@ class PipeEnd:
             size = frame_size(payload)
         else:
             size = len(payload)
+        self.frames_in += 1
+        self.bytes_in += size
         # The received message becomes the sent one: same payload key, so text stays text and
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
@@ -259,6 +277,15 @@ class PipeEnd:
             partner.partner = None
             await self.presence.pipe_closed()
         if code is not None:
+            self.close_code, self.close_reason = int(code), reason
             await send_close(self.send, code, reason)
         if partner is not None:
             await partner.close(CloseCode.NORMAL)
+
+    def traffic(self) -> str:
+        """What the client sent, for the log line of its close."""
+        frames, size = self.frames_in, self.bytes_in
+        if self.handle is not None:
+            frames += self.handle.relayed_frames
+            size += self.handle.relayed_bytes
+        return f"{frames} frames, {size} bytes in"

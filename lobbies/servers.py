@@ -212,6 +212,28 @@ class RelayDaphneWebSocketProtocol(DaphneWebSocketProtocol):
             self.relay_receive_queue.paused_since_ping = self.relay_receive_queue.reading_paused
         super()._sendAutoPing()
 
+    relay_abort_call: Any = None
+
+    def _closeConnection(self, abort: bool = False) -> None:  # autobahn's name
+        super()._closeConnection(abort)
+        if not abort and self.relay_abort_call is None:
+            # A graceful close (the client's close answered, say) waits for unsent data to be
+            # read, which a client that stopped reading never does: abort after the timeout.
+            from twisted.internet import reactor
+
+            timeout = relay_settings().close_timeout
+            self.relay_abort_call = reactor.callLater(timeout, self.transport.abortConnection)
+
+    def connectionLost(self, reason: Any) -> None:  # Twisted's name
+        if self.relay_abort_call is not None and self.relay_abort_call.active():
+            self.relay_abort_call.cancel()
+        flow = getattr(self, "relay_write_flow", None)
+        if flow is not None:
+            # Nothing will drain now, and autobahn unregisters the producer before Twisted
+            # could say so: wake whatever waits to send, so it finds the socket gone.
+            flow.writable.set()
+        super().connectionLost(reason)
+
     def onAutoPingTimeout(self) -> None:  # autobahn's name
         queue = self.relay_receive_queue
         if queue is not None and queue.paused_since_ping:
@@ -221,6 +243,21 @@ class RelayDaphneWebSocketProtocol(DaphneWebSocketProtocol):
             self._sendAutoPing()
             return
         super().onAutoPingTimeout()
+
+
+def _drop_if_no_request(protocol: Any) -> None:
+    """Abort an HTTP connection that, by the handshake deadline, is neither upgraded to a
+    WebSocket nor handling a request whose head has fully arrived (Twisted's
+    ``_GenericHTTPChannelProtocol`` around an ``HTTPChannel``)."""
+    channel = getattr(protocol, "_channel", None)
+    transport = getattr(channel, "transport", None)
+    if transport is None or getattr(transport, "disconnected", True):
+        return
+    if getattr(transport, "protocol", protocol) is not protocol:
+        return  # upgraded: the WebSocket has its own timeouts
+    if getattr(channel, "_handlingRequest", False):
+        return  # its head arrived in time; the request is being answered
+    transport.abortConnection()
 
 
 class FlowControlledDaphne(DaphneServer):
@@ -247,9 +284,22 @@ class FlowControlledDaphne(DaphneServer):
 
     @http_factory.setter
     def http_factory(self, factory: Any) -> None:
-        # Twisted closes an HTTP connection idle this long (60 s by default), which covers a
-        # client that never completes the request (or upgrade) it started.
-        factory.timeOut = relay_settings().handshake_timeout
+        # Twisted closes an HTTP connection idle this long (60 s by default)...
+        timeout = relay_settings().handshake_timeout
+        factory.timeOut = timeout
+        build_protocol = factory.buildProtocol
+
+        def build_with_deadline(addr: Any) -> Any:
+            protocol = build_protocol(addr)
+            if protocol is not None:
+                from twisted.internet import reactor
+
+                reactor.callLater(timeout, _drop_if_no_request, protocol)
+            return protocol
+
+        # ...but that idle time restarts with every byte, so a client that trickles its
+        # request headers would never be dropped: this deadline does not restart.
+        factory.buildProtocol = build_with_deadline
         self._http_factory = factory
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> asyncio.Queue | None:

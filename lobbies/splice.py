@@ -126,8 +126,10 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         limits = relay_settings()
         self.close_timeout = limits.close_timeout
         self.abort_timer: asyncio.TimerHandle | None = None
-        # Whether anything arrived since the last keepalive ping (proof of life, as a pong is).
+        # Whether anything arrived since the last keepalive ping (proof of life, as a pong is),
+        # and whether the relay paused reading this socket at any time since.
         self.heard = False
+        self.paused_since_ping = False
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -199,7 +201,8 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     def send_receive_event_to_app(self) -> None:
         partner = self.splice_partner
         if partner is None or not self.app_idle or not self.queue.empty() or self.close_sent:
-            super().send_receive_event_to_app()
+            super().send_receive_event_to_app()  # reading pauses until the application takes it
+            self.paused_since_ping = True
             return
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         if len(data) > self.splice_max_bytes:
@@ -244,7 +247,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.relayed_frames += len(out) >> 1  # a header and a payload per frame
             self.relayed_bytes += len(data)
             if not partner.writable.is_set():
-                self.splice_read_paused = True
+                self.splice_read_paused = self.paused_since_ping = True
                 self.transport.pause_reading()
 
     def _track_frame_boundaries(self, data: bytes) -> None:
@@ -427,14 +430,19 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_keepalive_ping(self) -> None:
         self.heard = False
+        self.paused_since_ping = self.read_paused or self.splice_read_paused
         super().send_keepalive_ping()
 
     def keepalive_timeout(self) -> None:
-        if self.heard or self.read_paused or self.splice_read_paused:
-            # Not unresponsive: it sent something since the ping, or this socket is not being
-            # read (its partner or the application is behind), so its pong may be waiting
-            # unread. Ping again in an interval rather than judge it: writing the ping is also
-            # how a client that vanished while its reads were paused is noticed.
+        # Spared: a socket that sent anything since the ping, or one the relay stopped reading
+        # while it kept reading what the relay sends it (its write buffer drains): its pong may
+        # be waiting unread behind its own frames because its partner, or the application, is
+        # behind. Judged: one that sent nothing while being read, or that reads nothing itself
+        # (its write buffer is full), whatever its reads.
+        held_back = self.paused_since_ping and self.writable.is_set()
+        if self.heard or held_back:
+            # Ping again in an interval: writing the ping is also how a client that vanished
+            # while its reads were paused is noticed.
             self.pong_timer = None
             self.schedule_ping()
             return

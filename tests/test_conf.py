@@ -25,7 +25,8 @@ def test_the_defaults_are_sound():
         ({"max_ids_per_peer": -1}, "RELAY_MAX_IDS_PER_PEER must be at least 1"),
         ({"pair_timeout": 0}, "RELAY_PAIR_TIMEOUT must be above 0"),
         ({"close_timeout": -5}, "RELAY_CLOSE_TIMEOUT must be above 0"),
-        ({"max_frame_bytes": 10, "max_held_bytes": 5}, "larger than RELAY_MAX_HELD_BYTES"),
+        ({"max_frame_bytes": 10, "max_held_bytes": 5}, "smaller than one frame"),
+        ({"max_frame_bytes": 1000, "max_held_bytes": 1000}, "smaller than one frame"),
         ({"max_held_bytes_total": 1}, "larger than RELAY_MAX_HELD_BYTES_TOTAL"),
         ({"presence_backend": "no.such.Backend"}, "RELAY_PRESENCE_BACKEND cannot be imported"),
     ],
@@ -41,7 +42,7 @@ def test_keepalive_can_be_switched_off():
 
 def test_the_system_check_refuses_them(settings):
     settings.RELAY_MAX_FRAME_BYTES = settings.RELAY_MAX_HELD_BYTES + 1
-    with pytest.raises(SystemCheckError, match="RELAY_MAX_FRAME_BYTES is larger"):
+    with pytest.raises(SystemCheckError, match="RELAY_MAX_HELD_BYTES is smaller than one frame"):
         call_command("check")
 
 

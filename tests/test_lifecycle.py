@@ -269,3 +269,68 @@ async def drain(connection) -> None:
     with contextlib.suppress(ConnectionClosed):
         async for _ in connection:
             pass
+
+
+async def test_a_match_that_never_reads_its_backlog_is_freed(quick_lifecycle, uvicorn_server):
+    """A holds a backlog; B arrives and never reads it. B is the unresponsive one, though the
+    relay stops reading B while it waits to send B the backlog: keepalive must judge it, and the
+    backlog's budget is given back as it leaves."""
+    server, url = uvicorn_server
+    await asyncio.sleep(0.1)
+    before = process_state(server)
+    holder = await connect(f"{url}/connection/A/B/doc", max_size=None)
+    for _ in range(100):
+        await holder.send(b"x" * 65536)
+    deaf = await deaf_socket(url, "/connection/B/A/doc")
+    deaf.sendall(masked(0x82, b"one frame, then silence"))
+    await asyncio.wait_for(holder.wait_closed(), 10)  # B judged and dropped: A closed
+    assert holder.close_code == 1000
+    assert await settles_to(server, before) == before
+    deaf.close()
+
+
+async def wait_for_sockets(pid: int, count: int, seconds: float = 15) -> int:
+    deadline = time.monotonic() + seconds
+    while (now := open_sockets(pid)) > count and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    return now
+
+
+@pytest.mark.live
+async def test_a_client_that_closes_and_then_stops_reading_is_freed(quick_relay):
+    """The client starts the close itself while the relay still has data for it, and never
+    reads again: its connection must still go, and its partner be closed normally."""
+    pid, url = quick_relay.process.pid, quick_relay.ws_url
+    await asyncio.sleep(0.5)
+    before = open_sockets(pid)
+    deaf_end = await deaf_socket(url, "/connection/closer/talker/doc")
+    talker = await connect(f"{url}/connection/talker/closer/doc", max_size=None)
+    for _ in range(400):
+        try:
+            await asyncio.wait_for(talker.send(b"x" * 65536), 0.5)
+        except TimeoutError:
+            break
+    deaf_end.sendall(masked(0x88, (1000).to_bytes(2, "big")))  # close, then silence
+    await asyncio.wait_for(talker.wait_closed(), 15)
+    assert talker.close_code == 1000
+    assert await wait_for_sockets(pid, before) == before
+    deaf_end.close()
+
+
+@pytest.mark.live
+async def test_headers_trickled_byte_by_byte_are_cut_off(quick_relay):
+    """RELAY_HANDSHAKE_TIMEOUT (1 s here) bounds the whole request head, however slowly it
+    comes: a byte every 0.2 s does not keep the connection."""
+    host, port = quick_relay.ws_url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /introduction/slow HTTP/1.1\r\n")
+    started = time.monotonic()
+    with pytest.raises((ConnectionError, BrokenPipeError)):
+        while time.monotonic() - started < 10:
+            writer.write(b"X")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            if reader.at_eof():
+                raise ConnectionResetError("closed by the relay")
+    assert time.monotonic() - started < 5
+    writer.close()
