@@ -7,6 +7,10 @@ PORT ?= 8080
 # CI also runs the suite (less the Node interop tests, already run) against PostgreSQL.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
+# Root installs system packages itself; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: run test lint format bench clean
 
 $(VENV)/.run-deps: requirements.txt
@@ -19,12 +23,18 @@ $(VENV)/.dev-deps: $(VENV)/.run-deps requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# The browser tests drive Debian's Chromium (Playwright's own browser download is never used).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 bench/node_modules/.installed: bench/package.json bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund
 	touch $@
 
 run: $(VENV)/.run-deps
 	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
 
 lint: $(VENV)/.dev-deps
@@ -36,7 +46,7 @@ format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check --fix .
 
 # The interop tests install the npm clients themselves (npm ci, esbuild bundle) when needed.
-test: $(VENV)/.dev-deps lint
+test: $(VENV)/.dev-deps $(CHROMIUM) lint
 	@TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.services
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop" -p no:cacheprovider -q

@@ -51,8 +51,6 @@ async def send_close(send: Send, code: int, reason: str = "") -> None:
     abort the connection if it is not completed within ``RELAY_CLOSE_TIMEOUT``
     (``lobbies.splice``, ``lobbies.servers``).
     """
-    if reason:
-        logger.info("closing a socket with %s: %s", code, reason)
     try:
         await send({"type": "websocket.close", "code": int(code), "reason": reason})
     except Exception as exc:

@@ -7,6 +7,8 @@ serves ``/connection/<A>/<B>/<documentId>`` (pipes). Neither touches the ORM.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Protocol
 
 from channels.consumer import AsyncConsumer
@@ -19,15 +21,25 @@ from lobbies.presence import PipeKey, get_presence
 from lobbies.protocol import CloseCode, PathError, parse_connection_path, parse_introduction_path
 from lobbies.splice import splice_handle
 
+# One line per connection opened and one per connection closed, never one per frame.
+logger = logging.getLogger("lobbies.connections")
+
 
 class RelaySocket(Protocol):
     """What a consumer drives: a control socket or a pipe end."""
+
+    close_code: int | None
+    close_reason: str
 
     async def open(self) -> None: ...
 
     async def handle_frame(self, message: dict[str, Any]) -> None: ...
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None: ...
+
+    def traffic(self) -> str:
+        """What the client sent, for the log line of its close."""
+        ...
 
 
 def _raw_path(scope: dict[str, Any]) -> bytes | str:
@@ -50,11 +62,17 @@ class RelayConsumer(AsyncConsumer):
             return
         # Accepted first even when refused: a close code reaches only an accepted socket.
         await send({"type": "websocket.accept"})
+        client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
+        path = scope["path"]
         try:
             socket = self.socket(send, relay_settings())
         except PathError as exc:
+            logger.info("%s %s refused: %s %s", client, path, CloseCode.INVALID.value, exc)
             await send_close(send, CloseCode.INVALID, str(exc))
             return
+        started = time.monotonic()
+        logger.info("%s %s opened", client, path)
+        left: int | None = None  # the client's own close code, when it closed first
         try:
             await socket.open()
             handle_frame = socket.handle_frame
@@ -63,9 +81,17 @@ class RelayConsumer(AsyncConsumer):
                 if message["type"] == "websocket.receive":
                     await handle_frame(message)
                 elif message["type"] == "websocket.disconnect":
+                    left = message.get("code")
                     return
         finally:
             await socket.close(None)
+            code = socket.close_code if socket.close_code is not None else left
+            reason = f" ({socket.close_reason})" if socket.close_reason else ""
+            duration = time.monotonic() - started
+            logger.info(
+                "%s %s closed: %s%s, %.1f s, %s",
+                *(client, path, code, reason, duration, socket.traffic()),
+            )
 
     def socket(self, send: Send, limits: RelaySettings) -> RelaySocket:
         """The socket object for this path; raises :class:`PathError` for a bad one (4400)."""

@@ -110,6 +110,9 @@ class ControlSocket:
         self.document_ids: set[str] = set()
         self.outbox: Outbox | None = None  # made when first needed: most sockets sit idle
         self.connection = connections.register(self)
+        self.frames_in = 0
+        self.close_code: int | None = None
+        self.close_reason = ""
 
     async def open(self) -> None:
         """Become the peer's control socket, closing the one it replaces (4409)."""
@@ -127,6 +130,7 @@ class ControlSocket:
         """One control frame from the client."""
         if self.state is not PeerState.OPEN:
             return
+        self.frames_in += 1
         data = message.get("bytes")
         if data is None:
             data = message.get("text", "")
@@ -197,5 +201,10 @@ class ControlSocket:
             self.outbox.clear()
         connections.unregister(self.connection)
         if code is not None:
+            self.close_code, self.close_reason = int(code), reason
             await send_close(self.send, code, reason)
         await self.presence.disconnect_peer(self.peer_id, self.connection)
+
+    def traffic(self) -> str:
+        """What the client sent, for the log line of its close."""
+        return f"{self.frames_in} control frames in, {len(self.document_ids)} ids joined"

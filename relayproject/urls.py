@@ -1,9 +1,15 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from lobbies import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("api/stats", views.stats, name="stats"),
+    path("demo/", views.demo, name="demo"),
+    # Browsers ask for /favicon.ico whatever the page says.
+    path("favicon.ico", RedirectView.as_view(url=static("relay/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +29,11 @@ class LiveRelay:
     server: str
     port: int
     process: subprocess.Popen
+    log_path: Path  # the server's standard error: its log lines
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
 
     @property
     def ws_url(self) -> str:
@@ -43,24 +50,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_relay(server: str, data_dir: Path, **env: str) -> LiveRelay:
-    """Start ``manage.py serve`` and wait until it answers HTTP (at most 30 s)."""
-    port = free_port()
-    command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--server", server],
+@functools.cache
+def collected_static() -> str:
+    """Static files collected once per test session, as ``make run`` collects them."""
+    root = tempfile.mkdtemp(prefix="relay-static-")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         cwd=ROOT,
-        env={**os.environ, "RELAY_DATA_DIR": str(data_dir), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env={**os.environ, "DJANGO_STATIC_ROOT": root},
+        check=True,
+        timeout=300,
     )
+    return root
+
+
+def start_relay(server: str, data_dir: Path, **env: str) -> LiveRelay:
+    """Start ``manage.py serve`` as ``make run`` does (static files collected) and wait until
+    it answers HTTP (at most 30 s)."""
+    env = {"DJANGO_STATIC_ROOT": collected_static(), **env}
+    port = free_port()
+    log_path = data_dir / "relay.log"
+    command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # A file, not a pipe: a pipe nobody reads would stall the server once full.
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*command, "--server", server],
+            cwd=ROOT,
+            env={**os.environ, "RELAY_DATA_DIR": str(data_dir), **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"relay exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"relay exited: {log_path.read_text(errors='replace')[-2000:]}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
-            return LiveRelay(server, port, process)
+            return LiveRelay(server, port, process, log_path)
         except OSError:
             time.sleep(0.1)
     process.kill()

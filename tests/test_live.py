@@ -36,10 +36,31 @@ async def test_landing_page_shows_how_to_connect_and_live_counts(live_relay):
         html = await asyncio.to_thread(
             lambda: urllib.request.urlopen(live_relay.http_url + "/", timeout=5).read().decode()
         )
+        stats = await asyncio.to_thread(get_json, live_relay.http_url + "/api/stats")
     assert "Relay is up" in html
     assert f"url: 'ws://127.0.0.1:{live_relay.port}'" in html
-    assert "<b>2</b>peers online" in html
-    assert "<b>1</b>lobbies active" in html
+    assert '<b data-stat="peers_online">2</b>peers online' in html
+    assert '<b data-stat="lobbies_active">1</b>lobbies active' in html
+    assert stats == {"peers_online": 2, "lobbies_active": 1, "pipes_open": 0}
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.headers["Cache-Control"] == "no-store"
+        return json.load(response)
+
+
+def test_static_files_and_the_favicon_are_served_with_debug_off(live_relay):
+    """The admin's stylesheet and the favicon, from the relay itself (DJANGO_DEBUG is false by
+    default, so Django would serve none of them)."""
+    with urllib.request.urlopen(live_relay.http_url + "/static/admin/css/base.css") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/css")
+        assert b"body" in response.read()
+    with urllib.request.urlopen(live_relay.http_url + "/favicon.ico") as response:  # redirected
+        assert response.url.endswith("/static/relay/favicon.svg")
+        assert response.headers["Content-Type"] == "image/svg+xml"
+        assert response.read().startswith(b"<svg")
 
 
 async def test_a_slow_reader_does_not_grow_the_servers_memory(live_relay):
@@ -135,3 +156,30 @@ async def test_a_control_socket_that_does_not_read_is_closed_once_its_queue_is_f
         # daphne (autobahn) gives up a close handshake the client does not answer within its
         # timeout and drops the connection: the client sees 1006 instead of the code.
         assert r.close_code == 4413 or (live_relay.server == "daphne" and r.close_code == 1006)
+
+
+async def test_each_connection_is_one_log_line_opened_and_one_closed(live_relay):
+    url = live_relay.ws_url
+    async with (
+        connect(f"{url}/connection/log-a/log-b/doc") as a,
+        connect(f"{url}/connection/log-b/log-a/doc") as b,
+    ):
+        for _ in range(50):
+            await a.send(b"12345678")
+        for _ in range(50):
+            await asyncio.wait_for(b.recv(), 5)
+        await a.close()
+        await asyncio.wait_for(b.wait_closed(), 5)
+    for _ in range(50):  # the server writes its lines as the sockets close
+        lines = [line for line in live_relay.log().splitlines() if "/log-" in line]
+        if len(lines) == 4:
+            break
+        await asyncio.sleep(0.1)
+    opened = [line for line in lines if line.endswith("opened")]
+    closed = [line for line in lines if " closed: " in line]
+    assert len(opened) == 2 and len(closed) == 2, lines  # and none per frame
+    assert all(" INFO lobbies.connections: 127.0.0.1:" in line for line in lines)
+    (a_closed,) = [line for line in closed if "/connection/log-a/log-b/doc" in line]
+    assert "50 frames, " in a_closed and " bytes in" in a_closed
+    (b_closed,) = [line for line in closed if "/connection/log-b/log-a/doc" in line]
+    assert " closed: 1000, " in b_closed  # closed by the relay when a left

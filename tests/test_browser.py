@@ -1,0 +1,123 @@
+"""Pages in a real browser: headless Chromium from Debian's packages (``make test`` installs it),
+driven by Playwright, against the relay as ``make run`` serves it (``DJANGO_DEBUG`` off, static
+files collected). Screenshots go to ``var/screenshots/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.conftest import ROOT, LiveRelay, start_relay, stop_relay
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "var" / "screenshots"
+ADMIN_PASSWORD = "a long test password 8461"
+# Unique: under DATABASE_URL (the PostgreSQL pass) the server's database outlives the test.
+ADMIN_USER = f"operator-{os.getpid()}-{time.time_ns()}"
+
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="Chromium is not installed (make test installs Debian's chromium package)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory) -> Iterator[LiveRelay]:
+    """The relay with a migrated database and an operator account, as after ``make run`` and
+    ``createsuperuser``."""
+    data_dir = tmp_path_factory.mktemp("browser")
+    env = {**os.environ, "RELAY_DATA_DIR": str(data_dir)}
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [*manage, "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "o@x.io"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+        check=True,
+    )
+    relay = start_relay("uvicorn", data_dir)
+    yield relay
+    stop_relay(relay)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        await browser.close()
+
+
+async def test_the_admin_is_styled_with_debug_off(relay, browser):
+    page = await browser.new_page()
+    await page.goto(f"{relay.http_url}/admin/")
+    await page.fill("#id_username", ADMIN_USER)
+    await page.fill("#id_password", ADMIN_PASSWORD)
+    await page.click("input[type=submit]")
+    await page.wait_for_selector("#site-name")
+    # Django's admin stylesheet applied: its header bar is a coloured flex box, not a bare div.
+    header = await page.eval_on_selector(
+        "#header",
+        "e => ({display: getComputedStyle(e).display,"
+        " background: getComputedStyle(e).backgroundColor})",
+    )
+    assert header["display"] == "flex"
+    assert header["background"] not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert await page.title() == "Site administration | Django site admin"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "admin.png", full_page=True)
+
+
+async def test_two_tabs_of_the_demo_see_each_other_move_and_chat(relay, browser):
+    lobby = f"demo-{os.getpid()}"
+    alice = await browser.new_page()
+    bob = await browser.new_page()
+    await alice.goto(f"{relay.http_url}/demo/?lobby={lobby}&name=alice")
+    await bob.goto(f"{relay.http_url}/demo/?lobby={lobby}&name=bob")
+    # Introduced and piped: each tab shows the other's player.
+    await alice.wait_for_selector('[data-player="bob"]', timeout=10_000)
+    await bob.wait_for_selector('[data-player="alice"]', timeout=10_000)
+    assert "Connected to bob" in await alice.inner_text("#status")
+
+    # Alice moves: Bob sees her there.
+    box = await alice.locator("#board").bounding_box()
+    await alice.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.25)
+    await bob.wait_for_function(
+        """() => {
+            const dot = document.querySelector('[data-player="alice"]')
+            return dot && Math.abs(parseFloat(dot.style.left) - 75) < 1
+                && Math.abs(parseFloat(dot.style.top) - 25) < 1
+        }""",
+        timeout=10_000,
+    )
+    # Bob chats: Alice reads it.
+    await bob.fill("#line", "nice move")
+    await bob.click("#say button")
+    await alice.wait_for_function(
+        "() => document.getElementById('chat').textContent.includes('bob: nice move')",
+        timeout=10_000,
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await alice.screenshot(path=SCREENSHOTS / "demo-alice.png", full_page=True)
