@@ -121,3 +121,20 @@ async def test_two_tabs_of_the_demo_see_each_other_move_and_chat(relay, browser)
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await alice.screenshot(path=SCREENSHOTS / "demo-alice.png", full_page=True)
+
+
+async def test_the_landing_page_counts_refresh_by_themselves(relay, browser):
+    from websockets.asyncio.client import connect
+
+    page = await browser.new_page()
+    await page.goto(f"{relay.http_url}/")
+    before = int(await page.inner_text('[data-stat="peers_online"]'))
+    async with connect(f"{relay.ws_url}/introduction/counted-{os.getpid()}"):
+        # No reload: the page polls /api/stats.
+        await page.wait_for_function(
+            "n => document.querySelector('[data-stat=peers_online]').textContent === String(n)",
+            arg=before + 1,
+            timeout=10_000,
+        )
+    favicon = await page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert favicon.endswith("/static/relay/favicon.svg")
