@@ -1,0 +1,179 @@
+"""Who may create, join, host, pipe and manage: every such rule of the relay, in one place.
+
+Pure functions over plain facts (no ORM, no I/O), so each rule is read and tested here as a
+table. Consumers, API views and the admin gather the facts (who is asking, what the lobby row
+says, which grants and bans apply) and ask this module; none re-implements a rule.
+
+Words: an *identity* is whoever asks (an anonymous peer, or a Django user); a *lobby* is a
+document id that has a row in the database. A document id without a row behaves like an LF
+channel wherever the creation policy lets the asker create it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# The Django permission, in app_label.codename form, that the "permission" creation policy asks.
+CREATE_PERMISSION = "lobbies.create_lobby"
+
+
+class CreationPolicy(StrEnum):
+    """Who may create a lobby by joining a document id that has no row (RELAY_CREATION_POLICY)."""
+
+    ANYONE = "anyone"  # the LF relay's behaviour
+    AUTHENTICATED = "authenticated"
+    PERMISSION = "permission"  # holders of lobbies.create_lobby
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"  # listed, anyone may join
+    UNLISTED = "unlisted"  # not listed, anyone who knows the id may join
+    PRIVATE = "private"  # only the owner and holders of a grant
+
+
+class LobbyState(StrEnum):
+    OPEN = "open"
+    LOCKED = "locked"  # those inside stay; nobody new joins
+    CLOSED = "closed"  # nobody joins
+
+
+class Topology(StrEnum):
+    MESH = "mesh"  # every two peers are introduced (the LF behaviour)
+    HOST = "host"  # the host meets every member; members do not meet each other
+
+
+class Role(StrEnum):
+    """What a grant gives a user (or a group) in one lobby."""
+
+    MEMBER = "member"
+    HOST = "host"
+    MODERATOR = "moderator"
+
+
+class Refusal(StrEnum):
+    """Why a request is refused: the ``code`` of the extended ``Error`` message."""
+
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    LOCKED = "locked"
+    LOBBY_FULL = "lobby_full"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Whoever asks. Anonymous peers have no user id."""
+
+    user_id: int | None = None
+    is_staff: bool = False
+    is_superuser: bool = False
+    permissions: frozenset[str] = frozenset()
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def has_permission(self, permission: str) -> bool:
+        return self.is_superuser or permission in self.permissions
+
+
+ANONYMOUS = Identity()
+
+
+@dataclass(frozen=True, slots=True)
+class LobbyFacts:
+    """What a lobby row says, as far as the rules care."""
+
+    owner_id: int | None
+    visibility: Visibility = Visibility.PUBLIC
+    state: LobbyState = LobbyState.OPEN
+    topology: Topology = Topology.MESH
+    max_peers: int | None = None  # None: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What the asker has in one lobby: its grants' roles (its own and its groups'), whether a
+    ban applies to it (its user or its peer id, in this lobby or everywhere), and how many peers
+    are in the lobby now, itself not counted."""
+
+    roles: frozenset[Role] = frozenset()
+    banned: bool = False
+    peers_present: int = 0
+    already_in: bool = field(default=False)  # it is in the lobby already (a repeated Join)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Allowed, or refused with a reason."""
+
+    allowed: bool
+    refusal: Refusal | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Decision(True)
+
+
+def _refuse(reason: Refusal) -> Decision:
+    return Decision(False, reason)
+
+
+def _owns(identity: Identity, lobby: LobbyFacts) -> bool:
+    return identity.is_authenticated and identity.user_id == lobby.owner_id
+
+
+def may_manage(identity: Identity, lobby: LobbyFacts, standing: Standing = Standing()) -> bool:
+    """Whether ``identity`` may change, lock, close or kick in ``lobby``: its owner, a moderator
+    of it, or an operator (superuser). Staff act through their Django permissions instead."""
+    return _owns(identity, lobby) or Role.MODERATOR in standing.roles or identity.is_superuser
+
+
+def may_create(identity: Identity, policy: CreationPolicy) -> Decision:
+    """Whether ``identity`` may create a lobby by joining an id that has no row."""
+    if policy is CreationPolicy.ANYONE:
+        return ALLOW
+    if policy is CreationPolicy.AUTHENTICATED:
+        return ALLOW if identity.is_authenticated else _refuse(Refusal.FORBIDDEN)
+    return ALLOW if identity.has_permission(CREATE_PERMISSION) else _refuse(Refusal.FORBIDDEN)
+
+
+def may_join(
+    identity: Identity,
+    lobby: LobbyFacts | None,
+    standing: Standing,
+    policy: CreationPolicy,
+) -> Decision:
+    """Whether ``identity`` may join a document id: ``lobby`` is its row, or None for an id
+    without one (joining it creates it, as the creation policy allows)."""
+    if standing.banned:
+        return _refuse(Refusal.FORBIDDEN)
+    if lobby is None:
+        return may_create(identity, policy)
+    privileged = may_manage(identity, lobby, standing)
+    if lobby.state is LobbyState.CLOSED and not privileged:
+        return _refuse(Refusal.LOCKED)
+    if standing.already_in:
+        return ALLOW
+    if lobby.state is LobbyState.LOCKED and not privileged:
+        return _refuse(Refusal.LOCKED)
+    if lobby.visibility is Visibility.PRIVATE and not (privileged or standing.roles):
+        # Not even its existence is confirmed to someone without a grant.
+        return _refuse(Refusal.NOT_FOUND)
+    if lobby.max_peers is not None and standing.peers_present >= lobby.max_peers:
+        return _refuse(Refusal.LOBBY_FULL)
+    return ALLOW
+
+
+def may_host(identity: Identity, lobby: LobbyFacts, standing: Standing) -> bool:
+    """Whether ``identity`` may be the host of a ``host``-topology lobby: its owner, or holders
+    of a host grant."""
+    return _owns(identity, lobby) or Role.HOST in standing.roles
+
+
+def may_pipe(*, holds_seeker: bool, introduced: bool) -> Decision:
+    """Whether a ``/connection/<A>/<B>/<doc>`` request may open: only from the identity holding
+    A, and only for a pair the relay introduced on that document."""
+    return ALLOW if holds_seeker and introduced else _refuse(Refusal.FORBIDDEN)

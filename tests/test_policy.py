@@ -1,0 +1,131 @@
+"""lobbies.policy: every rule as a table (pure functions, no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lobbies.policy import (
+    ANONYMOUS,
+    CREATE_PERMISSION,
+    CreationPolicy,
+    Identity,
+    LobbyFacts,
+    LobbyState,
+    Refusal,
+    Role,
+    Standing,
+    Visibility,
+    may_create,
+    may_host,
+    may_join,
+    may_manage,
+    may_pipe,
+)
+
+OWNER = Identity(user_id=1)
+USER = Identity(user_id=2)
+CREATOR = Identity(user_id=3, permissions=frozenset({CREATE_PERMISSION}))
+OPERATOR = Identity(user_id=4, is_staff=True, is_superuser=True)
+
+ANYONE, AUTHENTICATED, PERMISSION = CreationPolicy
+
+
+@pytest.mark.parametrize(
+    ("identity", "policy", "allowed"),
+    [
+        (ANONYMOUS, ANYONE, True),
+        (ANONYMOUS, AUTHENTICATED, False),
+        (USER, AUTHENTICATED, True),
+        (USER, PERMISSION, False),
+        (CREATOR, PERMISSION, True),
+        (OPERATOR, PERMISSION, True),  # superusers hold every permission
+        (ANONYMOUS, PERMISSION, False),
+    ],
+)
+def test_who_may_create(identity, policy, allowed):
+    decision = may_create(identity, policy)
+    assert bool(decision) is allowed
+    assert decision.refusal is (None if allowed else Refusal.FORBIDDEN)
+
+
+def lobby(**facts) -> LobbyFacts:
+    return LobbyFacts(owner_id=OWNER.user_id, **facts)
+
+
+PRIVATE = lobby(visibility=Visibility.PRIVATE)
+LOCKED = lobby(state=LobbyState.LOCKED)
+CLOSED = lobby(state=LobbyState.CLOSED)
+FULL = lobby(max_peers=2)
+MEMBER = Standing(roles=frozenset({Role.MEMBER}))
+MODERATOR = Standing(roles=frozenset({Role.MODERATOR}))
+
+
+@pytest.mark.parametrize(
+    ("identity", "facts", "standing", "policy", "refusal"),
+    [
+        # An id without a row: the creation policy decides.
+        (ANONYMOUS, None, Standing(), ANYONE, None),
+        (ANONYMOUS, None, Standing(), AUTHENTICATED, Refusal.FORBIDDEN),
+        (USER, None, Standing(), PERMISSION, Refusal.FORBIDDEN),
+        # A public, open lobby: anyone, whatever the creation policy.
+        (ANONYMOUS, lobby(), Standing(), PERMISSION, None),
+        # A ban keeps out everyone it names, the owner too.
+        (USER, lobby(), Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
+        (OWNER, lobby(), Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
+        (ANONYMOUS, None, Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
+        # Private: the owner, grant holders and operators; to others it does not exist.
+        (USER, PRIVATE, Standing(), ANYONE, Refusal.NOT_FOUND),
+        (ANONYMOUS, PRIVATE, Standing(), ANYONE, Refusal.NOT_FOUND),
+        (USER, PRIVATE, MEMBER, ANYONE, None),
+        (OWNER, PRIVATE, Standing(), ANYONE, None),
+        (OPERATOR, PRIVATE, Standing(), ANYONE, None),
+        # Locked: nobody new, but those inside may Join again, and managers may enter.
+        (USER, LOCKED, Standing(), ANYONE, Refusal.LOCKED),
+        (USER, LOCKED, Standing(already_in=True), ANYONE, None),
+        (USER, LOCKED, MODERATOR, ANYONE, None),
+        (OWNER, LOCKED, Standing(), ANYONE, None),
+        # Closed: nobody but its managers, not even those who were inside.
+        (USER, CLOSED, Standing(already_in=True), ANYONE, Refusal.LOCKED),
+        (OWNER, CLOSED, Standing(), ANYONE, None),
+        # Full: counted without the asker; a peer already inside is not refused.
+        (USER, FULL, Standing(peers_present=1), ANYONE, None),
+        (USER, FULL, Standing(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
+        (USER, FULL, Standing(peers_present=2, already_in=True), ANYONE, None),
+        (OWNER, FULL, Standing(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
+    ],
+)
+def test_who_may_join(identity, facts, standing, policy, refusal):
+    decision = may_join(identity, facts, standing, policy)
+    assert decision.refusal is refusal
+    assert bool(decision) is (refusal is None)
+
+
+@pytest.mark.parametrize(
+    ("identity", "standing", "manage", "host"),
+    [
+        (OWNER, Standing(), True, True),
+        (USER, Standing(), False, False),
+        (USER, MEMBER, False, False),
+        (USER, Standing(roles=frozenset({Role.HOST})), False, True),
+        (USER, MODERATOR, True, False),
+        (OPERATOR, Standing(), True, False),
+        (ANONYMOUS, Standing(), False, False),
+    ],
+)
+def test_who_may_manage_and_host(identity, standing, manage, host):
+    assert may_manage(identity, lobby(), standing) is manage
+    assert may_host(identity, lobby(), standing) is host
+
+
+def test_an_anonymous_identity_never_owns_an_ownerless_lobby():
+    ownerless = LobbyFacts(owner_id=None)
+    assert not may_manage(ANONYMOUS, ownerless)
+    assert not may_host(ANONYMOUS, ownerless, Standing())
+
+
+@pytest.mark.parametrize(
+    ("holds_seeker", "introduced", "allowed"),
+    [(True, True, True), (True, False, False), (False, True, False), (False, False, False)],
+)
+def test_who_may_pipe(holds_seeker, introduced, allowed):
+    assert bool(may_pipe(holds_seeker=holds_seeker, introduced=introduced)) is allowed
