@@ -28,9 +28,8 @@ def quick_lifecycle(settings):
     settings.RELAY_CLOSE_TIMEOUT = 0.5
     settings.RELAY_HANDSHAKE_TIMEOUT = 0.5
     settings.RELAY_PING_INTERVAL = 0.3
-    settings.RELAY_PING_TIMEOUT = (
-        0.5  # margin for a loaded machine: the receiver says it lives every 0.1 s
-    )
+    # Margin for a loaded machine: the stalled receiver says it lives every 0.1 s.
+    settings.RELAY_PING_TIMEOUT = 0.5
     settings.RELAY_CONTROL_QUEUE_BYTES = 64 * 1024
 
 
