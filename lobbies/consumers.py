@@ -52,8 +52,7 @@ class RelayConsumer(AsyncConsumer):
 
     A Channels consumer for ``as_asgi()`` and Channels' routing and middleware only: ``__call__``
     is a plain receive loop, so it pays none of ``AsyncConsumer``'s per-message costs (a thread
-    hop to close old DB connections and a task per message: six to ten times the server's own
-    cost, docs/design.md).
+    hop to close old DB connections and a task per message; docs/design.md).
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
