@@ -87,9 +87,9 @@ class RelayConsumer(AsyncConsumer):
             code = socket.close_code if socket.close_code is not None else left
             reason = f" ({socket.close_reason})" if socket.close_reason else ""
             duration = time.monotonic() - started
+            traffic = socket.traffic()
             logger.info(
-                "%s %s closed: %s%s, %.1f s, %s",
-                *(client, path, code, reason, duration, socket.traffic()),
+                "%s %s closed: %s%s, %.1f s, %s", client, path, code, reason, duration, traffic
             )
 
     def socket(self, send: Send, limits: RelaySettings) -> RelaySocket:

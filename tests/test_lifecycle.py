@@ -77,6 +77,17 @@ def _deaf_socket(url: str, path: str, complete: bool) -> socket.socket:
     return sock
 
 
+async def send_until_held_back(sender, attempts: int = 400) -> bool:
+    """Send 64 KiB frames until one is held back for half a second (the receiving side's
+    buffers are full); False if that never happens."""
+    for _ in range(attempts):
+        try:
+            await asyncio.wait_for(sender.send(b"x" * 65536), 0.5)
+        except TimeoutError:
+            return True
+    return False
+
+
 async def test_clients_that_never_read_are_freed(quick_lifecycle, uvicorn_server):
     """A pipe end, a control socket and a half-finished handshake, none of whose clients ever
     reads: each is closed (or timed out), its close cannot be delivered, and the relay aborts
@@ -93,13 +104,7 @@ async def test_clients_that_never_read_are_freed(quick_lifecycle, uvicorn_server
     # close it with 1000, which it never reads.
     deaf_end = await deaf_socket(url, "/connection/deaf/talker/doc")
     talker = await connect(f"{url}/connection/talker/deaf/doc", max_size=None)
-    frame = b"x" * 65536
-    for _ in range(400):
-        try:
-            await asyncio.wait_for(talker.send(frame), 0.5)
-        except TimeoutError:
-            break  # held back: the deaf end's buffers are full
-    else:
+    if not await send_until_held_back(talker):  # the deaf end's buffers are full
         pytest.fail("the talker was never held back")
     talker.transport.abort()
 
@@ -219,12 +224,7 @@ async def test_never_reading_clients_leave_no_socket_behind(quick_relay):
     half = await deaf_socket(url, "/introduction/slow", complete=False)
     deaf_end = await deaf_socket(url, "/connection/deaf/talker/doc")
     talker = await connect(f"{url}/connection/talker/deaf/doc", max_size=None)
-    for _ in range(400):
-        try:
-            await asyncio.wait_for(talker.send(b"x" * 65536), 0.5)
-        except TimeoutError:
-            break
-    else:
+    if not await send_until_held_back(talker):  # the deaf end's buffers are full
         pytest.fail("the talker was never held back")
     talker.transport.abort()
     assert open_sockets(pid) > before
@@ -306,11 +306,7 @@ async def test_a_client_that_closes_and_then_stops_reading_is_freed(quick_relay)
     before = open_sockets(pid)
     deaf_end = await deaf_socket(url, "/connection/closer/talker/doc")
     talker = await connect(f"{url}/connection/talker/closer/doc", max_size=None)
-    for _ in range(400):
-        try:
-            await asyncio.wait_for(talker.send(b"x" * 65536), 0.5)
-        except TimeoutError:
-            break
+    await send_until_held_back(talker)
     deaf_end.sendall(masked(0x88, (1000).to_bytes(2, "big")))  # close, then silence
     await asyncio.wait_for(talker.wait_closed(), 15)
     assert talker.close_code == 1000
