@@ -40,6 +40,8 @@ class RelaySettings:
     ping_interval: float
     ping_timeout: float
     handshake_timeout: float
+    ticket_ttl: float
+    creation_policy: str
 
     @property
     def transport_max_bytes(self) -> int:
@@ -73,7 +75,7 @@ _MINIMUMS: dict[str, float] = {
     "control_queue_bytes": 1,
     "ping_interval": 0,
 }
-_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout")
+_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
 
 
 def setting_errors(values: RelaySettings) -> list[str]:
@@ -94,6 +96,11 @@ def setting_errors(values: RelaySettings) -> list[str]:
         )
     if values.max_held_bytes > values.max_held_bytes_total:
         errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")
+    from lobbies.policy import CreationPolicy
+
+    if values.creation_policy not in {p.value for p in CreationPolicy}:
+        choices = ", ".join(p.value for p in CreationPolicy)
+        errors.append(f"RELAY_CREATION_POLICY must be one of {choices}")
     try:
         import_string(values.presence_backend)
     except ImportError as exc:
@@ -115,6 +122,7 @@ def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
 def _reload(setting: str, **kwargs: object) -> None:
     if setting.startswith("RELAY_"):
         relay_settings.cache_clear()
+    if setting == "RELAY_PRESENCE_BACKEND":
         from lobbies.presence import get_presence
 
         get_presence.cache_clear()

@@ -39,6 +39,11 @@ def lookup(connection: str) -> Any | None:
     return _live.get(connection)
 
 
+def sockets() -> list[Any]:
+    """Every live socket of this process (a copy: closing one while iterating is safe)."""
+    return list(_live.values())
+
+
 def count() -> int:
     """How many sockets this process holds (for tests and the landing page)."""
     return len(_live)

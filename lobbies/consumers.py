@@ -2,7 +2,8 @@
 socket object that holds the rules (``lobbies.peers``, ``lobbies.pipes``).
 
 ``IntroductionConsumer`` serves ``/introduction/<peerId>`` (discovery) and ``ConnectionConsumer``
-serves ``/connection/<A>/<B>/<documentId>`` (pipes). Neither touches the ORM.
+serves ``/connection/<A>/<B>/<documentId>`` (pipes). Who the client is was settled by
+``lobbies.auth`` before the consumer runs: credentials that failed close the socket with 4401.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lobbies.conf import RelaySettings, relay_settings
 from lobbies.connections import Send, send_close
 from lobbies.peers import ControlSocket
 from lobbies.pipes import PipeEnd
+from lobbies.policy import ANONYMOUS, Identity
 from lobbies.presence import PipeKey, get_presence
 from lobbies.protocol import CloseCode, PathError, parse_connection_path, parse_introduction_path
 from lobbies.splice import splice_handle
@@ -63,14 +65,17 @@ class RelayConsumer(AsyncConsumer):
         await send({"type": "websocket.accept"})
         client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
         path = scope["path"]
+        if "auth_error" in scope:
+            await self.refuse(send, CloseCode.UNAUTHORIZED, scope["auth_error"])
+            return
         try:
             socket = self.socket(send, relay_settings())
         except PathError as exc:
-            logger.info("%s %s refused: %s %s", client, path, CloseCode.INVALID.value, exc)
-            await send_close(send, CloseCode.INVALID, str(exc))
+            await self.refuse(send, CloseCode.INVALID, str(exc))
             return
         started = time.monotonic()
-        logger.info("%s %s opened", client, path)
+        who = f" as {self.identity.username}" if self.identity.is_authenticated else ""
+        logger.info("%s %s opened%s", client, path, who)
         left: int | None = None  # the client's own close code, when it closed first
         try:
             await socket.open()
@@ -82,6 +87,11 @@ class RelayConsumer(AsyncConsumer):
                 elif message["type"] == "websocket.disconnect":
                     left = message.get("code")
                     return
+        except Exception:
+            # A fault of the relay's (its database unreachable, say) costs this socket only,
+            # with a close code the client can see rather than a dropped connection.
+            logger.exception("%s %s failed", client, path)
+            await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await socket.close(None)
             code = socket.close_code if socket.close_code is not None else left
@@ -91,6 +101,17 @@ class RelayConsumer(AsyncConsumer):
             logger.info(
                 "%s %s closed: %s%s, %.1f s, %s", client, path, code, reason, duration, traffic
             )
+
+    async def refuse(self, send: Send, code: CloseCode, reason: str) -> None:
+        """Close a socket that never got a socket object, with one log line."""
+        client = "{}:{}".format(*self.scope["client"]) if self.scope.get("client") else "-"
+        logger.info("%s %s refused: %s %s", client, self.scope["path"], code.value, reason)
+        await send_close(send, code, reason)
+
+    @property
+    def identity(self) -> Identity:
+        """Who the handshake proved to be (``lobbies.auth``)."""
+        return self.scope.get("identity", ANONYMOUS)
 
     def socket(self, send: Send, limits: RelaySettings) -> RelaySocket:
         """The socket object for this path; raises :class:`PathError` for a bad one (4400)."""
@@ -102,7 +123,9 @@ class IntroductionConsumer(RelayConsumer):
 
     def socket(self, send: Send, limits: RelaySettings) -> ControlSocket:
         peer_id = parse_introduction_path(_raw_path(self.scope), limits.max_id_length)
-        return ControlSocket(peer_id, send, get_presence(), limits, splice_handle(self.scope))
+        return ControlSocket(
+            peer_id, self.identity, send, get_presence(), limits, splice_handle(self.scope)
+        )
 
 
 class ConnectionConsumer(RelayConsumer):
@@ -111,7 +134,7 @@ class ConnectionConsumer(RelayConsumer):
     def socket(self, send: Send, limits: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), limits.max_id_length)
         key = PipeKey(a, b, document_id)
-        return PipeEnd(key, send, get_presence(), limits, splice_handle(self.scope))
+        return PipeEnd(key, self.identity, send, get_presence(), limits, splice_handle(self.scope))
 
 
 class InvalidPathConsumer(RelayConsumer):

@@ -75,7 +75,23 @@ class Lobby(models.Model):
             state=LobbyState(self.state),
             topology=Topology(self.topology),
             max_peers=self.max_peers,
+            host_transferable=self.host_transferable,
         )
+
+    def public(self) -> dict[str, object]:
+        """What a peer in the lobby (its extended ``Joined``) and the public API may see."""
+        return {
+            "documentId": self.document_id,
+            "game": self.game,
+            "title": self.title,
+            "maxPeers": self.max_peers,
+            "topology": self.topology,
+            "visibility": self.visibility,
+            "hostTransferable": self.host_transferable,
+            "data": self.data,
+            "owner": self.owner.get_username() if self.owner else None,
+            "state": self.state,
+        }
 
 
 class LobbyGrant(models.Model):

@@ -13,22 +13,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-from lobbies import connections, discovery
+from channels.db import database_sync_to_async
+from pydantic import ValidationError
+
+from lobbies import connections, discovery, facts, pipes
 from lobbies.conf import RelaySettings
 from lobbies.connections import Send, send_close
-from lobbies.presence import Presence
+from lobbies.facts import JoinFacts, LobbyView
+from lobbies.policy import (
+    CreationPolicy,
+    Identity,
+    Refusal,
+    Role,
+    Standing,
+    Topology,
+    may_host,
+    may_join,
+    may_manage,
+)
+from lobbies.presence import PeerIdTaken, Presence
 from lobbies.protocol import (
     CloseCode,
     Dialect,
     Join,
     Leave,
     decode_control,
+    encode_error,
     encode_introduction,
+    encode_joined,
+    encode_left,
     frame_size,
 )
+from lobbies.schemas import LobbySpec
 from lobbies.splice import SpliceHandle
 from lobbies.tasks import spawn
 
@@ -89,17 +109,20 @@ class Outbox:
 
 
 class ControlSocket:
-    """One peer's control socket: Join, Leave and Heartbeat in; Introductions out."""
+    """One peer's control socket: Join, Leave and Heartbeat in; Introductions out (and, for a
+    client that opted in with ``"ext": 1``, the extended ``Joined``, ``Error`` and ``Left``)."""
 
     def __init__(
         self,
         peer_id: str,
+        identity: Identity,
         send: Send,
         presence: Presence,
         limits: RelaySettings,
         handle: SpliceHandle | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self.identity = identity
         self.send = send
         self.presence = presence
         self.limits = limits
@@ -107,18 +130,41 @@ class ControlSocket:
         self.handle = handle
         self.state = PeerState.OPENING
         self.dialect = Dialect.MSGPACK
-        self.document_ids: set[str] = set()
+        self.ext = False  # the client asked for the extended messages
+        self.nickname: str | None = None
+        # The ids joined, each with the facts it was admitted on (its lobby as it was then, or
+        # None: no row, an LF channel). Decided once per Join of an id, never per frame.
+        self.lobbies: dict[str, JoinFacts] = {}
         self.outbox: Outbox | None = None  # made when first needed: most sockets sit idle
         self.connection = connections.register(self)
         self.frames_in = 0
         self.close_code: int | None = None
         self.close_reason = ""
 
+    @property
+    def document_ids(self) -> set[str]:
+        """The ids this peer is in."""
+        return set(self.lobbies)
+
     async def open(self) -> None:
-        """Become the peer's control socket, closing the one it replaces (4409)."""
-        replaced = await self.presence.connect_peer(self.peer_id, self.connection)
+        """Become the peer's control socket, closing the one it replaces (4409); refused (4403)
+        while another user holds the peer id, or when a relay-wide ban applies."""
+        if await database_sync_to_async(facts.banned_everywhere)(self.identity, self.peer_id):
+            await self.close(CloseCode.FORBIDDEN, "banned from this relay")
+            return
         if self.state is PeerState.CLOSED:
-            return  # the client left while we registered; close() has unregistered it
+            return  # the client left while the ban was looked up
+        try:
+            replaced = await self.presence.connect_peer(
+                self.peer_id, self.connection, self.identity.holder
+            )
+        except PeerIdTaken:
+            await self.close(CloseCode.FORBIDDEN, "this peer id is online as another user")
+            return
+        if self.state is PeerState.CLOSED:
+            # The client left while we registered; close() ran before presence knew us.
+            await self.presence.disconnect_peer(self.peer_id, self.connection)
+            return
         self.state = PeerState.OPEN
         old = connections.lookup(replaced) if replaced else None
         if old is not None:
@@ -141,25 +187,105 @@ class ControlSocket:
             data, max_id_length=self.limits.max_id_length, max_ids=self.limits.max_ids_per_peer
         )
         if isinstance(control, Join):
-            await self.join(control.document_ids)
+            await self.join(control)
         elif isinstance(control, Leave):
-            self.document_ids.difference_update(control.document_ids)
-            await self.presence.leave(self.peer_id, self.connection, control.document_ids)
+            self.ext = self.ext or control.ext
+            await self.leave(control.document_ids)
         # Heartbeats and malformed frames need no answer; the socket stays open.
 
-    async def join(self, document_ids: tuple[str, ...]) -> None:
-        """Join the ids (within the per-peer limit) and introduce the peers who share them."""
-        room = self.limits.max_ids_per_peer - len(self.document_ids)
-        new = [d for d in document_ids if d not in self.document_ids]
-        if len(new) > room:
-            logger.info("peer %r is over %s ids", self.peer_id, self.limits.max_ids_per_peer)
-            allowed = set(new[: max(room, 0)])
-            document_ids = tuple(d for d in document_ids if d in self.document_ids or d in allowed)
-        if not document_ids:
+    async def join(self, join: Join) -> None:
+        """Join the ids the policy allows (within the per-peer limit), tell an ext client what
+        happened to each, and introduce the peers who meet there."""
+        self.ext = self.ext or join.ext
+        if join.nickname is not None:
+            self.nickname = join.nickname
+        document_ids = self._within_limit(join.document_ids)
+        admitted = await self._admit(document_ids, join)
+        if not admitted or self.state is not PeerState.OPEN:
             return
-        self.document_ids.update(document_ids)
-        members = await self.presence.join(self.peer_id, self.connection, document_ids)
-        meetings = discovery.introductions(self.peer_id, document_ids, members)
+        members = await self.presence.join(self.peer_id, self.connection, admitted)
+        hosts = await self._claim_hosts(admitted)
+        if self.ext:
+            for document_id in admitted:
+                self._tell_joined(document_id, hosts.get(document_id))
+        await self.introduce(discovery.introductions(self.peer_id, admitted, members, hosts))
+
+    def _within_limit(self, document_ids: tuple[str, ...]) -> tuple[str, ...]:
+        room = self.limits.max_ids_per_peer - len(self.lobbies)
+        new = [d for d in document_ids if d not in self.lobbies]
+        if len(new) <= room:
+            return document_ids
+        logger.info("peer %r is over %s ids", self.peer_id, self.limits.max_ids_per_peer)
+        allowed = set(new[: max(room, 0)])
+        return tuple(d for d in document_ids if d in self.lobbies or d in allowed)
+
+    async def _admit(self, document_ids: tuple[str, ...], join: Join) -> tuple[str, ...]:
+        """The ids of this Join that the policy lets in; the others are refused (an ``Error``
+        for an ext client) and not applied. Ids joined before are let in again unasked."""
+        new = [d for d in document_ids if d not in self.lobbies]
+        spec = None
+        if join.lobby is not None:
+            try:
+                spec = LobbySpec.model_validate(join.lobby)
+            except ValidationError as exc:
+                for document_id in document_ids:
+                    self._refuse(document_id, Refusal.INVALID, _first_error(exc))
+                return ()
+        if not new and spec is None:
+            return document_ids
+        found = await database_sync_to_async(facts.join_facts)(
+            self.identity, self.peer_id, list(dict.fromkeys(document_ids))
+        )
+        policy_name = CreationPolicy(self.limits.creation_policy)
+        admitted = []
+        for document_id in document_ids:
+            about = found[document_id]
+            lobby = about.lobby
+            if document_id not in self.lobbies:
+                present = len(await self.presence.members(document_id)) if lobby else 0
+                standing = Standing(about.roles, about.banned, present)
+                decision = may_join(
+                    self.identity, lobby.facts if lobby else None, standing, policy_name
+                )
+                if not decision:
+                    self._refuse(document_id, decision.refusal, _REFUSALS[decision.refusal])
+                    continue
+            if spec is not None:
+                about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
+            self.lobbies[document_id] = about
+            admitted.append(document_id)
+        return tuple(admitted)
+
+    async def _apply_spec(
+        self, document_id: str, about: JoinFacts, spec: LobbySpec
+    ) -> LobbyView | None:
+        """A Join's ``lobby`` extra creates the lobby (it was allowed to create it) or, from its
+        owner or a moderator, updates it; from anyone else it is ignored."""
+        lobby = about.lobby
+        if lobby is None:
+            return await database_sync_to_async(facts.create_lobby)(
+                self.identity, document_id, spec
+            )
+        if may_manage(self.identity, lobby.facts, Standing(about.roles)):
+            return await database_sync_to_async(facts.update_lobby)(document_id, spec)
+        return lobby
+
+    async def _claim_hosts(self, document_ids: tuple[str, ...]) -> dict[str, str | None]:
+        """The host of each joined id that is a host lobby, this peer if it may host and the
+        lobby has none."""
+        hosts: dict[str, str | None] = {}
+        for document_id in document_ids:
+            about = self.lobbies[document_id]
+            lobby = about.lobby
+            if lobby is None or lobby.facts.topology is not Topology.HOST:
+                continue
+            standing = Standing(about.roles)
+            claimant = self.peer_id if may_host(self.identity, lobby.facts, standing) else None
+            hosts[document_id] = await self.presence.claim_host(document_id, claimant)
+        return hosts
+
+    async def introduce(self, meetings: dict[str, list[str]]) -> None:
+        """Introduce this peer to each other peer, and each to this one, for the shared ids."""
         if not meetings:
             return
         online = await self.presence.connections(list(meetings))
@@ -176,8 +302,69 @@ class ControlSocket:
                     frame = encoded[key] = encode_introduction(socket.dialect, self.peer_id, shared)
                 socket.deliver(frame)
 
+    async def leave(self, document_ids: tuple[str, ...]) -> None:
+        """Leave the ids; where this peer hosts, its members are told (``host_left``)."""
+        leaving = [d for d in document_ids if d in self.lobbies]
+        for document_id in leaving:
+            await self._hand_over(document_id)
+            del self.lobbies[document_id]
+        await self.presence.leave(self.peer_id, self.connection, tuple(leaving))
+
+    async def remove(self, document_id: str, reason: str) -> None:
+        """Take this peer out of ``document_id`` on the relay's initiative (its host left, an
+        operator closed the lobby or kicked it); an ext client gets ``Left`` with ``reason``."""
+        if self.lobbies.pop(document_id, None) is None:
+            return
+        await self.presence.leave(self.peer_id, self.connection, (document_id,))
+        if self.ext:
+            self.deliver(encode_left(self.dialect, document_id, reason))
+
+    async def _hand_over(self, document_id: str) -> None:
+        """This peer leaves ``document_id``: if it is the host there, the role passes to the
+        member present longest (where the lobby allows it) or the lobby closes for its members:
+        4410 on their pipes with the host, and ``Left`` with ``host_left``."""
+        lobby = self.lobbies[document_id].lobby
+        if lobby is None or lobby.facts.topology is not Topology.HOST:
+            return
+        hosts = await self.presence.hosts([document_id])
+        if hosts.get(document_id) != self.peer_id:
+            return
+        heir = await self.presence.drop_host(
+            document_id, self.peer_id, lobby.facts.host_transferable
+        )
+        members = [p for p in await self.presence.members(document_id) if p != self.peer_id]
+        online = await self.presence.connections(members)
+        if heir is not None:
+            logger.info("lobby %r: host %r left, %r hosts now", document_id, self.peer_id, heir)
+            for member in members:
+                socket = connections.lookup(online.get(member, ""))
+                if socket is not None and socket.ext:
+                    socket._tell_joined(document_id, heir)
+            heir_socket = connections.lookup(online.get(heir, ""))
+            if heir_socket is not None:
+                others = {m: [document_id] for m in members if m != heir}
+                await heir_socket.introduce(others)
+            return
+        logger.info("lobby %r: host %r left, closed for its members", document_id, self.peer_id)
+        await pipes.close_between(self.peer_id, document_id, CloseCode.GONE, "the host left")
+        for member in members:
+            socket = connections.lookup(online.get(member, ""))
+            if socket is not None:
+                await socket.remove(document_id, "host_left")
+
+    def _tell_joined(self, document_id: str, host: str | None) -> None:
+        lobby = self.lobbies[document_id].lobby
+        info = dict(lobby.public, host=host) if lobby is not None else None
+        role = Role.HOST if host == self.peer_id else Role.MEMBER
+        self.deliver(encode_joined(self.dialect, document_id, role.value, info))
+
+    def _refuse(self, document_id: str, refusal: Refusal | None, text: str) -> None:
+        logger.info("peer %r refused %r: %s", self.peer_id, document_id, text)
+        if self.ext and refusal is not None:
+            self.deliver(encode_error(self.dialect, refusal.value, document_id, text))
+
     def deliver(self, frame: str | bytes) -> None:
-        """Send an encoded Introduction to this socket, now if it can take it, else queued.
+        """Send an encoded message to this socket, now if it can take it, else queued.
 
         Never waits: a peer that does not read its control socket must not stall the peers
         joining its lobby. Past its queue's bound it is closed (4413).
@@ -193,9 +380,11 @@ class ControlSocket:
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None:
         """The one way a control socket closes: send ``code`` (``None``: the client has gone
-        already) and forget the peer's presence. Idempotent; never waits for a client."""
+        already), hand over the lobbies it hosts, and forget the peer's presence. Idempotent;
+        never waits for a client."""
         if self.state is PeerState.CLOSED:
             return
+        was_open = self.state is PeerState.OPEN
         self.state = PeerState.CLOSED
         if self.outbox is not None:
             self.outbox.clear()
@@ -203,8 +392,25 @@ class ControlSocket:
         if code is not None:
             self.close_code, self.close_reason = int(code), reason
             await send_close(self.send, code, reason)
-        await self.presence.disconnect_peer(self.peer_id, self.connection)
+        if was_open:
+            for document_id in list(self.lobbies):
+                await self._hand_over(document_id)
+            await self.presence.disconnect_peer(self.peer_id, self.connection)
 
     def traffic(self) -> str:
         """What the client sent, for the log line of its close."""
-        return f"{self.frames_in} control frames in, {len(self.document_ids)} ids joined"
+        return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
+
+
+_REFUSALS = {
+    Refusal.FORBIDDEN: "you may not join this lobby",
+    Refusal.NOT_FOUND: "no such lobby",
+    Refusal.LOCKED: "the lobby is not open to new peers",
+    Refusal.LOBBY_FULL: "the lobby is full",
+}
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"lobby.{where}: {error['msg']}" if where else f"lobby: {error['msg']}"

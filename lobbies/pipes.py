@@ -10,6 +10,9 @@ and no signal per frame.
 Under uvicorn, a paired pipe is then *spliced* (``lobbies.splice``): frames go from one socket
 to the other inside the server, without waking either consumer.
 
+A pipe opens only between peers the relay introduced on its document, and only from the identity
+that holds the seeker's peer id (4403 otherwise): checked once, when it opens, never per frame.
+
 A pipe end's life is one :class:`PipeState` and one way out, :meth:`PipeEnd.close`.
 
 Bounds: a held end may hold ``RELAY_MAX_HELD_BYTES`` (4413); all held ends of the process
@@ -34,6 +37,7 @@ from typing import Any
 from lobbies import connections
 from lobbies.conf import RelaySettings
 from lobbies.connections import Send, send_close
+from lobbies.policy import Identity, may_pipe
 from lobbies.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.protocol import CloseCode, frame_size
 from lobbies.splice import SpliceHandle
@@ -104,6 +108,7 @@ class PipeEnd:
         "handle",
         "held",
         "held_bytes",
+        "identity",
         "key",
         "limits",
         "partner",
@@ -116,12 +121,14 @@ class PipeEnd:
     def __init__(
         self,
         key: PipeKey,
+        identity: Identity,
         send: Send,
         presence: Presence,
         limits: RelaySettings,
         handle: SpliceHandle | None = None,
     ):
         self.key = key
+        self.identity = identity
         self.send = send
         self.presence = presence
         self.limits = limits
@@ -140,7 +147,22 @@ class PipeEnd:
         self.close_reason = ""
 
     async def open(self) -> None:
-        """Pair with the reciprocal request if it is held, else hold this one."""
+        """Pair with the reciprocal request if it is held, else hold this one; refused (4403)
+        unless the relay introduced the two peers on this document and the seeker's peer id is
+        held by this socket's identity."""
+        found = await self.presence.pipe_facts(self.key)
+        decision = may_pipe(
+            holds_seeker=found.seeker_holder == self.identity.holder, introduced=found.introduced
+        )
+        if not decision:
+            if found.seeker_holder is None:
+                reason = "the seeker's peer id is not online"
+            elif not found.introduced:
+                reason = "the relay did not introduce these peers on this document"
+            else:
+                reason = "the seeker's peer id is online as another user"
+            await self.close(CloseCode.FORBIDDEN, reason)
+            return
         for _attempt in range(3):
             try:
                 found = await self.presence.hold_or_pair(self.key, self.connection)
@@ -289,3 +311,19 @@ class PipeEnd:
             frames += self.handle.relayed_frames
             size += self.handle.relayed_bytes
         return f"{frames} frames, {size} bytes in"
+
+
+async def close_between(peer_id: str, document_id: str, code: CloseCode, reason: str) -> None:
+    """Close every pipe end of this process that joins ``peer_id`` to another peer about
+    ``document_id`` with ``code``: the other peers' ends first, so that they get ``code``
+    (their partners, ``peer_id``'s ends, get 1000 as they close with them)."""
+    ends = [
+        socket
+        for socket in connections.sockets()
+        if isinstance(socket, PipeEnd)
+        and socket.key.document_id == document_id
+        and peer_id in (socket.key.seeker, socket.key.target)
+    ]
+    ends.sort(key=lambda end: end.key.seeker == peer_id)
+    for end in ends:
+        await end.close(code, reason)

@@ -58,6 +58,8 @@ class Refusal(StrEnum):
     NOT_FOUND = "not_found"
     LOCKED = "locked"
     LOBBY_FULL = "lobby_full"
+    INVALID = "invalid"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +67,21 @@ class Identity:
     """Whoever asks. Anonymous peers have no user id."""
 
     user_id: int | None = None
+    username: str = ""
     is_staff: bool = False
     is_superuser: bool = False
     permissions: frozenset[str] = frozenset()
+    group_ids: frozenset[int] = frozenset()
 
     @property
     def is_authenticated(self) -> bool:
         return self.user_id is not None
+
+    @property
+    def holder(self) -> str:
+        """Who holds a peer id this identity takes: ``""`` for anonymous, else the user's key.
+        Presence stores it beside the peer's connection."""
+        return "" if self.user_id is None else f"user:{self.user_id}"
 
     def has_permission(self, permission: str) -> bool:
         return self.is_superuser or permission in self.permissions
@@ -89,6 +99,7 @@ class LobbyFacts:
     state: LobbyState = LobbyState.OPEN
     topology: Topology = Topology.MESH
     max_peers: int | None = None  # None: no limit
+    host_transferable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +179,23 @@ def may_join(
 
 
 def may_host(identity: Identity, lobby: LobbyFacts, standing: Standing) -> bool:
-    """Whether ``identity`` may be the host of a ``host``-topology lobby: its owner, or holders
-    of a host grant."""
-    return _owns(identity, lobby) or Role.HOST in standing.roles
+    """Whether ``identity`` may be the host of a ``host``-topology lobby: its owner, holders of
+    a host grant, or, in a lobby nobody owns (made by an anonymous peer), whoever comes first."""
+    return lobby.owner_id is None or _owns(identity, lobby) or Role.HOST in standing.roles
 
 
 def may_pipe(*, holds_seeker: bool, introduced: bool) -> Decision:
     """Whether a ``/connection/<A>/<B>/<doc>`` request may open: only from the identity holding
     A, and only for a pair the relay introduced on that document."""
     return ALLOW if holds_seeker and introduced else _refuse(Refusal.FORBIDDEN)
+
+
+def may_take_peer_id(claimant: str, holder: str | None) -> bool:
+    """Whether an identity (its :attr:`Identity.holder`) may become a peer id's control socket
+    while ``holder`` has it (``None``: nobody is online as that peer).
+
+    An id held by a user stays that user's while it is online: anyone else is refused (4403),
+    and the same user replaces its older socket (4409). An id held anonymously has the LF
+    relay's trust: whoever comes next takes it over.
+    """
+    return holder is None or holder == "" or holder == claimant

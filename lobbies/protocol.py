@@ -21,6 +21,7 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Any
 from urllib.parse import unquote
 
 import msgpack
@@ -31,9 +32,13 @@ class CloseCode(IntEnum):
     with the codes the WebSocket layer sends on its own: 1002, 1007, 1009, 1011, 1012)."""
 
     NORMAL = 1000  # the other side of the pipe closed
+    INTERNAL_ERROR = 1011  # a fault of the relay's (also sent by the servers' keepalive)
     INVALID = 4400  # bad path: unknown endpoint, invalid id, a pipe to oneself
+    UNAUTHORIZED = 4401  # a ticket or API token that is not valid, or has expired
+    FORBIDDEN = 4403  # a peer id held by another user; a pipe not introduced; banned
     PAIR_TIMEOUT = 4408  # a held pipe request was not matched in time
     CONFLICT = 4409  # replaced by a newer control socket; or the same pipe request is waiting
+    GONE = 4410  # removed from the lobby: its host left, an operator closed it or kicked the peer
     TOO_LARGE = 4413  # a frame, a held backlog or an unread queue over its bound
     RATE_LIMITED = 4429  # too many pipe requests waiting in this process
 
@@ -51,9 +56,17 @@ _PEER_FIELD = {Dialect.JSON: "userName", Dialect.MSGPACK: "peerId"}
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """The peer is now interested in these document ids (set union)."""
+    """The peer is now interested in these document ids (set union).
+
+    Extras that LF servers ignore: ``ext`` (the client also wants the extended messages),
+    ``nickname`` (a display name) and ``lobby`` (metadata for a lobby this Join creates or its
+    owner updates; validated by ``lobbies.schemas.LobbySpec``, not here).
+    """
 
     document_ids: tuple[str, ...]
+    ext: bool = False
+    nickname: str | None = None
+    lobby: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,7 @@ class Leave:
     """The peer is no longer interested in these document ids."""
 
     document_ids: tuple[str, ...]
+    ext: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +203,16 @@ def decode_control(
         ids = _ids(data.get("documentIds"), max_id_length, max_ids)
         if ids is None:
             return dialect, None
-        return dialect, Join(ids) if kind == "Join" else Leave(ids)
+        ext = data.get("ext") == 1
+        if kind == "Leave":
+            return dialect, Leave(ids, ext)
+        nickname, lobby = data.get("nickname"), data.get("lobby")
+        return dialect, Join(
+            ids,
+            ext,
+            nickname if is_valid_id(nickname, max_id_length) else None,
+            lobby if isinstance(lobby, dict) else None,
+        )
     return dialect, None
 
 
@@ -200,10 +223,35 @@ def frame_size(payload: str | bytes) -> int:
     return len(payload)
 
 
+def encode(dialect: Dialect, message: dict[str, Any]) -> str | bytes:
+    """``message`` as a frame of ``dialect``: JSON text, or MessagePack bytes."""
+    if dialect is Dialect.JSON:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return msgpack.packb(message)
+
+
+def encode_joined(
+    dialect: Dialect, document_id: str, role: str, lobby: dict[str, Any] | None
+) -> str | bytes:
+    """Extended ``Joined``: the peer is in ``document_id`` as ``role`` (host or member)."""
+    return encode(
+        dialect, {"type": "Joined", "documentId": document_id, "role": role, "lobby": lobby}
+    )
+
+
+def encode_error(dialect: Dialect, code: str, document_id: str | None, text: str) -> str | bytes:
+    """Extended ``Error``: a Join (or other request) about ``document_id`` was refused."""
+    message = {"type": "Error", "code": code, "documentId": document_id, "message": text}
+    return encode(dialect, message)
+
+
+def encode_left(dialect: Dialect, document_id: str, reason: str) -> str | bytes:
+    """Extended ``Left``: the peer is no longer in ``document_id`` (kicked, closed, host_left)."""
+    return encode(dialect, {"type": "Left", "documentId": document_id, "reason": reason})
+
+
 def encode_introduction(dialect: Dialect, peer_id: str, document_ids: list[str]) -> str | bytes:
     """An Introduction of ``peer_id`` for the given shared ids, with exactly the keys the
     clients of ``dialect`` accept: JSON text for 3.x, MessagePack bytes for 4.x."""
     message = {"type": "Introduction", _PEER_FIELD[dialect]: peer_id, "documentIds": document_ids}
-    if dialect is Dialect.JSON:
-        return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-    return msgpack.packb(message)
+    return encode(dialect, message)

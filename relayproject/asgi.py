@@ -13,12 +13,13 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from lobbies.auth import RelayAuthMiddleware  # noqa: E402
 from lobbies.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.security import origin_checked  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": origin_checked(URLRouter(websocket_urlpatterns)),
+        "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

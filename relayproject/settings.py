@@ -174,3 +174,9 @@ RELAY_PING_INTERVAL = env.float("RELAY_PING_INTERVAL", default=20.0)
 RELAY_PING_TIMEOUT = env.float("RELAY_PING_TIMEOUT", default=20.0)
 # Seconds a new connection has to send its request headers (the WebSocket upgrade).
 RELAY_HANDSHAKE_TIMEOUT = env.float("RELAY_HANDSHAKE_TIMEOUT", default=10.0)
+# Seconds a ticket from `manage.py issue_ticket` or the API stays valid. A client keeps using its
+# URL for every socket it opens (reconnects too), so it must last as long as a session may.
+RELAY_TICKET_TTL = env.float("RELAY_TICKET_TTL", default=12 * 3600.0)
+# Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
+# behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
+RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")

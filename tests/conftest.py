@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,9 +66,35 @@ def collected_static() -> str:
     return root
 
 
+@functools.cache
+def migrated_database() -> Path:
+    """An SQLite database with every migration applied, made once per session; each live relay
+    starts from a copy, as ``make run`` starts from a migrated one."""
+    data_dir = Path(tempfile.mkdtemp(prefix="relay-migrated-"))
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env={**environ, "RELAY_DATA_DIR": str(data_dir)},
+        check=True,
+        timeout=300,
+    )
+    return data_dir / "db.sqlite3"
+
+
+def relay_environ(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment of a relay subprocess keeping its files in ``data_dir``: its own SQLite
+    database there, migrated as ``make run`` migrates it (also when the suite itself runs on
+    PostgreSQL: these tests are about the server, and the database tests run in-process)."""
+    if not (data_dir / "db.sqlite3").exists():
+        shutil.copyfile(migrated_database(), data_dir / "db.sqlite3")
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return {**environ, "RELAY_DATA_DIR": str(data_dir), **env}
+
+
 def start_relay(server: str, data_dir: Path, **env: str) -> LiveRelay:
-    """Start ``manage.py serve`` as ``make run`` does (static files collected) and wait until
-    it answers HTTP (at most 30 s)."""
+    """Start ``manage.py serve`` as ``make run`` does (database migrated, static files
+    collected) and wait until it answers HTTP (at most 30 s)."""
     env = {"DJANGO_STATIC_ROOT": collected_static(), **env}
     port = free_port()
     log_path = data_dir / "relay.log"
@@ -76,7 +104,7 @@ def start_relay(server: str, data_dir: Path, **env: str) -> LiveRelay:
         process = subprocess.Popen(
             [*command, "--server", server],
             cwd=ROOT,
-            env={**os.environ, "RELAY_DATA_DIR": str(data_dir), **env},
+            env=relay_environ(data_dir, **env),
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -117,7 +145,32 @@ def relay_url(live_relay: LiveRelay) -> str:
 
 
 @pytest.fixture
-async def uvicorn_server(settings) -> AsyncIterator[tuple[uvicorn.Server, str]]:
+async def fresh_presence() -> AsyncIterator[None]:
+    """This process's presence, empty before the test and after it."""
+    from lobbies.presence import get_presence
+
+    await get_presence().flush()
+    yield
+    await get_presence().flush()
+
+
+@pytest.fixture
+async def introduce() -> AsyncIterator:
+    """``await introduce(url, a, b)``: peers ``a`` and ``b`` come online on the relay at ``url``
+    and are introduced on ``doc`` (the relay opens no pipe between peers it has not introduced);
+    they stay online until the test ends. Returns their two control sockets."""
+    from tests.meeting import introduced
+
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def introduce(url: str, a: str, b: str, document_id: str = "doc", prefix: str = ""):
+            return await stack.enter_async_context(introduced(url, a, b, document_id, prefix))
+
+        yield introduce
+
+
+@pytest.fixture
+async def uvicorn_server(settings, transactional_db) -> AsyncIterator[tuple[uvicorn.Server, str]]:
     """The relay served by uvicorn in the test's own event loop, configured as ``make run``
     configures it (from the relay settings as the test has set them), so the server's
     protocol objects can be inspected. Yields the server and its base WebSocket URL."""

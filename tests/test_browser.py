@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.conftest import ROOT, LiveRelay, start_relay, stop_relay
+from tests.conftest import ROOT, LiveRelay, relay_environ, start_relay, stop_relay
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -35,9 +35,8 @@ def relay(tmp_path_factory) -> Iterator[LiveRelay]:
     """The relay with a migrated database and an operator account, as after ``make run`` and
     ``createsuperuser``."""
     data_dir = tmp_path_factory.mktemp("browser")
-    env = {**os.environ, "RELAY_DATA_DIR": str(data_dir)}
+    env = relay_environ(data_dir)
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
         [*manage, "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "o@x.io"],
         cwd=ROOT,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import quote
 
 import msgpack
 import pytest
@@ -14,12 +16,30 @@ from lobbies.pipes import held_budget, held_cost
 from lobbies.presence import get_presence
 from relayproject.asgi import application
 
+# Control sockets look up bans in the database; database_sync_to_async runs in another thread.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
-@pytest.fixture(autouse=True)
-async def fresh_presence():
-    await get_presence().flush()
-    yield
-    await get_presence().flush()
+
+@pytest.fixture
+async def meet():
+    """``await meet("a", "b", ...)``: those peers come online and join ``doc``, so the relay
+    introduces them to each other (it opens no pipe between peers it has not introduced)."""
+    online: dict[str, WebsocketCommunicator] = {}
+
+    async def meet(*peers: str, doc: str = "doc") -> None:
+        for peer in peers:
+            if peer not in online:
+                online[peer] = await open_socket(f"/introduction/{quote(peer, safe='')}")
+            await online[peer].send_to(text_data=join(doc))
+        for _ in range(200):
+            if set(peers) <= set(await get_presence().members(doc)):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{peers} did not all join {doc}")
+
+    yield meet
+    for socket in online.values():
+        await socket.disconnect()
 
 
 async def open_socket(path: str, headers=None) -> WebsocketCommunicator:
@@ -141,7 +161,8 @@ async def test_bad_paths_close_with_4400(path):
     assert await close_code(socket) == 4400
 
 
-async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types():
+async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types(meet):
+    await meet("alice", "bob")
     alice = await open_socket("/connection/alice/bob/doc")
     await alice.send_to(text_data="one")
     await alice.send_to(bytes_data=b"\x00two")
@@ -160,7 +181,8 @@ async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types
     assert (await get_presence().stats()).pipes_open == 0
 
 
-async def test_percent_encoded_ids_pair():
+async def test_percent_encoded_ids_pair(meet):
+    await meet("al/ice", "b ob", doc="döc")
     alice = await open_socket("/connection/al%2Fice/b%20ob/d%C3%B6c")
     bob = await open_socket("/connection/b%20ob/al%2Fice/d%C3%B6c")
     await alice.send_to(bytes_data=b"hi")
@@ -169,8 +191,9 @@ async def test_percent_encoded_ids_pair():
     await bob.disconnect()
 
 
-async def test_an_oversized_frame_closes_the_pipe_with_4413(settings):
+async def test_an_oversized_frame_closes_the_pipe_with_4413(settings, meet):
     settings.RELAY_MAX_FRAME_BYTES = 1000
+    await meet("alice", "bob")
     alice = await open_socket("/connection/alice/bob/doc")
     bob = await open_socket("/connection/bob/alice/doc")
     await alice.send_to(bytes_data=b"x" * 1000)
@@ -180,8 +203,9 @@ async def test_an_oversized_frame_closes_the_pipe_with_4413(settings):
     assert await close_code(bob) == 1000
 
 
-async def test_a_held_backlog_over_the_bound_closes_with_4413(settings):
+async def test_a_held_backlog_over_the_bound_closes_with_4413(settings, meet):
     settings.RELAY_MAX_HELD_BYTES = 10_000
+    await meet("alice", "bob")
     # Each held frame is charged its real memory: payload object, message dict, deque slot.
     frame = b"x" * 1000
     fitting = 10_000 // held_cost(frame)
@@ -194,8 +218,9 @@ async def test_a_held_backlog_over_the_bound_closes_with_4413(settings):
     assert await close_code(alice) == 4413
 
 
-async def test_a_held_request_never_matched_closes_with_4408(settings):
+async def test_a_held_request_never_matched_closes_with_4408(settings, meet):
     settings.RELAY_PAIR_TIMEOUT = 0.2
+    await meet("alice", "bob")
     alice = await open_socket("/connection/alice/bob/doc")
     assert await close_code(alice) == 4408
     # Released: the reciprocal request is now held itself rather than paired with a dead end.
@@ -244,15 +269,20 @@ async def test_browsers_from_other_origins_are_refused_when_origins_are_restrict
 async def test_sockets_are_forgotten_when_they_close():
     before = connections.count()
     alice = await open_socket("/introduction/alice")
+    bob = await open_socket("/introduction/bob")
+    await alice.send_to(text_data=join("doc"))
+    await bob.send_to(text_data=join("doc"))
+    await alice.receive_from()
     pipe = await open_socket("/connection/alice/bob/doc")
-    assert connections.count() == before + 2
-    await alice.disconnect()
-    await pipe.disconnect()
+    assert connections.count() == before + 3
+    for socket in (alice, bob, pipe):
+        await socket.disconnect()
     assert connections.count() == before
     assert await get_presence().stats() == type(await get_presence().stats())(0, 0, 0)
 
 
-async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one():
+async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one(meet):
+    await meet("alice", "bob")
     alice = await open_socket("/connection/alice/bob/doc")
     await alice.send_to(text_data="from the real alice")
     impostor = await open_socket("/connection/alice/bob/doc")
@@ -265,8 +295,9 @@ async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one():
     await bob.disconnect()
 
 
-async def test_held_pipe_ends_are_bounded_for_the_whole_process(settings):
+async def test_held_pipe_ends_are_bounded_for_the_whole_process(settings, meet):
     settings.RELAY_MAX_HELD_PIPES = 2
+    await meet("a", "b", "c", "d", "e", "f")
     first = await open_socket("/connection/a/b/doc")
     second = await open_socket("/connection/c/d/doc")
     third = await open_socket("/connection/e/f/doc")
@@ -284,10 +315,11 @@ async def test_held_pipe_ends_are_bounded_for_the_whole_process(settings):
     assert held_budget.pipes == 0
 
 
-async def test_held_bytes_are_bounded_for_the_whole_process(settings):
+async def test_held_bytes_are_bounded_for_the_whole_process(settings, meet):
     frame = b"x" * 1000
     settings.RELAY_MAX_HELD_BYTES = 3 * held_cost(frame)  # each end may hold three frames
     settings.RELAY_MAX_HELD_BYTES_TOTAL = 5 * held_cost(frame)  # all ends together, five
+    await meet("a", "b", "c", "d")
     first = await open_socket("/connection/a/b/doc")
     second = await open_socket("/connection/c/d/doc")
     for _ in range(3):

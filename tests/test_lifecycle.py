@@ -88,14 +88,15 @@ async def send_until_held_back(sender, attempts: int = 400) -> bool:
     return False
 
 
-async def test_clients_that_never_read_are_freed(quick_lifecycle, uvicorn_server):
+async def test_clients_that_never_read_are_freed(quick_lifecycle, uvicorn_server, introduce):
     """A pipe end, a control socket and a half-finished handshake, none of whose clients ever
     reads: each is closed (or timed out), its close cannot be delivered, and the relay aborts
     it, so the process returns to exactly what it held before."""
     server, url = uvicorn_server
+    await introduce(url, "deaf", "talker")
     await asyncio.sleep(0.1)
     before = process_state(server)
-    assert before["server connections"] == 0
+    assert before["server connections"] == 2  # the two peers' control sockets
 
     # Half an upgrade request, then silence.
     half = await deaf_socket(url, "/introduction/slow", complete=False)
@@ -127,17 +128,18 @@ async def test_clients_that_never_read_are_freed(quick_lifecycle, uvicorn_server
 
     after = await settles_to(server, before)
     assert after == before
-    assert await get_presence().stats() == Stats(0, 0, 0)
+    assert await get_presence().stats() == Stats(2, 1, 0)  # deaf and talker, online in doc
     for sock in (half, deaf_end, deaf_peer):
         sock.close()
 
 
 async def test_a_stalled_receiver_does_not_get_its_healthy_sender_killed(
-    quick_lifecycle, uvicorn_server
+    quick_lifecycle, uvicorn_server, introduce
 ):
     """The receiver stops reading (but keeps sending, so it is alive) for six ping timeouts;
     the sender, whose reads the relay pauses meanwhile, must survive and be released."""
     server, url = uvicorn_server
+    await introduce(url, "sender", "receiver")
     sender = await connect(f"{url}/connection/sender/receiver/doc", max_size=None)
     receiver = await connect(f"{url}/connection/receiver/sender/doc", max_size=None, max_queue=1)
     await sender.send(b"probe")
@@ -172,10 +174,13 @@ async def test_a_stalled_receiver_does_not_get_its_healthy_sender_killed(
     reader.cancel()
 
 
-async def test_a_dropped_receiver_closes_its_sender_with_1000(quick_lifecycle, uvicorn_server):
+async def test_a_dropped_receiver_closes_its_sender_with_1000(
+    quick_lifecycle, uvicorn_server, introduce
+):
     """The receiver stops reading and sends nothing: keepalive judges it (1011), its close
     cannot be delivered, the relay aborts it, and the sender is closed normally."""
     _server, url = uvicorn_server
+    await introduce(url, "sender", "receiver")
     sender = await connect(f"{url}/connection/sender/receiver/doc", max_size=None)
     receiver = await connect(f"{url}/connection/receiver/sender/doc", max_size=None, max_queue=1)
     await sender.send(b"probe")
@@ -217,8 +222,9 @@ def quick_relay(request, tmp_path) -> Iterator[LiveRelay]:
 
 
 @pytest.mark.live
-async def test_never_reading_clients_leave_no_socket_behind(quick_relay):
+async def test_never_reading_clients_leave_no_socket_behind(quick_relay, introduce):
     pid, url = quick_relay.process.pid, quick_relay.ws_url
+    await introduce(url, "deaf", "talker")
     await asyncio.sleep(0.5)
     before = open_sockets(pid)
     half = await deaf_socket(url, "/introduction/slow", complete=False)
@@ -237,8 +243,9 @@ async def test_never_reading_clients_leave_no_socket_behind(quick_relay):
 
 
 @pytest.mark.live
-async def test_a_stalled_receiver_keeps_its_sender_alive_on_both_servers(quick_relay):
+async def test_a_stalled_receiver_keeps_its_sender_alive_on_both_servers(quick_relay, introduce):
     url = quick_relay.ws_url
+    await introduce(url, "s", "r")
     sender = await connect(f"{url}/connection/s/r/doc", max_size=None)
     receiver = await connect(f"{url}/connection/r/s/doc", max_size=None, max_queue=1)
     await sender.send(b"probe")
@@ -272,11 +279,14 @@ async def drain(connection) -> None:
             pass
 
 
-async def test_a_match_that_never_reads_its_backlog_is_freed(quick_lifecycle, uvicorn_server):
+async def test_a_match_that_never_reads_its_backlog_is_freed(
+    quick_lifecycle, uvicorn_server, introduce
+):
     """A holds a backlog; B arrives and never reads it. B is the unresponsive one, though the
     relay stops reading B while it waits to send B the backlog: keepalive must judge it, and the
     backlog's budget is given back as it leaves."""
     server, url = uvicorn_server
+    await introduce(url, "A", "B")
     await asyncio.sleep(0.1)
     before = process_state(server)
     holder = await connect(f"{url}/connection/A/B/doc", max_size=None)
@@ -298,10 +308,11 @@ async def wait_for_sockets(pid: int, count: int, seconds: float = 15) -> int:
 
 
 @pytest.mark.live
-async def test_a_client_that_closes_and_then_stops_reading_is_freed(quick_relay):
+async def test_a_client_that_closes_and_then_stops_reading_is_freed(quick_relay, introduce):
     """The client starts the close itself while the relay still has data for it, and never
     reads again: its connection must still go, and its partner be closed normally."""
     pid, url = quick_relay.process.pid, quick_relay.ws_url
+    await introduce(url, "closer", "talker")
     await asyncio.sleep(0.5)
     before = open_sockets(pid)
     deaf_end = await deaf_socket(url, "/connection/closer/talker/doc")

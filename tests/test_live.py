@@ -63,10 +63,11 @@ def test_static_files_and_the_favicon_are_served_with_debug_off(live_relay):
         assert response.read().startswith(b"<svg")
 
 
-async def test_a_slow_reader_does_not_grow_the_servers_memory(live_relay):
+async def test_a_slow_reader_does_not_grow_the_servers_memory(live_relay, introduce):
     """The receiver stops reading; the sender must be held back by the server (backpressure)
     rather than the server buffering everything it is sent."""
     url = live_relay.ws_url
+    await introduce(url, "slow-a", "slow-b")
     frame = b"x" * (1024 * 1024)
     # max_queue=1: the client stops reading its socket once one frame waits unread.
     async with (
@@ -90,8 +91,9 @@ async def test_a_slow_reader_does_not_grow_the_servers_memory(live_relay):
     assert grown < 100 * 1024 * 1024, f"server grew by {grown / 2**20:.0f} MiB"
 
 
-async def test_pipes_carry_frames_unchanged_including_empty_ones(live_relay):
+async def test_pipes_carry_frames_unchanged_including_empty_ones(live_relay, introduce):
     url = live_relay.ws_url
+    await introduce(url, "fid-a", "fid-b")
     frames = ["text", b"\x00\xffbinary", "", b"", "ünïcödé ✓", b"x" * 70_000]
     async with (
         connect(f"{url}/connection/fid-a/fid-b/doc", max_size=None) as a,
@@ -104,10 +106,11 @@ async def test_pipes_carry_frames_unchanged_including_empty_ones(live_relay):
     assert [type(f) for f in received] == [type(f) for f in frames]
 
 
-async def test_a_pipe_end_that_does_not_read_cannot_keep_its_partner_open(live_relay):
+async def test_a_pipe_end_that_does_not_read_cannot_keep_its_partner_open(live_relay, introduce):
     """A stops reading; B fills the pipe until held back. A's oversized frame closes the pipe:
     B must be closed (1000) at once, though A's own close cannot reach A until A reads."""
     url = live_relay.ws_url
+    await introduce(url, "deaf-a", "deaf-b")
     async with (
         connect(f"{url}/connection/deaf-a/deaf-b/doc", max_size=None, max_queue=1) as a,
         connect(f"{url}/connection/deaf-b/deaf-a/doc", max_size=None) as b,
@@ -158,8 +161,9 @@ async def test_a_control_socket_that_does_not_read_is_closed_once_its_queue_is_f
         assert r.close_code == 4413 or (live_relay.server == "daphne" and r.close_code == 1006)
 
 
-async def test_each_connection_is_one_log_line_opened_and_one_closed(live_relay):
+async def test_each_connection_is_one_log_line_opened_and_one_closed(live_relay, introduce):
     url = live_relay.ws_url
+    await introduce(url, "log-a", "log-b")
     async with (
         connect(f"{url}/connection/log-a/log-b/doc") as a,
         connect(f"{url}/connection/log-b/log-a/doc") as b,
@@ -171,7 +175,7 @@ async def test_each_connection_is_one_log_line_opened_and_one_closed(live_relay)
         await a.close()
         await asyncio.wait_for(b.wait_closed(), 5)
     for _ in range(50):  # the server writes its lines as the sockets close
-        lines = [line for line in live_relay.log().splitlines() if "/log-" in line]
+        lines = [line for line in live_relay.log().splitlines() if "/connection/log-" in line]
         if len(lines) == 4:
             break
         await asyncio.sleep(0.1)

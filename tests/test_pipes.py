@@ -7,8 +7,18 @@ import asyncio
 
 from lobbies.conf import relay_settings
 from lobbies.pipes import PipeEnd, PipeState, held_budget
+from lobbies.policy import ANONYMOUS
 from lobbies.presence import PipeKey
 from lobbies.presence.memory import MemoryPresence
+
+
+async def introduced(*peers: str, doc: str = "doc") -> MemoryPresence:
+    """Presence in which these anonymous peers are online and in ``doc`` (so introduced)."""
+    presence = MemoryPresence()
+    for peer in peers:
+        await presence.connect_peer(peer, f"control-{peer}", ANONYMOUS.holder)
+        await presence.join(peer, f"control-{peer}", (doc,))
+    return presence
 
 
 def recorder() -> tuple[list[dict], object]:
@@ -21,14 +31,14 @@ def recorder() -> tuple[list[dict], object]:
 
 
 async def test_a_pair_timeout_that_fires_as_the_match_arrives_does_not_close_the_pipe():
-    presence, limits = MemoryPresence(), relay_settings()
+    presence, limits = await introduced("a", "b"), relay_settings()
     key = PipeKey("a", "b", "doc")
     sent_a, send_a = recorder()
     sent_b, send_b = recorder()
-    a = PipeEnd(key, send_a, presence, limits)
+    a = PipeEnd(key, ANONYMOUS, send_a, presence, limits)
     await a.open()
     a._pair_timeout()  # the timer fires; its task has not run yet
-    b = PipeEnd(key.reciprocal(), send_b, presence, limits)
+    b = PipeEnd(key.reciprocal(), ANONYMOUS, send_b, presence, limits)
     await b.open()  # the match arrives in the same loop turn
     for _ in range(3):
         await asyncio.sleep(0)
@@ -42,12 +52,12 @@ async def test_a_pair_timeout_that_fires_as_the_match_arrives_does_not_close_the
 
 
 async def test_frames_after_the_partner_left_are_dropped_not_held():
-    presence, limits = MemoryPresence(), relay_settings()
+    presence, limits = await introduced("a", "b"), relay_settings()
     key = PipeKey("a", "b", "doc")
     _, send_a = recorder()
     _, send_b = recorder()
-    a = PipeEnd(key, send_a, presence, limits)
-    b = PipeEnd(key.reciprocal(), send_b, presence, limits)
+    a = PipeEnd(key, ANONYMOUS, send_a, presence, limits)
+    b = PipeEnd(key.reciprocal(), ANONYMOUS, send_b, presence, limits)
     await a.open()
     await b.open()
     b.partner = a.partner = None  # as close() leaves them just before closing this end

@@ -14,12 +14,14 @@ from lobbies.policy import (
     Refusal,
     Role,
     Standing,
+    Topology,
     Visibility,
     may_create,
     may_host,
     may_join,
     may_manage,
     may_pipe,
+    may_take_peer_id,
 )
 
 OWNER = Identity(user_id=1)
@@ -117,10 +119,14 @@ def test_who_may_manage_and_host(identity, standing, manage, host):
     assert may_host(identity, lobby(), standing) is host
 
 
-def test_an_anonymous_identity_never_owns_an_ownerless_lobby():
-    ownerless = LobbyFacts(owner_id=None)
+def test_an_ownerless_lobby_is_managed_by_nobody_and_hosted_by_whoever_comes_first():
+    ownerless = LobbyFacts(owner_id=None, topology=Topology.HOST)  # made by an anonymous peer
     assert not may_manage(ANONYMOUS, ownerless)
-    assert not may_host(ANONYMOUS, ownerless, Standing())
+    assert may_host(ANONYMOUS, ownerless, Standing())
+    owned = LobbyFacts(owner_id=1, topology=Topology.HOST)
+    assert not may_host(ANONYMOUS, owned, Standing())
+    assert may_host(Identity(user_id=1), owned, Standing())
+    assert may_host(Identity(user_id=2), owned, Standing(roles=frozenset({Role.HOST})))
 
 
 @pytest.mark.parametrize(
@@ -129,3 +135,24 @@ def test_an_anonymous_identity_never_owns_an_ownerless_lobby():
 )
 def test_who_may_pipe(holds_seeker, introduced, allowed):
     assert bool(may_pipe(holds_seeker=holds_seeker, introduced=introduced)) is allowed
+
+
+@pytest.mark.parametrize(
+    ("claimant", "holder", "allowed"),
+    [
+        ("", None, True),  # nobody online as that peer
+        ("user:1", None, True),
+        ("", "", True),  # anonymous ids keep the LF trust: taken over by whoever comes
+        ("user:1", "", True),
+        ("user:1", "user:1", True),  # the same user again: replaces its older socket
+        ("user:2", "user:1", False),  # another user's id, while it is online
+        ("", "user:1", False),
+    ],
+)
+def test_who_may_take_a_peer_id(claimant, holder, allowed):
+    assert may_take_peer_id(claimant, holder) is allowed
+
+
+def test_an_identity_holds_peer_ids_as_its_user():
+    assert ANONYMOUS.holder == ""
+    assert OWNER.holder == "user:1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lobbies.presence import PipeKey, PipeKeyTaken, Stats
+from lobbies.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
 from lobbies.presence.memory import MemoryPresence
 
 BACKENDS = [MemoryPresence]
@@ -19,8 +19,8 @@ async def presence(request):
 
 
 async def test_join_returns_the_other_members_of_each_id(presence):
-    await presence.connect_peer("a", "c1")
-    await presence.connect_peer("b", "c2")
+    await presence.connect_peer("a", "c1", "")
+    await presence.connect_peer("b", "c2", "")
     assert await presence.join("a", "c1", ("x", "y")) == {"x": [], "y": []}
     assert await presence.join("b", "c2", ("x",)) == {"x": ["a"]}
     assert await presence.connections(["a", "b", "gone"]) == {"a": "c1", "b": "c2"}
@@ -28,10 +28,10 @@ async def test_join_returns_the_other_members_of_each_id(presence):
 
 
 async def test_leave_and_disconnect_forget_ids(presence):
-    await presence.connect_peer("a", "c1")
+    await presence.connect_peer("a", "c1", "")
     await presence.join("a", "c1", ("x", "y"))
     await presence.leave("a", "c1", ("x",))
-    await presence.connect_peer("b", "c2")
+    await presence.connect_peer("b", "c2", "")
     assert await presence.join("b", "c2", ("x", "y")) == {"x": [], "y": ["a"]}
     await presence.disconnect_peer("a", "c1")
     assert await presence.connections(["a"]) == {}
@@ -39,13 +39,13 @@ async def test_leave_and_disconnect_forget_ids(presence):
 
 
 async def test_a_replaced_connection_cannot_touch_the_new_one(presence):
-    await presence.connect_peer("a", "old")
+    await presence.connect_peer("a", "old", "")
     await presence.join("a", "old", ("x",))
-    assert await presence.connect_peer("a", "new") == "old"
+    assert await presence.connect_peer("a", "new", "") == "old"
     assert await presence.join("a", "old", ("y",)) == {}  # late frame of the old socket
     await presence.disconnect_peer("a", "old")
     assert await presence.connections(["a"]) == {"a": "new"}
-    await presence.connect_peer("b", "c2")
+    await presence.connect_peer("b", "c2", "")
     assert await presence.join("b", "c2", ("x", "y")) == {"x": [], "y": []}
 
 
@@ -73,3 +73,58 @@ async def test_release_only_drops_the_holder_itself(presence):
     await presence.hold_or_pair(key, "c1")
     await presence.release(key, "c2")  # not the holder: nothing happens
     assert await presence.hold_or_pair(key.reciprocal(), "cb") == "c1"
+
+
+async def test_a_users_peer_id_is_theirs_while_online(presence):
+    await presence.connect_peer("a", "c1", "user:1")
+    for other in ("user:2", ""):
+        with pytest.raises(PeerIdTaken):
+            await presence.connect_peer("a", "c2", other)
+    assert await presence.connect_peer("a", "c3", "user:1") == "c1"  # the same user replaces
+    await presence.disconnect_peer("a", "c3")
+    assert await presence.connect_peer("a", "c4", "user:2") is None  # offline: free again
+
+
+async def test_an_anonymous_peer_id_is_taken_over_by_whoever_comes(presence):
+    await presence.connect_peer("a", "c1", "")
+    assert await presence.connect_peer("a", "c2", "user:1") == "c1"
+
+
+async def test_pipe_facts_say_who_holds_the_seeker_and_whether_the_two_met(presence):
+    key = PipeKey("a", "b", "doc")
+    assert await presence.pipe_facts(key) == PipeFacts(None, False)
+    await presence.connect_peer("a", "ca", "user:1")
+    await presence.connect_peer("b", "cb", "")
+    await presence.join("a", "ca", ("doc",))
+    assert await presence.pipe_facts(key) == PipeFacts("user:1", False)  # b is not in doc
+    await presence.join("b", "cb", ("doc",))
+    assert await presence.pipe_facts(key) == PipeFacts("user:1", True)
+    assert await presence.pipe_facts(key.reciprocal()) == PipeFacts("", True)
+    await presence.leave("b", "cb", ("doc",))
+    assert await presence.pipe_facts(key) == PipeFacts("user:1", False)
+
+
+async def test_in_a_host_lobby_only_pipes_with_the_host_were_introduced(presence):
+    for peer in ("m1", "h", "m2"):
+        await presence.connect_peer(peer, f"c-{peer}", "")
+        await presence.join(peer, f"c-{peer}", ("game",))
+    assert await presence.claim_host("game", None) is None  # a member: marks it a host lobby
+    assert await presence.hosts(["game", "other"]) == {"game": None}
+    assert not (await presence.pipe_facts(PipeKey("m1", "m2", "game"))).introduced
+    assert await presence.claim_host("game", "h") == "h"
+    assert await presence.claim_host("game", "m2") == "h"  # one host at a time
+    assert (await presence.pipe_facts(PipeKey("m1", "h", "game"))).introduced
+    assert not (await presence.pipe_facts(PipeKey("m1", "m2", "game"))).introduced
+
+
+async def test_the_host_role_passes_to_the_member_present_longest(presence):
+    for peer in ("h", "m1", "m2"):
+        await presence.connect_peer(peer, f"c-{peer}", "")
+        await presence.join(peer, f"c-{peer}", ("game",))
+    await presence.claim_host("game", "h")
+    await presence.join("m2", "c-m2", ("game",))  # joining again keeps its place
+    assert await presence.members("game") == ["h", "m1", "m2"]
+    assert await presence.drop_host("game", "h", successor=True) == "m1"
+    assert await presence.hosts(["game"]) == {"game": "m1"}
+    assert await presence.drop_host("game", "m1", successor=False) is None
+    assert await presence.hosts(["game"]) == {"game": None}

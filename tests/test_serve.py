@@ -3,7 +3,6 @@ busy port is one clear error."""
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SERVERS, free_port
+from tests.conftest import ROOT, SERVERS, free_port, relay_environ
 
 pytestmark = pytest.mark.live
 
@@ -22,7 +21,7 @@ def serve(port: int, server: str, data_dir) -> subprocess.Popen:
     return subprocess.Popen(
         [*SERVE, "--port", str(port), "--server", server],
         cwd=ROOT,
-        env={**os.environ, "RELAY_DATA_DIR": str(data_dir)},
+        env=relay_environ(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

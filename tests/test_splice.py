@@ -14,6 +14,12 @@ from websockets.frames import Frame, Opcode
 from lobbies.splice import RelayWebSocketProtocol
 
 
+@pytest.fixture(autouse=True)
+async def peers_a_and_b(uvicorn_server, introduce):
+    """Every pipe here is between peers a and b on doc, whom the relay must have introduced."""
+    await introduce(uvicorn_server[1], "a", "b")
+
+
 def spliced(server: uvicorn.Server) -> list[RelayWebSocketProtocol]:
     return [p for p in server.server_state.connections if getattr(p, "splice_partner", None)]
 

@@ -6,9 +6,17 @@ from functools import cache
 
 from django.utils.module_loading import import_string
 
-from .base import PipeKey, PipeKeyTaken, Presence, Stats
+from .base import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Presence, Stats
 
-__all__ = ["PipeKey", "PipeKeyTaken", "Presence", "Stats", "get_presence"]
+__all__ = [
+    "PeerIdTaken",
+    "PipeFacts",
+    "PipeKey",
+    "PipeKeyTaken",
+    "Presence",
+    "Stats",
+    "get_presence",
+]
 
 
 @cache

@@ -30,12 +30,24 @@ class PipeKey(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class PipeFacts:
+    """What a pipe request is judged by (``lobbies.policy.may_pipe``)."""
+
+    seeker_holder: str | None  # who holds the seeker's peer id; None: it is not online
+    introduced: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Live counts for the landing page and the admin."""
 
     peers_online: int
     lobbies_active: int
     pipes_open: int
+
+
+class PeerIdTaken(Exception):
+    """The peer id is online under another user's identity; the newcomer is refused (4403)."""
 
 
 class PipeKeyTaken(Exception):
@@ -47,10 +59,13 @@ class Presence(ABC):
     """Ephemeral relay state behind one async interface."""
 
     @abstractmethod
-    async def connect_peer(self, peer_id: str, connection: str) -> str | None:
-        """Make ``connection`` the peer's control socket, forgetting the ids of any previous one.
+    async def connect_peer(self, peer_id: str, connection: str, holder: str) -> str | None:
+        """Make ``connection`` the peer's control socket, held by ``holder`` (an identity's
+        :attr:`~lobbies.policy.Identity.holder`), forgetting the ids of any previous one.
 
-        Returns the connection id it replaced (which the caller closes), or ``None``.
+        Returns the connection id it replaced (which the caller closes), or ``None``. Raises
+        :class:`PeerIdTaken` when :func:`lobbies.policy.may_take_peer_id` says the current
+        holder keeps the id.
         """
 
     @abstractmethod
@@ -73,6 +88,29 @@ class Presence(ABC):
     @abstractmethod
     async def connections(self, peer_ids: list[str]) -> dict[str, str]:
         """The control-socket connection id of each of these peers that is online."""
+
+    @abstractmethod
+    async def pipe_facts(self, key: PipeKey) -> PipeFacts:
+        """Who holds the seeker's peer id, and whether the two peers of ``key`` were introduced
+        on its document: both are in it now, and its topology lets them meet."""
+
+    @abstractmethod
+    async def claim_host(self, document_id: str, peer_id: str | None) -> str | None:
+        """Mark ``document_id`` as a host lobby and, if it has no host, make ``peer_id`` (when
+        given: a peer that may host) its host. Returns the host, or None while it has none."""
+
+    @abstractmethod
+    async def hosts(self, document_ids: list[str]) -> dict[str, str | None]:
+        """The host of each of these ids that is a host lobby (None: its host is not here)."""
+
+    @abstractmethod
+    async def drop_host(self, document_id: str, peer_id: str, successor: bool) -> str | None:
+        """``peer_id`` (the host) is leaving ``document_id``: with ``successor``, the member
+        present longest becomes host and is returned; else the id has no host."""
+
+    @abstractmethod
+    async def members(self, document_id: str) -> list[str]:
+        """The peers in ``document_id``, the one present longest first."""
 
     @abstractmethod
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:

@@ -1,11 +1,15 @@
 """In-process presence: the embedded default, for a relay served by one process.
 
-Plain dicts and sets; no method awaits, so each call is atomic under asyncio.
+Plain dicts; no method awaits, so each call is atomic under asyncio. A lobby's members are kept
+in a dict (insertion-ordered), so the member present longest comes first.
 """
 
 from __future__ import annotations
 
-from .base import PipeKey, PipeKeyTaken, Presence, Stats
+from lobbies import discovery
+from lobbies.policy import may_take_peer_id
+
+from .base import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Presence, Stats
 
 
 class MemoryPresence(Presence):
@@ -13,27 +17,42 @@ class MemoryPresence(Presence):
 
     def __init__(self) -> None:
         self.peer_connection: dict[str, str] = {}
+        self.peer_holder: dict[str, str] = {}
         self.peer_documents: dict[str, set[str]] = {}
-        self.document_peers: dict[str, set[str]] = {}
+        self.document_peers: dict[str, dict[str, None]] = {}
+        # Host lobbies with members present: their host, or None while it is away.
+        self.document_host: dict[str, str | None] = {}
         self.held: dict[PipeKey, str] = {}
         self.pipes_open = 0
 
+    def _remove(self, peer_id: str, document_id: str) -> None:
+        members = self.document_peers.get(document_id)
+        if members is None:
+            return
+        members.pop(peer_id, None)
+        if self.document_host.get(document_id) == peer_id:
+            self.document_host[document_id] = None
+        if not members:
+            del self.document_peers[document_id]
+            self.document_host.pop(document_id, None)
+
     def _forget_documents(self, peer_id: str) -> None:
         for document_id in self.peer_documents.pop(peer_id, ()):
-            members = self.document_peers[document_id]
-            members.discard(peer_id)
-            if not members:
-                del self.document_peers[document_id]
+            self._remove(peer_id, document_id)
 
-    async def connect_peer(self, peer_id: str, connection: str) -> str | None:
+    async def connect_peer(self, peer_id: str, connection: str, holder: str) -> str | None:
+        if not may_take_peer_id(holder, self.peer_holder.get(peer_id)):
+            raise PeerIdTaken(peer_id)
         previous = self.peer_connection.get(peer_id)
         self._forget_documents(peer_id)
         self.peer_connection[peer_id] = connection
+        self.peer_holder[peer_id] = holder
         return previous
 
     async def disconnect_peer(self, peer_id: str, connection: str) -> None:
         if self.peer_connection.get(peer_id) == connection:
             del self.peer_connection[peer_id]
+            del self.peer_holder[peer_id]
             self._forget_documents(peer_id)
 
     async def join(
@@ -44,9 +63,9 @@ class MemoryPresence(Presence):
         mine = self.peer_documents.setdefault(peer_id, set())
         others: dict[str, list[str]] = {}
         for document_id in document_ids:
-            members = self.document_peers.setdefault(document_id, set())
+            members = self.document_peers.setdefault(document_id, {})
             others[document_id] = [p for p in members if p != peer_id]
-            members.add(peer_id)
+            members[peer_id] = None
             mine.add(document_id)
         return others
 
@@ -57,14 +76,42 @@ class MemoryPresence(Presence):
         for document_id in document_ids:
             if document_id in mine:
                 mine.discard(document_id)
-                members = self.document_peers[document_id]
-                members.discard(peer_id)
-                if not members:
-                    del self.document_peers[document_id]
+                self._remove(peer_id, document_id)
 
     async def connections(self, peer_ids: list[str]) -> dict[str, str]:
         online = self.peer_connection
         return {p: online[p] for p in peer_ids if p in online}
+
+    async def pipe_facts(self, key: PipeKey) -> PipeFacts:
+        members = self.document_peers.get(key.document_id, {})
+        both_in = key.seeker in members and key.target in members
+        star = key.document_id in self.document_host
+        host = self.document_host.get(key.document_id)
+        introduced = both_in and discovery.meets(key.seeker, key.target, star, host)
+        return PipeFacts(self.peer_holder.get(key.seeker), introduced)
+
+    async def claim_host(self, document_id: str, peer_id: str | None) -> str | None:
+        host = self.document_host.get(document_id)
+        if host is None and peer_id in self.document_peers.get(document_id, {}):
+            host = peer_id
+        if document_id in self.document_peers:
+            self.document_host[document_id] = host
+        return host
+
+    async def hosts(self, document_ids: list[str]) -> dict[str, str | None]:
+        found = self.document_host
+        return {d: found[d] for d in document_ids if d in found}
+
+    async def drop_host(self, document_id: str, peer_id: str, successor: bool) -> str | None:
+        if self.document_host.get(document_id) != peer_id:
+            return self.document_host.get(document_id)
+        members = self.document_peers.get(document_id, {})
+        heir = next((p for p in members if p != peer_id), None) if successor else None
+        self.document_host[document_id] = heir
+        return heir
+
+    async def members(self, document_id: str) -> list[str]:
+        return list(self.document_peers.get(document_id, ()))
 
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:
         partner = self.held.pop(key.reciprocal(), None)

@@ -28,6 +28,11 @@ class Command(BaseCommand):
 
         if problem := servers.port_problem(host, port):
             raise CommandError(problem)
+        if pending := _unapplied_migrations():
+            raise CommandError(
+                f"the database lacks {pending} migration(s): run `python manage.py migrate` "
+                "first (`make run` does)"
+            )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
 
         def on_ready() -> None:
@@ -37,3 +42,13 @@ class Command(BaseCommand):
 
         run = servers.run_daphne if server == "daphne" else servers.run_uvicorn
         run(host, port, relay_settings(), on_ready)
+
+
+def _unapplied_migrations() -> int:
+    """How many migrations the default database still lacks (lobby rows and bans are read on
+    every control socket, so the relay cannot serve without them)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
