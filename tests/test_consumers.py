@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from lobbies import connections
 from lobbies.pipes import held_budget, held_cost
 from lobbies.presence import get_presence
-from relayproject.asgi import application
+from tests.sockets import closed_with, join, opened, packed
 
 # Control sockets look up bans in the database; database_sync_to_async runs in another thread.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
@@ -29,7 +29,7 @@ async def meet():
     async def meet(*peers: str, doc: str = "doc") -> None:
         for peer in peers:
             if peer not in online:
-                online[peer] = await open_socket(f"/introduction/{quote(peer, safe='')}")
+                online[peer] = await opened(f"/introduction/{quote(peer, safe='')}")
             await online[peer].send_to(text_data=join(doc))
         for _ in range(200):
             if set(peers) <= set(await get_presence().members(doc)):
@@ -42,31 +42,9 @@ async def meet():
         await socket.disconnect()
 
 
-async def open_socket(path: str, headers=None) -> WebsocketCommunicator:
-    socket = WebsocketCommunicator(application, path, headers=headers)
-    socket.scope["raw_path"] = path.encode()  # as servers give it; the router reads raw ids
-    connected, _ = await socket.connect()
-    assert connected
-    return socket
-
-
-def join(*ids: str) -> str:
-    return json.dumps({"type": "Join", "documentIds": list(ids)})
-
-
-def packed(message: dict) -> bytes:
-    return msgpack.packb(message)
-
-
-async def close_code(socket: WebsocketCommunicator) -> int:
-    message = await socket.receive_output(timeout=2)
-    assert message["type"] == "websocket.close", message
-    return message["code"]
-
-
 async def test_two_peers_meet_each_in_its_own_dialect():
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     await alice.send_to(text_data=join("lobby"))
     await bob.send_to(bytes_data=packed({"type": "Join", "documentIds": ["lobby"]}))
     assert json.loads(await alice.receive_from()) == {
@@ -85,8 +63,8 @@ async def test_two_peers_meet_each_in_its_own_dialect():
 
 
 async def test_answers_follow_the_dialect_of_the_latest_frame():
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     await alice.send_to(text_data=join("a"))
     await alice.send_to(bytes_data=packed({"type": "Heartbeat"}))  # now speaks msgpack
     await bob.send_to(text_data=join("a"))
@@ -96,8 +74,8 @@ async def test_answers_follow_the_dialect_of_the_latest_frame():
 
 
 async def test_leave_stops_introductions_and_close_forgets_the_peer():
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     await alice.send_to(text_data=join("a", "b"))
     await alice.send_to(text_data=json.dumps({"type": "Leave", "documentIds": ["a"]}))
     await bob.send_to(text_data=join("a"))
@@ -105,7 +83,7 @@ async def test_leave_stops_introductions_and_close_forgets_the_peer():
     await bob.send_to(text_data=join("b"))
     assert json.loads(await bob.receive_from())["documentIds"] == ["b"]
     await alice.disconnect()
-    carol = await open_socket("/introduction/carol")
+    carol = await opened("/introduction/carol")
     await carol.send_to(text_data=join("b"))
     assert json.loads(await carol.receive_from())["userName"] == "bob"
     assert await carol.receive_nothing()
@@ -114,8 +92,8 @@ async def test_leave_stops_introductions_and_close_forgets_the_peer():
 
 
 async def test_malformed_frames_are_ignored_and_a_later_join_works():
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     for junk in ["{", "[]", json.dumps({"type": "Join", "documentIds": "notalist"}), '{"a":1}']:
         await alice.send_to(text_data=junk)
     for junk in [b"\xc1\xc1", b"\xdd\xff\xff\xff\xff", packed({"type": 7})]:
@@ -129,17 +107,17 @@ async def test_malformed_frames_are_ignored_and_a_later_join_works():
 
 
 async def test_a_second_control_socket_replaces_the_first():
-    old = await open_socket("/introduction/alice")
+    old = await opened("/introduction/alice")
     await old.send_to(text_data=join("a"))
-    new = await open_socket("/introduction/alice")
-    assert await close_code(old) == 4409
+    new = await opened("/introduction/alice")
+    assert await closed_with(old) == 4409
     await new.send_to(text_data=join("a"))
-    bob = await open_socket("/introduction/bob")
+    bob = await opened("/introduction/bob")
     await bob.send_to(text_data=join("a"))
     assert json.loads(await new.receive_from())["userName"] == "bob"
     # The old socket's disconnect must not remove the new registration.
     await old.disconnect()
-    carol = await open_socket("/introduction/carol")
+    carol = await opened("/introduction/carol")
     await carol.send_to(text_data=join("a"))
     assert json.loads(await new.receive_from())["userName"] == "carol"
     for socket in (new, bob, carol):
@@ -157,17 +135,17 @@ async def test_a_second_control_socket_replaces_the_first():
     ],
 )
 async def test_bad_paths_close_with_4400(path):
-    socket = await open_socket(path)
-    assert await close_code(socket) == 4400
+    socket = await opened(path)
+    assert await closed_with(socket) == 4400
 
 
 async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types(meet):
     await meet("alice", "bob")
-    alice = await open_socket("/connection/alice/bob/doc")
+    alice = await opened("/connection/alice/bob/doc")
     await alice.send_to(text_data="one")
     await alice.send_to(bytes_data=b"\x00two")
     await alice.send_to(text_data="three")
-    bob = await open_socket("/connection/bob/alice/doc")
+    bob = await opened("/connection/bob/alice/doc")
     await alice.send_to(bytes_data=b"four")
     assert await bob.receive_output() == {"type": "websocket.send", "text": "one"}
     assert await bob.receive_output() == {"type": "websocket.send", "bytes": b"\x00two"}
@@ -177,14 +155,14 @@ async def test_frames_held_before_pairing_arrive_first_in_order_with_their_types
     assert await alice.receive_from() == "back"
     assert (await get_presence().stats()).pipes_open == 1
     await alice.disconnect()
-    assert await close_code(bob) == 1000
+    assert await closed_with(bob) == 1000
     assert (await get_presence().stats()).pipes_open == 0
 
 
 async def test_percent_encoded_ids_pair(meet):
     await meet("al/ice", "b ob", doc="döc")
-    alice = await open_socket("/connection/al%2Fice/b%20ob/d%C3%B6c")
-    bob = await open_socket("/connection/b%20ob/al%2Fice/d%C3%B6c")
+    alice = await opened("/connection/al%2Fice/b%20ob/d%C3%B6c")
+    bob = await opened("/connection/b%20ob/al%2Fice/d%C3%B6c")
     await alice.send_to(bytes_data=b"hi")
     assert await bob.receive_from() == b"hi"
     await alice.disconnect()
@@ -194,13 +172,13 @@ async def test_percent_encoded_ids_pair(meet):
 async def test_an_oversized_frame_closes_the_pipe_with_4413(settings, meet):
     settings.RELAY_MAX_FRAME_BYTES = 1000
     await meet("alice", "bob")
-    alice = await open_socket("/connection/alice/bob/doc")
-    bob = await open_socket("/connection/bob/alice/doc")
+    alice = await opened("/connection/alice/bob/doc")
+    bob = await opened("/connection/bob/alice/doc")
     await alice.send_to(bytes_data=b"x" * 1000)
     assert await bob.receive_from() == b"x" * 1000
     await alice.send_to(bytes_data=b"x" * 1001)
-    assert await close_code(alice) == 4413
-    assert await close_code(bob) == 1000
+    assert await closed_with(alice) == 4413
+    assert await closed_with(bob) == 1000
 
 
 async def test_a_held_backlog_over_the_bound_closes_with_4413(settings, meet):
@@ -210,28 +188,28 @@ async def test_a_held_backlog_over_the_bound_closes_with_4413(settings, meet):
     frame = b"x" * 1000
     fitting = 10_000 // held_cost(frame)
     assert fitting == 8  # not 9: the bookkeeping of a 1000-byte frame is over 100 bytes
-    alice = await open_socket("/connection/alice/bob/doc")
+    alice = await opened("/connection/alice/bob/doc")
     for _ in range(fitting):
         await alice.send_to(bytes_data=frame)
     assert await alice.receive_nothing()
     await alice.send_to(bytes_data=frame)
-    assert await close_code(alice) == 4413
+    assert await closed_with(alice) == 4413
 
 
 async def test_a_held_request_never_matched_closes_with_4408(settings, meet):
     settings.RELAY_PAIR_TIMEOUT = 0.2
     await meet("alice", "bob")
-    alice = await open_socket("/connection/alice/bob/doc")
-    assert await close_code(alice) == 4408
+    alice = await opened("/connection/alice/bob/doc")
+    assert await closed_with(alice) == 4408
     # Released: the reciprocal request is now held itself rather than paired with a dead end.
-    bob = await open_socket("/connection/bob/alice/doc")
-    assert await close_code(bob) == 4408
+    bob = await opened("/connection/bob/alice/doc")
+    assert await closed_with(bob) == 4408
 
 
 async def test_ids_per_peer_are_bounded(settings):
     settings.RELAY_MAX_IDS_PER_PEER = 2
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     await alice.send_to(text_data=join("a", "b"))
     await alice.send_to(text_data=join("c"))  # over the bound: not joined
     await bob.send_to(text_data=join("c"))
@@ -244,9 +222,9 @@ async def test_ids_per_peer_are_bounded(settings):
 
 async def test_an_oversized_control_frame_closes_with_4413(settings):
     settings.RELAY_MAX_CONTROL_FRAME_BYTES = 100
-    alice = await open_socket("/introduction/alice")
+    alice = await opened("/introduction/alice")
     await alice.send_to(text_data=join("x" * 200))
-    assert await close_code(alice) == 4413
+    assert await closed_with(alice) == 4413
 
 
 async def test_browsers_from_other_origins_are_refused_when_origins_are_restricted(settings):
@@ -268,12 +246,12 @@ async def test_browsers_from_other_origins_are_refused_when_origins_are_restrict
 
 async def test_sockets_are_forgotten_when_they_close():
     before = connections.count()
-    alice = await open_socket("/introduction/alice")
-    bob = await open_socket("/introduction/bob")
+    alice = await opened("/introduction/alice")
+    bob = await opened("/introduction/bob")
     await alice.send_to(text_data=join("doc"))
     await bob.send_to(text_data=join("doc"))
     await alice.receive_from()
-    pipe = await open_socket("/connection/alice/bob/doc")
+    pipe = await opened("/connection/alice/bob/doc")
     assert connections.count() == before + 3
     for socket in (alice, bob, pipe):
         await socket.disconnect()
@@ -283,11 +261,11 @@ async def test_sockets_are_forgotten_when_they_close():
 
 async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one(meet):
     await meet("alice", "bob")
-    alice = await open_socket("/connection/alice/bob/doc")
+    alice = await opened("/connection/alice/bob/doc")
     await alice.send_to(text_data="from the real alice")
-    impostor = await open_socket("/connection/alice/bob/doc")
-    assert await close_code(impostor) == 4409
-    bob = await open_socket("/connection/bob/alice/doc")
+    impostor = await opened("/connection/alice/bob/doc")
+    assert await closed_with(impostor) == 4409
+    bob = await opened("/connection/bob/alice/doc")
     assert await bob.receive_from() == "from the real alice"
     await bob.send_to(text_data="hello alice")
     assert await alice.receive_from() == "hello alice"
@@ -298,17 +276,17 @@ async def test_a_repeated_pipe_request_cannot_take_over_a_waiting_one(meet):
 async def test_held_pipe_ends_are_bounded_for_the_whole_process(settings, meet):
     settings.RELAY_MAX_HELD_PIPES = 2
     await meet("a", "b", "c", "d", "e", "f")
-    first = await open_socket("/connection/a/b/doc")
-    second = await open_socket("/connection/c/d/doc")
-    third = await open_socket("/connection/e/f/doc")
-    assert await close_code(third) == 4429
+    first = await opened("/connection/a/b/doc")
+    second = await opened("/connection/c/d/doc")
+    third = await opened("/connection/e/f/doc")
+    assert await closed_with(third) == 4429
     assert held_budget.pipes == 2
     # A request that pairs is never held, so it is not refused.
-    match = await open_socket("/connection/b/a/doc")
+    match = await opened("/connection/b/a/doc")
     await first.send_to(bytes_data=b"paired")
     assert await match.receive_from() == b"paired"
     assert held_budget.pipes == 1
-    again = await open_socket("/connection/e/f/doc")  # room again
+    again = await opened("/connection/e/f/doc")  # room again
     assert await again.receive_nothing()
     for socket in (first, second, match, again):
         await socket.disconnect()
@@ -320,8 +298,8 @@ async def test_held_bytes_are_bounded_for_the_whole_process(settings, meet):
     settings.RELAY_MAX_HELD_BYTES = 3 * held_cost(frame)  # each end may hold three frames
     settings.RELAY_MAX_HELD_BYTES_TOTAL = 5 * held_cost(frame)  # all ends together, five
     await meet("a", "b", "c", "d")
-    first = await open_socket("/connection/a/b/doc")
-    second = await open_socket("/connection/c/d/doc")
+    first = await opened("/connection/a/b/doc")
+    second = await opened("/connection/c/d/doc")
     for _ in range(3):
         await first.send_to(bytes_data=frame)
     await second.send_to(bytes_data=frame)
@@ -329,9 +307,9 @@ async def test_held_bytes_are_bounded_for_the_whole_process(settings, meet):
     assert await first.receive_nothing() and await second.receive_nothing()
     assert held_budget.bytes == 5 * held_cost(frame)
     await second.send_to(bytes_data=frame)  # within its own bound, over the process's
-    assert await close_code(second) == 4413
+    assert await closed_with(second) == 4413
     assert held_budget.bytes == 3 * held_cost(frame)
-    match = await open_socket("/connection/b/a/doc")
+    match = await opened("/connection/b/a/doc")
     for _ in range(3):
         assert await match.receive_from() == frame
     assert held_budget.bytes == 0

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from lobbies.auth import issue_ticket
 from lobbies.models import ApiToken, Ban, Lobby
-from relayproject.asgi import application
+from tests.sockets import closed_with, join, opened, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
@@ -32,28 +32,6 @@ def alice(transactional_db) -> User:
 @pytest.fixture
 def bob(transactional_db) -> User:
     return User.objects.create_user("bob", password="a long password 2")
-
-
-async def opened(path: str, headers=None) -> WebsocketCommunicator:
-    socket = WebsocketCommunicator(application, path, headers=headers or [])
-    socket.scope["raw_path"] = path.encode()
-    connected, _ = await socket.connect()
-    assert connected
-    return socket
-
-
-async def closed_with(socket: WebsocketCommunicator) -> int:
-    message = await socket.receive_output(timeout=3)
-    assert message["type"] == "websocket.close", message
-    return message["code"]
-
-
-async def stays_open(socket: WebsocketCommunicator) -> bool:
-    return await socket.receive_nothing(0.2)
-
-
-def join(*ids: str) -> str:
-    return json.dumps({"type": "Join", "documentIds": list(ids)})
 
 
 async def online_and_introduced(a: WebsocketCommunicator, b: WebsocketCommunicator, doc="doc"):

@@ -1,0 +1,54 @@
+"""Talking to the relay's ASGI application in-process (``channels.testing``), as a client
+would: open a socket, send Joins, read what comes back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+from channels.testing import WebsocketCommunicator
+
+from relayproject.asgi import application
+
+
+async def opened(
+    path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
+    """A WebSocket on ``path`` (percent-encoded), accepted by the relay."""
+    socket = WebsocketCommunicator(application, path, headers=headers or [])
+    socket.scope["raw_path"] = path.encode()  # as servers give it; the router reads raw ids
+    connected, _ = await socket.connect()
+    assert connected
+    return socket
+
+
+async def closed_with(socket: WebsocketCommunicator) -> int:
+    """The code of the close the relay sends next (within 3 s)."""
+    message = await socket.receive_output(timeout=3)
+    assert message["type"] == "websocket.close", message
+    return message["code"]
+
+
+async def stays_open(socket: WebsocketCommunicator) -> bool:
+    """Nothing arrives (no close, no message) for a moment."""
+    return await socket.receive_nothing(0.2)
+
+
+def join(*ids: str, **extras: Any) -> str:
+    """A Join in the 3.x dialect (JSON text), with optional extras (``ext=1``, ``lobby=...``)."""
+    return json.dumps({"type": "Join", "documentIds": list(ids), **extras})
+
+
+def packed(message: dict) -> bytes:
+    """A message in the 4.x dialect (MessagePack)."""
+    return msgpack.packb(message)
+
+
+async def received(socket: WebsocketCommunicator) -> dict:
+    """The next control message, in whichever dialect it came."""
+    message = await socket.receive_output(timeout=3)
+    assert message["type"] == "websocket.send", message
+    if message.get("text") is not None:
+        return json.loads(message["text"])
+    return msgpack.unpackb(message["bytes"])
