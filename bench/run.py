@@ -1070,7 +1070,9 @@ def make_specs(args: argparse.Namespace) -> list[ServerSpec]:
     ours_cmd = args.ours_cmd
     if args.ours_server:
         ours_cmd += f" --server {shlex.quote(args.ours_server)}"
-    env = {}
+    # The generator is one address standing for thousands of clients: the relay's limits per
+    # client address (README, abuse limits) would measure the limits, not the relay.
+    env = {"RELAY_MAX_CONNECTIONS_PER_ADDRESS": "0", "RELAY_HANDSHAKE_RATE": ""}
     for item in args.ours_env:
         key, sep, value = item.partition("=")
         if not sep:
@@ -1101,9 +1103,18 @@ def ensure_node_modules() -> None:
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True, timeout=600)
 
 
+def ensure_migrated(ours_cmd: str) -> None:
+    """Applies the database migrations our default server needs (as `make run` does)."""
+    if ours_cmd != DEFAULT_OURS_CMD:
+        return  # a command of the caller's: its database is the caller's too
+    manage = [f"{ROOT}/.venv/bin/python", f"{ROOT}/manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, check=True, timeout=300)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_node_modules()
+    ensure_migrated(args.ours_cmd)
     machine = machine_info()  # before the pinning below, which would hide a core
     # The harness wakes up only to read /proc at the generator's marks; it shares the
     # generator's core so that the servers' core stays theirs alone.

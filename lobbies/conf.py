@@ -42,6 +42,12 @@ class RelaySettings:
     handshake_timeout: float
     ticket_ttl: float
     creation_policy: str
+    max_connections_per_address: int
+    handshake_rate: str
+    join_rate: str
+    introduction_rate: str
+    refusal_rate: str
+    refusal_delay: float
 
     @property
     def transport_max_bytes(self) -> int:
@@ -74,7 +80,10 @@ _MINIMUMS: dict[str, float] = {
     "max_held_pipes": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
+    "max_connections_per_address": 0,  # 0: no limit
+    "refusal_delay": 0,
 }
+_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
 _POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
 
 
@@ -97,6 +106,16 @@ def setting_errors(values: RelaySettings) -> list[str]:
     if values.max_held_bytes > values.max_held_bytes_total:
         errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")
     from lobbies.policy import CreationPolicy
+    from lobbies.ratelimits import parse_rate
+
+    for name in _RATES:
+        try:
+            parse_rate(getattr(values, name))
+        except ValueError:
+            errors.append(
+                f"{_setting_name(name)} must be a rate such as 20/second or 600/minute, "
+                "or empty for no limit"
+            )
 
     if values.creation_policy not in {p.value for p in CreationPolicy}:
         choices = ", ".join(p.value for p in CreationPolicy)
@@ -122,6 +141,9 @@ def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
 def _reload(setting: str, **kwargs: object) -> None:
     if setting.startswith("RELAY_"):
         relay_settings.cache_clear()
+        from lobbies.ratelimits import get_rate_limits
+
+        get_rate_limits.cache_clear()
     if setting == "RELAY_PRESENCE_BACKEND":
         from lobbies.presence import get_presence
 

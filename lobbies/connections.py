@@ -49,6 +49,15 @@ def count() -> int:
     return len(_live)
 
 
+class Refused(Exception):
+    """A socket refused as it opens. The consumer closes it with ``code`` (after the delay a
+    client refused in a loop has earned, ``lobbies.ratelimits``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{int(code)} {reason}")
+        self.code, self.reason = code, reason
+
+
 async def send_close(send: Send, code: int, reason: str = "") -> None:
     """Send a WebSocket close with ``code``; a socket already gone is not an error.
 

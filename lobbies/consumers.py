@@ -8,6 +8,7 @@ serves ``/connection/<A>/<B>/<documentId>`` (pipes). Who the client is was settl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Protocol
@@ -15,12 +16,13 @@ from typing import Any, Protocol
 from channels.consumer import AsyncConsumer
 
 from lobbies.conf import RelaySettings, relay_settings
-from lobbies.connections import Send, send_close
+from lobbies.connections import Refused, Send, send_close
 from lobbies.peers import ControlSocket
 from lobbies.pipes import PipeEnd
 from lobbies.policy import ANONYMOUS, Identity
 from lobbies.presence import PipeKey, get_presence
 from lobbies.protocol import CloseCode, PathError, parse_connection_path, parse_introduction_path
+from lobbies.ratelimits import RateLimits, get_rate_limits
 from lobbies.splice import splice_handle
 
 # One line per connection opened and one per connection closed, never one per frame.
@@ -33,7 +35,9 @@ class RelaySocket(Protocol):
     close_code: int | None
     close_reason: str
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Take its place (presence, a pipe's match); raises :class:`Refused` instead."""
+        ...
 
     async def handle_frame(self, message: dict[str, Any]) -> None: ...
 
@@ -63,22 +67,40 @@ class RelayConsumer(AsyncConsumer):
             return
         # Accepted first even when refused: a close code reaches only an accepted socket.
         await send({"type": "websocket.accept"})
-        client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
-        path = scope["path"]
-        if "auth_error" in scope:
-            await self.refuse(send, CloseCode.UNAUTHORIZED, scope["auth_error"])
+        address = scope["client"][0] if scope.get("client") else "-"
+        rates = get_rate_limits()
+        if not rates.connect(address):
+            await self.refuse(send, Refused(CloseCode.RATE_LIMITED, "too many sockets open"))
             return
         try:
-            socket = self.socket(send, relay_settings())
-        except PathError as exc:
-            await self.refuse(send, CloseCode.INVALID, str(exc))
+            await self.serve(receive, send, address, rates)
+        finally:
+            rates.disconnect(address)
+
+    async def serve(self, receive: Any, send: Send, address: str, rates: RateLimits) -> None:
+        """Open the socket object, or refuse it; then feed it frames until the client goes."""
+        socket: RelaySocket | None = None
+        try:
+            if not await rates.handshake(address):
+                raise Refused(CloseCode.RATE_LIMITED, "too many new sockets")
+            if "auth_error" in self.scope:
+                raise Refused(CloseCode.UNAUTHORIZED, self.scope["auth_error"])
+            try:
+                socket = self.socket(send, relay_settings())
+            except PathError as exc:
+                raise Refused(CloseCode.INVALID, str(exc)) from exc
+            await socket.open()
+        except Refused as refusal:
+            if socket is not None:
+                await socket.close(None)  # frees what it took while opening
+            await self.refuse(send, refusal)
             return
+        client, path = self.client, self.scope["path"]
         started = time.monotonic()
         who = f" as {self.identity.username}" if self.identity.is_authenticated else ""
         logger.info("%s %s opened%s", client, path, who)
         left: int | None = None  # the client's own close code, when it closed first
         try:
-            await socket.open()
             handle_frame = socket.handle_frame
             while True:
                 message = await receive()
@@ -102,11 +124,28 @@ class RelayConsumer(AsyncConsumer):
                 "%s %s closed: %s%s, %.1f s, %s", client, path, code, reason, duration, traffic
             )
 
-    async def refuse(self, send: Send, code: CloseCode, reason: str) -> None:
-        """Close a socket that never got a socket object, with one log line."""
-        client = "{}:{}".format(*self.scope["client"]) if self.scope.get("client") else "-"
-        logger.info("%s %s refused: %s %s", client, self.scope["path"], code.value, reason)
-        await send_close(send, code, reason)
+    async def refuse(self, send: Send, refusal: Refused) -> None:
+        """Close a socket refused as it opened, with one log line. A client refused again and
+        again (the LF clients reconnect at once) waits a little longer for each answer."""
+        address = self.scope["client"][0] if self.scope.get("client") else "-"
+        delay = await get_rate_limits().refusal_delay("address", address)
+        later = f" (answered after {delay:g} s)" if delay else ""
+        logger.info(
+            "%s %s refused: %s %s%s",
+            self.client,
+            self.scope["path"],
+            int(refusal.code),
+            refusal.reason,
+            later,
+        )
+        if delay:
+            await asyncio.sleep(delay)
+        await send_close(send, refusal.code, refusal.reason)
+
+    @property
+    def client(self) -> str:
+        """The client's address and port, for log lines."""
+        return "{}:{}".format(*self.scope["client"]) if self.scope.get("client") else "-"
 
     @property
     def identity(self) -> Identity:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from lobbies import connections, discovery, facts, pipes
 from lobbies.conf import RelaySettings
-from lobbies.connections import Send, send_close
+from lobbies.connections import Refused, Send, send_close
 from lobbies.facts import JoinFacts, LobbyView
 from lobbies.policy import (
     CreationPolicy,
@@ -48,6 +48,7 @@ from lobbies.protocol import (
     encode_left,
     frame_size,
 )
+from lobbies.ratelimits import get_rate_limits
 from lobbies.schemas import LobbySpec
 from lobbies.splice import SpliceHandle
 from lobbies.tasks import spawn
@@ -147,20 +148,25 @@ class ControlSocket:
         return set(self.lobbies)
 
     async def open(self) -> None:
-        """Become the peer's control socket, closing the one it replaces (4409); refused (4403)
-        while another user holds the peer id, or when a relay-wide ban applies."""
+        """Become the peer's control socket, closing the one it replaces (4409). Raises
+        :class:`Refused` (4403) while another user holds the peer id, or when a relay-wide ban
+        applies."""
         if await database_sync_to_async(facts.banned_everywhere)(self.identity, self.peer_id):
-            await self.close(CloseCode.FORBIDDEN, "banned from this relay")
-            return
+            raise Refused(CloseCode.FORBIDDEN, "banned from this relay")
+        if await self.presence.connections([self.peer_id]):
+            # Two clients sharing a peer id replace each other in a loop (each reconnects at
+            # once): past a few replacements, each waits.
+            delay = await get_rate_limits().refusal_delay("peer", self.peer_id)
+            if delay:
+                await asyncio.sleep(delay)
         if self.state is PeerState.CLOSED:
-            return  # the client left while the ban was looked up
+            return  # the client left while we looked
         try:
             replaced = await self.presence.connect_peer(
                 self.peer_id, self.connection, self.identity.holder
             )
         except PeerIdTaken:
-            await self.close(CloseCode.FORBIDDEN, "this peer id is online as another user")
-            return
+            raise Refused(CloseCode.FORBIDDEN, "this peer id is online as another user") from None
         if self.state is PeerState.CLOSED:
             # The client left while we registered; close() ran before presence knew us.
             await self.presence.disconnect_peer(self.peer_id, self.connection)
@@ -199,16 +205,33 @@ class ControlSocket:
         self.ext = self.ext or join.ext
         if join.nickname is not None:
             self.nickname = join.nickname
+        rates = get_rate_limits()
+        if not await rates.join(self.connection):
+            for document_id in join.document_ids:
+                self._refuse(document_id, Refusal.RATE_LIMITED, "too many Joins")
+            return
         document_ids = self._within_limit(join.document_ids)
+        fresh = [d for d in document_ids if d not in self.lobbies]
         admitted = await self._admit(document_ids, join)
         if not admitted or self.state is not PeerState.OPEN:
             return
         members = await self.presence.join(self.peer_id, self.connection, admitted)
         hosts = await self._claim_hosts(admitted)
+        meetings = discovery.introductions(self.peer_id, admitted, members, hosts)
+        if not await rates.introductions(self.connection, 2 * len(meetings)):
+            # Undone rather than joined without introductions: being in a lobby is what lets
+            # two peers open a pipe.
+            undo = tuple(d for d in admitted if d in fresh)
+            for document_id in undo:
+                del self.lobbies[document_id]
+            await self.presence.leave(self.peer_id, self.connection, undo)
+            for document_id in admitted:
+                self._refuse(document_id, Refusal.RATE_LIMITED, "too many Introductions")
+            return
         if self.ext:
             for document_id in admitted:
                 self._tell_joined(document_id, hosts.get(document_id))
-        await self.introduce(discovery.introductions(self.peer_id, admitted, members, hosts))
+        await self.introduce(meetings)
 
     def _within_limit(self, document_ids: tuple[str, ...]) -> tuple[str, ...]:
         room = self.limits.max_ids_per_peer - len(self.lobbies)

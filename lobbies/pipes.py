@@ -36,7 +36,7 @@ from typing import Any
 
 from lobbies import connections
 from lobbies.conf import RelaySettings
-from lobbies.connections import Send, send_close
+from lobbies.connections import Refused, Send, send_close
 from lobbies.policy import Identity, may_pipe
 from lobbies.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.protocol import CloseCode, frame_size
@@ -147,9 +147,10 @@ class PipeEnd:
         self.close_reason = ""
 
     async def open(self) -> None:
-        """Pair with the reciprocal request if it is held, else hold this one; refused (4403)
-        unless the relay introduced the two peers on this document and the seeker's peer id is
-        held by this socket's identity."""
+        """Pair with the reciprocal request if it is held, else hold this one. Raises
+        :class:`Refused`: 4403 unless the relay introduced the two peers on this document and
+        this socket's identity holds the seeker's peer id; 4409 when the same request is
+        waiting already; 4429 when the process holds too many."""
         found = await self.presence.pipe_facts(self.key)
         decision = may_pipe(
             holds_seeker=found.seeker_holder == self.identity.holder, introduced=found.introduced
@@ -161,14 +162,12 @@ class PipeEnd:
                 reason = "the relay did not introduce these peers on this document"
             else:
                 reason = "the seeker's peer id is online as another user"
-            await self.close(CloseCode.FORBIDDEN, reason)
-            return
+            raise Refused(CloseCode.FORBIDDEN, reason)
         for _attempt in range(3):
             try:
                 found = await self.presence.hold_or_pair(self.key, self.connection)
             except PipeKeyTaken:
-                await self.close(CloseCode.CONFLICT, "the same pipe request is already waiting")
-                return
+                raise Refused(CloseCode.CONFLICT, "the same pipe request is waiting") from None
             if found is None:
                 await self._hold()
                 return
@@ -184,8 +183,7 @@ class PipeEnd:
     async def _hold(self) -> None:
         if not held_budget.admit_pipe(self.limits.max_held_pipes):
             await self.presence.release(self.key, self.connection)
-            await self.close(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
-            return
+            raise Refused(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
         self.state = PipeState.HELD
         self.timer = asyncio.get_running_loop().call_later(
             self.limits.pair_timeout, self._pair_timeout

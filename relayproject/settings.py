@@ -180,3 +180,20 @@ RELAY_TICKET_TTL = env.float("RELAY_TICKET_TTL", default=12 * 3600.0)
 # Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")
+
+# Abuse limits (lobbies/ratelimits.py). Rates are written as the `limits` library reads them,
+# "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a
+# Join an extended Error "rate_limited" (the Join is not applied).
+# Sockets one client address may hold open at once (0: no limit).
+RELAY_MAX_CONNECTIONS_PER_ADDRESS = env.int("RELAY_MAX_CONNECTIONS_PER_ADDRESS", default=1000)
+# New sockets (WebSocket handshakes) per client address.
+RELAY_HANDSHAKE_RATE = env.str("RELAY_HANDSHAKE_RATE", default="200/second")
+# Joins per control socket.
+RELAY_JOIN_RATE = env.str("RELAY_JOIN_RATE", default="50/second")
+# Introductions one control socket's Joins may cause (to it and to the peers it meets).
+RELAY_INTRODUCTION_RATE = env.str("RELAY_INTRODUCTION_RATE", default="5000/second")
+# Refusals (4400, 4401, 4403, 4409, 4429) per client address, and replacements per peer id,
+# answered at once; past the rate, each further one waits RELAY_REFUSAL_DELAY seconds, so a
+# client reconnecting in a loop costs the relay a bounded rate.
+RELAY_REFUSAL_RATE = env.str("RELAY_REFUSAL_RATE", default="5/second")
+RELAY_REFUSAL_DELAY = env.float("RELAY_REFUSAL_DELAY", default=1.0)

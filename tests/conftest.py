@@ -144,6 +144,14 @@ def relay_url(live_relay: LiveRelay) -> str:
     return live_relay.ws_url
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Each test starts with no rate counted against it (the tests share one address)."""
+    from lobbies.ratelimits import get_rate_limits
+
+    get_rate_limits.cache_clear()
+
+
 @pytest.fixture
 async def fresh_presence() -> AsyncIterator[None]:
     """This process's presence, empty before the test and after it."""

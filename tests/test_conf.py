@@ -29,6 +29,11 @@ def test_the_defaults_are_sound():
         ({"max_frame_bytes": 1000, "max_held_bytes": 1000}, "smaller than one frame"),
         ({"max_held_bytes_total": 1}, "larger than RELAY_MAX_HELD_BYTES_TOTAL"),
         ({"presence_backend": "no.such.Backend"}, "RELAY_PRESENCE_BACKEND cannot be imported"),
+        ({"creation_policy": "everyone"}, "RELAY_CREATION_POLICY must be one of anyone,"),
+        ({"ticket_ttl": 0}, "RELAY_TICKET_TTL must be above 0"),
+        ({"join_rate": "fast"}, "RELAY_JOIN_RATE must be a rate such as 20/second"),
+        ({"handshake_rate": "10 per sec"}, "RELAY_HANDSHAKE_RATE must be a rate"),
+        ({"max_connections_per_address": -1}, "RELAY_MAX_CONNECTIONS_PER_ADDRESS must be at"),
     ],
 )
 def test_impossible_values_are_named(change, message):
@@ -36,8 +41,17 @@ def test_impossible_values_are_named(change, message):
     assert any(message in error for error in errors), errors
 
 
-def test_keepalive_can_be_switched_off():
-    assert setting_errors(dataclasses.replace(relay_settings(), ping_interval=0)) == []
+def test_keepalive_and_the_abuse_limits_can_be_switched_off():
+    off = {
+        "ping_interval": 0,
+        "max_connections_per_address": 0,
+        "handshake_rate": "",
+        "join_rate": "",
+        "introduction_rate": "",
+        "refusal_rate": "",
+        "refusal_delay": 0,
+    }
+    assert setting_errors(dataclasses.replace(relay_settings(), **off)) == []
 
 
 def test_the_system_check_refuses_them(settings):

@@ -252,6 +252,7 @@ async def test_sockets_are_forgotten_when_they_close():
     await bob.send_to(text_data=join("doc"))
     await alice.receive_from()
     pipe = await opened("/connection/alice/bob/doc")
+    assert await pipe.receive_nothing()  # held, waiting for bob's request
     assert connections.count() == before + 3
     for socket in (alice, bob, pipe):
         await socket.disconnect()

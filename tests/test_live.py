@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Iterator
 
 import msgpack
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import SERVERS, LiveRelay, start_relay, stop_relay
 
 pytestmark = pytest.mark.live
 
@@ -128,11 +131,23 @@ async def test_a_pipe_end_that_does_not_read_cannot_keep_its_partner_open(live_r
         assert b.close_code == 1000
 
 
-async def test_a_control_socket_that_does_not_read_is_closed_once_its_queue_is_full(live_relay):
-    """R joins a lobby and never reads; J joins and leaves over and over, so R is sent an
-    Introduction (about 60 KB, listing every shared id) each time. Once the kernel buffers are
-    full, R's queue grows to RELAY_CONTROL_QUEUE_BYTES (1 MiB) and R is dropped (4413), rather
-    than the server buffering for it without bound."""
+@pytest.fixture(params=SERVERS)
+def unthrottled_relay(request, tmp_path) -> Iterator[LiveRelay]:
+    """A relay whose Joins per socket are not limited (RELAY_JOIN_RATE empty)."""
+    relay = start_relay(request.param, tmp_path, RELAY_JOIN_RATE="")
+    yield relay
+    stop_relay(relay)
+
+
+async def test_a_control_socket_that_does_not_read_is_closed_once_its_queue_is_full(
+    unthrottled_relay,
+):
+    """R joins a lobby and never reads; J joins and leaves over and over (faster than
+    RELAY_JOIN_RATE would let it, so that limit is off here), so R is sent an Introduction
+    (about 60 KB, listing every shared id) each time. Once the kernel buffers are full, R's queue
+    grows to RELAY_CONTROL_QUEUE_BYTES (1 MiB) and R is dropped (4413), rather than the server
+    buffering for it without bound."""
+    live_relay = unthrottled_relay
     url = live_relay.ws_url
     ids = [f"{i:03d}" + "x" * 247 for i in range(240)]
     join = msgpack.packb({"type": "Join", "documentIds": ids})
