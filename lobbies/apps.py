@@ -9,4 +9,4 @@ class LobbiesConfig(AppConfig):
     verbose_name = "Lobbies"
 
     def ready(self) -> None:
-        from lobbies import conf  # noqa: F401 (registers the settings' system check)
+        from lobbies import conf, facts  # noqa: F401 (the settings' system check; cache signals)

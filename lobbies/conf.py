@@ -48,6 +48,7 @@ class RelaySettings:
     introduction_rate: str
     refusal_rate: str
     refusal_delay: float
+    facts_cache_seconds: float
 
     @property
     def transport_max_bytes(self) -> int:
@@ -82,6 +83,7 @@ _MINIMUMS: dict[str, float] = {
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
     "refusal_delay": 0,
+    "facts_cache_seconds": 0,  # 0: ask the database every time
 }
 _RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
 _POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
@@ -141,9 +143,11 @@ def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
 def _reload(setting: str, **kwargs: object) -> None:
     if setting.startswith("RELAY_"):
         relay_settings.cache_clear()
+        from lobbies.facts import directory
         from lobbies.ratelimits import get_rate_limits
 
         get_rate_limits.cache_clear()
+        directory.clear()
     if setting == "RELAY_PRESENCE_BACKEND":
         from lobbies.presence import get_presence
 

@@ -1,22 +1,36 @@
 """What the database says about an identity in some lobbies: the facts ``lobbies.policy`` judges.
 
-Blocking ORM code: the consumers call it through ``channels.db.database_sync_to_async`` (which
-closes stale connections around each call, as Channels' consumers that skip ``AsyncConsumer``'s
-per-message cleanup must), once per Join of new ids, never per frame. API views call it directly.
+The control sockets ask for them when a socket opens (relay-wide bans) and when it Joins ids (the
+lobby rows, their bans and grants), never per frame. Answers are kept in this process for
+``RELAY_FACTS_CACHE_SECONDS``: a lobby that a thousand peers join costs one query, not a
+thousand. A change saved in this process (admin, API, a Join that creates a lobby) drops the
+cached answer at once, through model signals; one saved by another worker process is seen when
+the answer expires.
+
+The ORM runs in Channels' ``database_sync_to_async`` (which closes stale connections around each
+call, as consumers that skip ``AsyncConsumer``'s per-message cleanup must).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
+from lobbies.conf import relay_settings
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import Identity, LobbyFacts, Role
 from lobbies.schemas import LobbySpec
+
+# At most this many lobbies' answers are kept; the oldest go first.
+_CACHED_LOBBIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,58 +51,156 @@ class JoinFacts:
     banned: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban as cached: whom it names, and until when."""
+
+    user_id: int | None
+    peer_id: str
+    expires_at: datetime | None
+
+    def applies(self, identity: Identity, peer_id: str, now: datetime) -> bool:
+        if self.expires_at is not None and self.expires_at <= now:
+            return False
+        named_user = self.user_id is not None and self.user_id == identity.user_id
+        return named_user or (bool(self.peer_id) and self.peer_id == peer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LobbyRecord:
+    """A document id's row (None: it has none), with the bans and grants of that lobby."""
+
+    view: LobbyView | None
+    bans: tuple[BanRecord, ...] = ()
+    grants: tuple[tuple[int | None, int | None, Role], ...] = ()  # (user, group, role)
+
+    def roles(self, identity: Identity) -> frozenset[Role]:
+        if not identity.is_authenticated:
+            return frozenset()
+        return frozenset(
+            role
+            for user_id, group_id, role in self.grants
+            if user_id == identity.user_id or group_id in identity.group_ids
+        )
+
+
+def _ban_record(ban: Ban) -> BanRecord:
+    return BanRecord(ban.user_id, ban.peer_id, ban.expires_at)
+
+
 def _view(lobby: Lobby) -> LobbyView:
     return LobbyView(lobby.facts(), lobby.public())
 
 
-def _whose(identity: Identity) -> Q:
-    who = Q(user_id=identity.user_id)
-    if identity.group_ids:
-        who |= Q(group_id__in=identity.group_ids)
-    return who
+def _load_global_bans() -> tuple[BanRecord, ...]:
+    bans = Ban.objects.active().filter(lobby__isnull=True)
+    return tuple(_ban_record(ban) for ban in bans)
 
 
-def banned_everywhere(identity: Identity, peer_id: str) -> bool:
-    """Whether a relay-wide ban applies to this user or this peer id."""
-    return (
-        Ban.objects.active()
-        .applying_to(lobby=None, user_id=identity.user_id, peer_id=peer_id)
-        .exists()
-    )
-
-
-def join_facts(identity: Identity, peer_id: str, document_ids: list[str]) -> dict[str, JoinFacts]:
-    """The facts of each id, in three queries whatever their number."""
+def _load_lobbies(document_ids: list[str]) -> dict[str, LobbyRecord]:
+    """The records of these ids, in three queries whatever their number."""
     rows = {
         lobby.document_id: lobby
         for lobby in Lobby.objects.select_related("owner").filter(document_id__in=document_ids)
     }
-    who = Q(peer_id=peer_id) | (Q(user_id=identity.user_id) if identity.user_id else Q(pk__in=[]))
-    bans = Ban.objects.active().filter(who, Q(lobby__isnull=True) | Q(lobby__in=rows.values()))
-    banned_from = set(bans.values_list("lobby_id", flat=True))
-    roles: dict[int, set[Role]] = {}
-    if identity.is_authenticated and rows:
-        grants = LobbyGrant.objects.filter(_whose(identity), lobby__in=rows.values())
-        for lobby_id, role in grants.values_list("lobby_id", "role"):
-            roles.setdefault(lobby_id, set()).add(Role(role))
-    everywhere = None in banned_from
-    result = {}
+    bans: dict[int, list[BanRecord]] = {}
+    grants: dict[int, list[tuple[int | None, int | None, Role]]] = {}
+    if rows:
+        for ban in Ban.objects.active().filter(lobby__in=rows.values()):
+            bans.setdefault(ban.lobby_id, []).append(_ban_record(ban))
+        for grant in LobbyGrant.objects.filter(lobby__in=rows.values()):
+            grants.setdefault(grant.lobby_id, []).append(
+                (grant.user_id, grant.group_id, Role(grant.role))
+            )
+    records = {}
     for document_id in document_ids:
         lobby = rows.get(document_id)
         if lobby is None:
-            result[document_id] = JoinFacts(None, banned=everywhere)
-            continue
-        result[document_id] = JoinFacts(
-            _view(lobby),
-            frozenset(roles.get(lobby.pk, ())),
-            everywhere or lobby.pk in banned_from,
+            records[document_id] = LobbyRecord(None)
+        else:
+            pk = lobby.pk
+            records[document_id] = LobbyRecord(
+                _view(lobby), tuple(bans.get(pk, ())), tuple(grants.get(pk, ()))
+            )
+    return records
+
+
+class Directory:
+    """This process's cache of lobby records and relay-wide bans (used by the event loop's
+    thread; the signal handlers below only drop entries, which is safe from any thread)."""
+
+    def __init__(self) -> None:
+        self.lobbies: dict[str, tuple[float, LobbyRecord]] = {}
+        self.global_bans: tuple[float, tuple[BanRecord, ...]] | None = None
+
+    def forget(self, document_id: str | None = None) -> None:
+        """Drop the cached record of ``document_id``, or (None) the relay-wide bans."""
+        if document_id is None:
+            self.global_bans = None
+        else:
+            self.lobbies.pop(document_id, None)
+
+    def clear(self) -> None:
+        self.lobbies.clear()
+        self.global_bans = None
+
+    async def bans_everywhere(self) -> tuple[BanRecord, ...]:
+        now, cached = time.monotonic(), self.global_bans
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        bans = await database_sync_to_async(_load_global_bans)()
+        self.global_bans = (now + relay_settings().facts_cache_seconds, bans)
+        return bans
+
+    async def records(self, document_ids: list[str]) -> dict[str, LobbyRecord]:
+        now = time.monotonic()
+        found: dict[str, LobbyRecord] = {}
+        missing = []
+        for document_id in document_ids:
+            cached = self.lobbies.get(document_id)
+            if cached is not None and cached[0] > now:
+                found[document_id] = cached[1]
+            else:
+                missing.append(document_id)
+        if missing:
+            loaded = await database_sync_to_async(_load_lobbies)(missing)
+            expires = now + relay_settings().facts_cache_seconds
+            for document_id, record in loaded.items():
+                self.lobbies.pop(document_id, None)  # re-inserted last: the newest
+                self.lobbies[document_id] = (expires, record)
+            while len(self.lobbies) > _CACHED_LOBBIES:
+                del self.lobbies[next(iter(self.lobbies))]
+            found.update(loaded)
+        return found
+
+
+directory = Directory()
+
+
+async def banned_everywhere(identity: Identity, peer_id: str) -> bool:
+    """Whether a relay-wide ban applies to this user or this peer id."""
+    now = timezone.now()
+    return any(ban.applies(identity, peer_id, now) for ban in await directory.bans_everywhere())
+
+
+async def join_facts(
+    identity: Identity, peer_id: str, document_ids: list[str]
+) -> dict[str, JoinFacts]:
+    """The facts of each id for this identity and peer id."""
+    everywhere = await banned_everywhere(identity, peer_id)
+    records = await directory.records(document_ids)
+    now = timezone.now()
+    return {
+        document_id: JoinFacts(
+            record.view,
+            record.roles(identity),
+            everywhere or any(ban.applies(identity, peer_id, now) for ban in record.bans),
         )
-    return result
+        for document_id, record in records.items()
+    }
 
 
-def create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
-    """Make the row of a lobby that a Join creates, owned by ``identity`` (nobody, when
-    anonymous). If another request created it first, that row wins and is returned."""
+def _create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
     try:
         with transaction.atomic():
             lobby = Lobby.objects.create(
@@ -99,9 +211,38 @@ def create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> Lobby
     return _view(Lobby.objects.select_related("owner").get(pk=lobby.pk))
 
 
-def update_lobby(document_id: str, spec: LobbySpec) -> LobbyView:
+async def create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
+    """Make the row of a lobby that a Join creates, owned by ``identity`` (nobody, when
+    anonymous). If another request created it first, that row wins and is returned."""
+    return await database_sync_to_async(_create_lobby)(identity, document_id, spec)
+
+
+def _update_lobby(document_id: str, spec: LobbySpec) -> LobbyView:
+    lobby = Lobby.objects.select_related("owner").get(document_id=document_id)
+    for name, value in spec.model_fields_for_row().items():
+        setattr(lobby, name, value)
+    lobby.save()
+    return _view(lobby)
+
+
+async def update_lobby(document_id: str, spec: LobbySpec) -> LobbyView:
     """Apply an owner's new metadata to its lobby."""
-    Lobby.objects.filter(document_id=document_id).update(
-        **spec.model_fields_for_row(), updated_at=timezone.now()
-    )
-    return _view(Lobby.objects.select_related("owner").get(document_id=document_id))
+    return await database_sync_to_async(_update_lobby)(document_id, spec)
+
+
+@receiver([post_save, post_delete], sender=Lobby)
+def _lobby_changed(sender: type, instance: Lobby, **kwargs: Any) -> None:
+    directory.forget(instance.document_id)
+
+
+@receiver([post_save, post_delete], sender=Ban)
+@receiver([post_save, post_delete], sender=LobbyGrant)
+def _lobby_rule_changed(sender: type, instance: Ban | LobbyGrant, **kwargs: Any) -> None:
+    if instance.lobby_id is None:
+        directory.forget(None)
+        return
+    # (When the lobby itself is being deleted, its own signal forgets it.)
+    document_id = Lobby.objects.filter(pk=instance.lobby_id).values_list("document_id", flat=True)
+    found = document_id.first()
+    if found is not None:
+        directory.forget(found)

@@ -17,7 +17,6 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-from channels.db import database_sync_to_async
 from pydantic import ValidationError
 
 from lobbies import connections, discovery, facts, pipes
@@ -151,7 +150,7 @@ class ControlSocket:
         """Become the peer's control socket, closing the one it replaces (4409). Raises
         :class:`Refused` (4403) while another user holds the peer id, or when a relay-wide ban
         applies."""
-        if await database_sync_to_async(facts.banned_everywhere)(self.identity, self.peer_id):
+        if await facts.banned_everywhere(self.identity, self.peer_id):
             raise Refused(CloseCode.FORBIDDEN, "banned from this relay")
         if await self.presence.connections([self.peer_id]):
             # Two clients sharing a peer id replace each other in a loop (each reconnects at
@@ -256,7 +255,7 @@ class ControlSocket:
                 return ()
         if not new and spec is None:
             return document_ids
-        found = await database_sync_to_async(facts.join_facts)(
+        found = await facts.join_facts(
             self.identity, self.peer_id, list(dict.fromkeys(document_ids))
         )
         policy_name = CreationPolicy(self.limits.creation_policy)
@@ -286,11 +285,9 @@ class ControlSocket:
         owner or a moderator, updates it; from anyone else it is ignored."""
         lobby = about.lobby
         if lobby is None:
-            return await database_sync_to_async(facts.create_lobby)(
-                self.identity, document_id, spec
-            )
+            return await facts.create_lobby(self.identity, document_id, spec)
         if may_manage(self.identity, lobby.facts, Standing(about.roles)):
-            return await database_sync_to_async(facts.update_lobby)(document_id, spec)
+            return await facts.update_lobby(document_id, spec)
         return lobby
 
     async def _claim_hosts(self, document_ids: tuple[str, ...]) -> dict[str, str | None]:

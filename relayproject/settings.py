@@ -177,6 +177,11 @@ RELAY_HANDSHAKE_TIMEOUT = env.float("RELAY_HANDSHAKE_TIMEOUT", default=10.0)
 # Seconds a ticket from `manage.py issue_ticket` or the API stays valid. A client keeps using its
 # URL for every socket it opens (reconnects too), so it must last as long as a session may.
 RELAY_TICKET_TTL = env.float("RELAY_TICKET_TTL", default=12 * 3600.0)
+# Seconds a worker keeps what the database said about a lobby (its row, bans, grants) and about
+# relay-wide bans, so that a lobby a thousand peers join costs one query. A change made in the
+# same process applies at once; one made by another worker within this many seconds (0: always
+# ask the database).
+RELAY_FACTS_CACHE_SECONDS = env.float("RELAY_FACTS_CACHE_SECONDS", default=2.0)
 # Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")

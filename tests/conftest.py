@@ -145,11 +145,14 @@ def relay_url(live_relay: LiveRelay) -> str:
 
 
 @pytest.fixture(autouse=True)
-def fresh_rate_limits() -> None:
-    """Each test starts with no rate counted against it (the tests share one address)."""
+def fresh_process_state() -> None:
+    """Each test starts with no rate counted against it (the tests share one address) and no
+    cached lobby facts."""
+    from lobbies.facts import directory
     from lobbies.ratelimits import get_rate_limits
 
     get_rate_limits.cache_clear()
+    directory.clear()  # the database is emptied between tests without signals
 
 
 @pytest.fixture

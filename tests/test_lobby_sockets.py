@@ -205,3 +205,34 @@ async def test_a_transferable_host_role_passes_to_the_member_present_longest(own
     assert await stays_open(await opened("/connection/younger/elder/game"))
     for socket in (host, elder, younger):
         await socket.disconnect()
+
+
+async def test_a_change_saved_in_this_process_applies_to_the_next_join(owner):
+    """What the database says is cached per process (a thousand Joins, one query); a change
+    saved here drops the cached answer at once."""
+    arena = await db(Lobby.objects.create)(document_id="arena", owner=owner)
+    first = await opened("/introduction/first")
+    await first.send_to(text_data=join("arena", ext=1))
+    assert (await received(first))["type"] == "Joined"
+    arena.state = "locked"
+    await db(arena.save)()
+    late = await opened("/introduction/late")
+    await late.send_to(text_data=join("arena", ext=1))
+    assert (await received(late))["code"] == "locked"
+    for socket in (first, late):
+        await socket.disconnect()
+
+
+async def test_with_no_cache_a_change_from_elsewhere_applies_at_once(settings, owner):
+    settings.RELAY_FACTS_CACHE_SECONDS = 0
+    await db(Lobby.objects.create)(document_id="arena", owner=owner)
+    first = await opened("/introduction/first")
+    await first.send_to(text_data=join("arena", ext=1))
+    assert (await received(first))["type"] == "Joined"
+    # As another worker would: a write this process gets no signal of.
+    await db(Lobby.objects.filter(document_id="arena").update)(max_peers=1)
+    late = await opened("/introduction/late")
+    await late.send_to(text_data=join("arena", ext=1))
+    assert (await received(late))["code"] == "lobby_full"
+    for socket in (first, late):
+        await socket.disconnect()
