@@ -13,6 +13,7 @@ call, as consumers that skip ``AsyncConsumer``'s per-message cleanup must).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -126,52 +127,89 @@ def _load_lobbies(document_ids: list[str]) -> dict[str, LobbyRecord]:
 
 
 class Directory:
-    """This process's cache of lobby records and relay-wide bans (used by the event loop's
-    thread; the signal handlers below only drop entries, which is safe from any thread)."""
+    """This process's cache of lobby records and relay-wide bans. Used from the event loop's
+    thread; the signal handlers below only drop entries, which is safe from any thread.
+
+    Many sockets asking at once (a crowd joining one lobby) wait for one query, not one each.
+    """
 
     def __init__(self) -> None:
         self.lobbies: dict[str, tuple[float, LobbyRecord]] = {}
         self.global_bans: tuple[float, tuple[BanRecord, ...]] | None = None
+        self.loading: dict[str | None, asyncio.Future[Any]] = {}  # None: the relay-wide bans
+        # Counts changes: a load that a change overtook returns its answer but does not keep it.
+        self.generation = 0
 
     def forget(self, document_id: str | None = None) -> None:
         """Drop the cached record of ``document_id``, or (None) the relay-wide bans."""
+        self.generation += 1
         if document_id is None:
             self.global_bans = None
         else:
             self.lobbies.pop(document_id, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self.lobbies.clear()
         self.global_bans = None
 
     async def bans_everywhere(self) -> tuple[BanRecord, ...]:
-        now, cached = time.monotonic(), self.global_bans
-        if cached is not None and cached[0] > now:
+        cached = self.global_bans
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        bans = await database_sync_to_async(_load_global_bans)()
-        self.global_bans = (now + relay_settings().facts_cache_seconds, bans)
-        return bans
+        pending = self.loading.get(None)
+        if pending is None:
+            pending = self.loading[None] = asyncio.ensure_future(self._load_bans())
+        return await asyncio.shield(pending)
+
+    async def _load_bans(self) -> tuple[BanRecord, ...]:
+        generation = self.generation
+        try:
+            bans = await database_sync_to_async(_load_global_bans)()
+            if generation == self.generation:
+                expires = time.monotonic() + relay_settings().facts_cache_seconds
+                self.global_bans = (expires, bans)
+            return bans
+        finally:
+            del self.loading[None]
 
     async def records(self, document_ids: list[str]) -> dict[str, LobbyRecord]:
         now = time.monotonic()
         found: dict[str, LobbyRecord] = {}
+        waiting: dict[str, asyncio.Future[Any]] = {}
         missing = []
         for document_id in document_ids:
             cached = self.lobbies.get(document_id)
             if cached is not None and cached[0] > now:
                 found[document_id] = cached[1]
+            elif document_id in self.loading:
+                waiting[document_id] = self.loading[document_id]
             else:
                 missing.append(document_id)
         if missing:
-            loaded = await database_sync_to_async(_load_lobbies)(missing)
-            expires = now + relay_settings().facts_cache_seconds
+            load = asyncio.ensure_future(self._load(missing))
+            for document_id in missing:
+                waiting[document_id] = self.loading[document_id] = load
+        for document_id, pending in waiting.items():
+            found[document_id] = (await asyncio.shield(pending))[document_id]
+        return found
+
+    async def _load(self, document_ids: list[str]) -> dict[str, LobbyRecord]:
+        generation = self.generation
+        try:
+            loaded = await database_sync_to_async(_load_lobbies)(document_ids)
+            if generation != self.generation:
+                return loaded
+            expires = time.monotonic() + relay_settings().facts_cache_seconds
             for document_id, record in loaded.items():
                 self.lobbies.pop(document_id, None)  # re-inserted last: the newest
                 self.lobbies[document_id] = (expires, record)
             while len(self.lobbies) > _CACHED_LOBBIES:
                 del self.lobbies[next(iter(self.lobbies))]
-            found.update(loaded)
-        return found
+            return loaded
+        finally:
+            for document_id in document_ids:
+                self.loading.pop(document_id, None)
 
 
 directory = Directory()
