@@ -34,7 +34,7 @@ from lobbies.policy import (
     may_join,
     may_manage,
 )
-from lobbies.presence import PeerIdTaken, Presence
+from lobbies.presence import PeerIdTaken, Presence, get_presence
 from lobbies.protocol import (
     CloseCode,
     Dialect,
@@ -420,6 +420,23 @@ class ControlSocket:
     def traffic(self) -> str:
         """What the client sent, for the log line of its close."""
         return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
+
+
+async def evict(document_id: str, reason: str) -> int:
+    """Take every peer of this process out of ``document_id`` (its lobby was closed or
+    deleted): their pipes there are closed with 4410, and each peer that opted in gets ``Left``
+    with ``reason``. Returns how many peers were taken out."""
+    presence = get_presence()
+    members = await presence.members(document_id)
+    online = await presence.connections(members)
+    await pipes.close_between(None, document_id, CloseCode.GONE, f"the lobby was {reason}")
+    removed = 0
+    for member in members:
+        socket = connections.lookup(online.get(member, ""))
+        if isinstance(socket, ControlSocket):
+            await socket.remove(document_id, reason)
+            removed += 1
+    return removed
 
 
 _REFUSALS = {

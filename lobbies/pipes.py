@@ -311,16 +311,18 @@ class PipeEnd:
         return f"{frames} frames, {size} bytes in"
 
 
-async def close_between(peer_id: str, document_id: str, code: CloseCode, reason: str) -> None:
-    """Close every pipe end of this process that joins ``peer_id`` to another peer about
-    ``document_id`` with ``code``: the other peers' ends first, so that they get ``code``
-    (their partners, ``peer_id``'s ends, get 1000 as they close with them)."""
+async def close_between(
+    peer_id: str | None, document_id: str, code: CloseCode, reason: str
+) -> None:
+    """Close every pipe end of this process about ``document_id`` that joins ``peer_id`` (None:
+    any peer) to another peer, with ``code``: the other peers' ends first, so that they get
+    ``code`` (their partners, ``peer_id``'s ends, get 1000 as they close with them)."""
     ends = [
         socket
         for socket in connections.sockets()
         if isinstance(socket, PipeEnd)
         and socket.key.document_id == document_id
-        and peer_id in (socket.key.seeker, socket.key.target)
+        and (peer_id is None or peer_id in (socket.key.seeker, socket.key.target))
     ]
     ends.sort(key=lambda end: end.key.seeker == peer_id)
     for end in ends:

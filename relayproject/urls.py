@@ -4,10 +4,12 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from lobbies import views
+from lobbies.api import api
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("api/stats", views.stats, name="stats"),
+    path("api/", api.urls),
     path("demo/", views.demo, name="demo"),
     # Browsers ask for /favicon.ico whatever the page says.
     path("favicon.ico", RedirectView.as_view(url=static("relay/favicon.svg"), permanent=True)),

@@ -1,0 +1,449 @@
+"""The owners' JSON API (django-ninja), with its OpenAPI schema at ``/api/openapi.json`` and
+interactive docs at ``/api/docs``.
+
+Anyone may list public lobbies and read a lobby they may see. Signed-in users (the Django session,
+with its CSRF token, or ``Authorization: Bearer <API token>``) create and manage their lobbies,
+grant roles in them, issue tickets for their game clients and manage their API tokens. Every rule
+is asked of ``lobbies.policy``; errors are JSON, ``{"detail": "..."}``, with the right status.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import IntegrityError
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import HttpError
+from ninja.pagination import PageNumberPagination, paginate
+from ninja.security import HttpBearer, django_auth
+from pydantic import ConfigDict, field_validator
+
+from lobbies.auth import identity_of, issue_ticket
+from lobbies.conf import relay_settings
+from lobbies.models import ApiToken, Lobby, LobbyGrant
+from lobbies.policy import (
+    CreationPolicy,
+    Identity,
+    LobbyState,
+    Role,
+    Standing,
+    Topology,
+    Visibility,
+    may_create,
+    may_manage,
+)
+from lobbies.presence import get_presence
+from lobbies.protocol import is_valid_id
+from lobbies.schemas import LobbySpec
+
+api = NinjaAPI(
+    title="Relay API",
+    version="1",
+    description="Lobbies, grants, tickets and API tokens of the relay. See docs/protocol.md.",
+    urls_namespace="api",
+)
+
+
+class ApiTokenAuth(HttpBearer):
+    """``Authorization: Bearer rly_...``: an API token its owner has not revoked."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        found = ApiToken.objects.authenticate(token)
+        if found is None or not found.user.is_active:
+            return None
+        request.user = found.user
+        return found.user
+
+
+SIGNED_IN = [ApiTokenAuth(), django_auth]
+
+
+def _user(request: HttpRequest) -> Any:
+    """The signed-in user (session or token), or None, on endpoints anyone may call."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        user = ApiTokenAuth().authenticate(request, header[7:].strip())
+        if user is None:
+            raise HttpError(401, "the API token is not valid or has been revoked")
+        return user
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+def _identity(request: HttpRequest) -> Identity:
+    return identity_of(_user(request))
+
+
+def _standing(identity: Identity, lobby: Lobby) -> Standing:
+    if not identity.is_authenticated:
+        return Standing()
+    grants = lobby.grants.filter(Q(user_id=identity.user_id) | Q(group_id__in=identity.group_ids))
+    return Standing(roles=frozenset(Role(r) for r in grants.values_list("role", flat=True)))
+
+
+def _members(document_id: str) -> list[str]:
+    return async_to_sync(get_presence().members)(document_id)
+
+
+# -- schemas ------------------------------------------------------------------------------------
+
+
+class LobbyOut(Schema):
+    id: int
+    document_id: str = Field(alias="documentId")
+    game: str
+    title: str
+    max_peers: int | None = Field(alias="maxPeers")
+    topology: Topology
+    visibility: Visibility
+    state: LobbyState
+    host_transferable: bool = Field(alias="hostTransferable")
+    data: dict[str, Any]
+    owner: str | None
+    peers: int = Field(description="Peers in the lobby now.")
+    created_at: datetime = Field(alias="createdAt")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @staticmethod
+    def of(lobby: Lobby) -> dict[str, Any]:
+        return {
+            "id": lobby.pk,
+            "document_id": lobby.document_id,
+            "game": lobby.game,
+            "title": lobby.title,
+            "max_peers": lobby.max_peers,
+            "topology": lobby.topology,
+            "visibility": lobby.visibility,
+            "state": lobby.state,
+            "host_transferable": lobby.host_transferable,
+            "data": lobby.data,
+            "owner": lobby.owner.get_username() if lobby.owner else None,
+            "peers": len(_members(lobby.document_id)),
+            "created_at": lobby.created_at,
+        }
+
+
+class LobbyDetail(LobbyOut):
+    members: list[str] | None = Field(
+        description="The peer ids in the lobby now: shown to its owner, moderators and operators."
+    )
+
+
+class LobbyCreate(LobbySpec):
+    document_id: str = Field(alias="documentId", description="The id clients Join.")
+
+    @field_validator("document_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not is_valid_id(value, relay_settings().max_id_length):
+            raise ValueError("not a valid document id (1 to RELAY_MAX_ID_LENGTH characters)")
+        return value
+
+
+class LobbyPatch(Schema):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    game: str | None = Field(None, max_length=100)
+    title: str | None = Field(None, max_length=200)
+    max_peers: int | None = Field(None, alias="maxPeers", ge=1, le=100_000)
+    topology: Topology | None = None
+    visibility: Visibility | None = None
+    host_transferable: bool | None = Field(None, alias="hostTransferable")
+    data: dict[str, Any] | None = None
+
+
+class LobbyFilters(Schema):
+    game: str | None = Field(None, description="Only lobbies of this game.")
+    has_room: bool = Field(False, description="Only lobbies with room for one more peer.")
+    q: str | None = Field(None, description="Text in the title or the document id.")
+
+
+class GrantIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str | None = Field(None, description="A user to grant the role (an invitation).")
+    group: str | None = Field(None, description="Or a group, by name.")
+    role: Role = Role.MEMBER
+
+
+class GrantOut(Schema):
+    id: int
+    username: str | None
+    group: str | None
+    role: Role
+
+
+class TicketIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float | None = Field(None, gt=0, description="Seconds; at most RELAY_TICKET_TTL.")
+
+
+class TicketOut(Schema):
+    ticket: str
+    expires_at: datetime = Field(alias="expiresAt")
+    path: str = Field(description="Give clients ws://HOST + this as their relay URL.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class TokenIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime = Field(alias="createdAt")
+    last_used_at: datetime | None = Field(alias="lastUsedAt")
+    revoked_at: datetime | None = Field(alias="revokedAt")
+
+    model_config = ConfigDict(populate_by_name=True, from_attributes=True)
+
+
+class TokenCreated(TokenOut):
+    secret: str = Field(description="Shown this once; only its hash is kept.")
+
+
+class Message(Schema):
+    detail: str
+
+
+# -- lobbies ------------------------------------------------------------------------------------
+
+
+def _visible(identity: Identity, lobby: Lobby) -> bool:
+    if lobby.visibility != Visibility.PRIVATE:
+        return True
+    standing = _standing(identity, lobby)
+    return bool(standing.roles) or may_manage(identity, lobby.facts(), standing)
+
+
+def _managed(request: HttpRequest, lobby_id: int) -> tuple[Identity, Lobby]:
+    identity = identity_of(request.auth)
+    lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
+    if not _visible(identity, lobby):
+        raise HttpError(404, "no such lobby")
+    if not may_manage(identity, lobby.facts(), _standing(identity, lobby)):
+        raise HttpError(403, "only the lobby's owner, its moderators and operators may do this")
+    return identity, lobby
+
+
+@api.get("/lobbies", response=list[LobbyOut], tags=["lobbies"], by_alias=True)
+@paginate(PageNumberPagination, page_size=20)
+def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> list[dict[str, Any]]:
+    """Public lobbies that are open or locked, newest first."""
+    _user(request)  # a bad token is refused (401) here too, rather than taken as anonymous
+    lobbies: QuerySet[Lobby] = Lobby.objects.select_related("owner").filter(
+        visibility=Visibility.PUBLIC, state__in=[LobbyState.OPEN, LobbyState.LOCKED]
+    )
+    if filters.game:
+        lobbies = lobbies.filter(game=filters.game)
+    if filters.q:
+        lobbies = lobbies.filter(
+            Q(title__icontains=filters.q) | Q(document_id__icontains=filters.q)
+        )
+    found = [LobbyOut.of(lobby) for lobby in lobbies]
+    if filters.has_room:
+        found = [f for f in found if f["max_peers"] is None or f["peers"] < f["max_peers"]]
+    return found
+
+
+@api.get("/lobbies/mine", response=list[LobbyOut], auth=SIGNED_IN, tags=["lobbies"], by_alias=True)
+def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
+    """The lobbies the signed-in user owns."""
+    lobbies = Lobby.objects.select_related("owner").filter(owner=request.auth)
+    return [LobbyOut.of(lobby) for lobby in lobbies]
+
+
+@api.get("/lobbies/{lobby_id}", response=LobbyDetail, tags=["lobbies"], by_alias=True)
+def lobby_detail(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+    """One lobby, with its live peer count (and its members, to those who manage it). A private
+    lobby is not found by those without a grant."""
+    identity = _identity(request)
+    lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
+    if not _visible(identity, lobby):
+        raise HttpError(404, "no such lobby")
+    manager = may_manage(identity, lobby.facts(), _standing(identity, lobby))
+    return {**LobbyOut.of(lobby), "members": _members(lobby.document_id) if manager else None}
+
+
+@api.post(
+    "/lobbies",
+    response={201: LobbyOut},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
+)
+def create_lobby(request: HttpRequest, body: LobbyCreate) -> Status:
+    """A lobby owned by the signed-in user, as RELAY_CREATION_POLICY allows."""
+    identity = identity_of(request.auth)
+    policy = CreationPolicy(relay_settings().creation_policy)
+    if not may_create(identity, policy):
+        raise HttpError(403, "you may not create lobbies (RELAY_CREATION_POLICY)")
+    try:
+        lobby = Lobby.objects.create(
+            document_id=body.document_id, owner=request.auth, **body.model_fields_for_row()
+        )
+    except IntegrityError:
+        raise HttpError(409, "a lobby with this document id exists") from None
+    return Status(201, LobbyOut.of(lobby))
+
+
+@api.patch(
+    "/lobbies/{lobby_id}", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+)
+def update_lobby(request: HttpRequest, lobby_id: int, body: LobbyPatch) -> dict[str, Any]:
+    """Change a lobby's metadata (only the fields given)."""
+    _, lobby = _managed(request, lobby_id)
+    for name, value in body.model_dump(exclude_unset=True).items():
+        setattr(lobby, name, value.value if hasattr(value, "value") else value)
+    lobby.save()
+    return LobbyOut.of(lobby)
+
+
+def _set_state(request: HttpRequest, lobby_id: int, state: LobbyState) -> dict[str, Any]:
+    _, lobby = _managed(request, lobby_id)
+    lobby.state = state.value
+    lobby.save(update_fields=["state", "updated_at"])
+    if state is LobbyState.CLOSED:
+        from lobbies.peers import evict
+
+        async_to_sync(evict)(lobby.document_id, "closed")
+    return LobbyOut.of(lobby)
+
+
+@api.post(
+    "/lobbies/{lobby_id}/lock", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+)
+def lock_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+    """Nobody new joins; those inside stay."""
+    return _set_state(request, lobby_id, LobbyState.LOCKED)
+
+
+@api.post(
+    "/lobbies/{lobby_id}/open", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+)
+def open_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+    """Open a locked or closed lobby again."""
+    return _set_state(request, lobby_id, LobbyState.OPEN)
+
+
+@api.post(
+    "/lobbies/{lobby_id}/close", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+)
+def close_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+    """Nobody joins, and the peers inside are taken out: their pipes in the lobby are closed
+    (4410) and those that opted in get ``Left`` with ``closed``."""
+    return _set_state(request, lobby_id, LobbyState.CLOSED)
+
+
+@api.delete("/lobbies/{lobby_id}", response={204: None}, auth=SIGNED_IN, tags=["lobbies"])
+def delete_lobby(request: HttpRequest, lobby_id: int) -> Status:
+    """Delete the lobby's row (peers inside are taken out as by close); its document id then
+    behaves like an LF channel again."""
+    _, lobby = _managed(request, lobby_id)
+    from lobbies.peers import evict
+
+    async_to_sync(evict)(lobby.document_id, "closed")
+    lobby.delete()
+    return Status(204, None)
+
+
+# -- grants -------------------------------------------------------------------------------------
+
+
+def _grant_out(grant: LobbyGrant) -> dict[str, Any]:
+    return {
+        "id": grant.pk,
+        "username": grant.user.get_username() if grant.user else None,
+        "group": grant.group.name if grant.group else None,
+        "role": grant.role,
+    }
+
+
+@api.get("/lobbies/{lobby_id}/grants", response=list[GrantOut], auth=SIGNED_IN, tags=["grants"])
+def list_grants(request: HttpRequest, lobby_id: int) -> list[dict[str, Any]]:
+    """Who holds a role in the lobby."""
+    _, lobby = _managed(request, lobby_id)
+    return [_grant_out(g) for g in lobby.grants.select_related("user", "group")]
+
+
+@api.post("/lobbies/{lobby_id}/grants", response={201: GrantOut}, auth=SIGNED_IN, tags=["grants"])
+def add_grant(request: HttpRequest, lobby_id: int, body: GrantIn) -> Status:
+    """Give a user (an invitation to a private lobby) or a group a role in the lobby."""
+    _, lobby = _managed(request, lobby_id)
+    if (body.username is None) == (body.group is None):
+        raise HttpError(422, "give either username or group")
+    user = group = None
+    if body.username is not None:
+        model = get_user_model()
+        user = model._default_manager.filter(**{model.USERNAME_FIELD: body.username}).first()
+        if user is None:
+            raise HttpError(404, f"no user named {body.username!r}")
+    else:
+        group = Group.objects.filter(name=body.group).first()
+        if group is None:
+            raise HttpError(404, f"no group named {body.group!r}")
+    grant, _ = LobbyGrant.objects.get_or_create(
+        lobby=lobby, user=user, group=group, role=body.role.value
+    )
+    return Status(201, _grant_out(grant))
+
+
+@api.delete(
+    "/lobbies/{lobby_id}/grants/{grant_id}", response={204: None}, auth=SIGNED_IN, tags=["grants"]
+)
+def remove_grant(request: HttpRequest, lobby_id: int, grant_id: int) -> Status:
+    """Take a role back."""
+    _, lobby = _managed(request, lobby_id)
+    get_object_or_404(LobbyGrant, pk=grant_id, lobby=lobby).delete()
+    return Status(204, None)
+
+
+# -- tickets and tokens -------------------------------------------------------------------------
+
+
+@api.post("/tickets", response={201: TicketOut}, auth=SIGNED_IN, tags=["identity"], by_alias=True)
+def create_ticket(request: HttpRequest, body: TicketIn) -> Status:
+    """A ticket that authenticates the signed-in user's game client on the relay's sockets."""
+    longest = relay_settings().ticket_ttl
+    ttl = min(body.ttl or longest, longest)
+    ticket = issue_ticket(request.auth, ttl)
+    expires = timezone.now() + timedelta(seconds=ttl)
+    return Status(201, {"ticket": ticket, "expires_at": expires, "path": f"/t/{ticket}"})
+
+
+@api.get("/tokens", response=list[TokenOut], auth=SIGNED_IN, tags=["identity"], by_alias=True)
+def list_tokens(request: HttpRequest) -> QuerySet[ApiToken]:
+    """The signed-in user's API tokens (their secrets are never shown again)."""
+    return ApiToken.objects.filter(user=request.auth)
+
+
+@api.post(
+    "/tokens", response={201: TokenCreated}, auth=[django_auth], tags=["identity"], by_alias=True
+)
+def create_token(request: HttpRequest, body: TokenIn) -> Status:
+    """A new API token, its secret shown once. Only a signed-in browser session (with its CSRF
+    token) makes tokens: a leaked token cannot make more."""
+    token, secret = ApiToken.issue(request.auth, body.name)
+    return Status(201, {**TokenOut.model_validate(token).model_dump(), "secret": secret})
+
+
+@api.delete("/tokens/{token_id}", response={204: None}, auth=SIGNED_IN, tags=["identity"])
+def revoke_token(request: HttpRequest, token_id: int) -> Status:
+    """Revoke one of the signed-in user's tokens: it stops working at once."""
+    get_object_or_404(ApiToken, pk=token_id, user=request.auth).revoke()
+    return Status(204, None)

@@ -1,0 +1,252 @@
+"""The owners' JSON API through Django's test client: the schema and docs, the public list,
+lobby management as its owner and as an attacker, grants, tickets and tokens, sessions with
+CSRF and Bearer tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from lobbies.auth import resolve
+from lobbies.models import ApiToken, Lobby, LobbyGrant
+from lobbies.presence import get_presence
+from tests.sockets import closed_with, join, opened, received
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def owner() -> User:
+    return User.objects.create_user("owner", password="a long password 1")
+
+
+@pytest.fixture
+def other() -> User:
+    return User.objects.create_user("other", password="a long password 2")
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def bearer(user: User) -> dict[str, str]:
+    _, secret = ApiToken.issue(user, "test")
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+def post(client: Client, path: str, body: dict | None = None, **headers: str):
+    return client.post(path, json.dumps(body or {}), content_type="application/json", **headers)
+
+
+def patch(client: Client, path: str, body: dict, **headers: str):
+    return client.patch(path, json.dumps(body), content_type="application/json", **headers)
+
+
+def in_lobby(document_id: str, *peers: str) -> None:
+    presence = get_presence()
+    for peer in peers:
+        async_to_sync(presence.connect_peer)(peer, f"c-{peer}", "")
+        async_to_sync(presence.join)(peer, f"c-{peer}", (document_id,))
+
+
+@pytest.fixture(autouse=True)
+def empty_presence():
+    async_to_sync(get_presence().flush)()
+    yield
+    async_to_sync(get_presence().flush)()
+
+
+def test_the_openapi_schema_and_the_docs_are_served():
+    schema = Client().get("/api/openapi.json").json()
+    assert schema["info"]["title"] == "Relay API"
+    for path in ("/api/lobbies", "/api/lobbies/{lobby_id}", "/api/tickets", "/api/tokens"):
+        assert path in schema["paths"], path
+    docs = Client().get("/api/docs")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_the_public_list_filters_and_pages(owner):
+    for i in range(25):
+        Lobby.objects.create(document_id=f"race-{i:02d}", owner=owner, game="racer", max_peers=2)
+    Lobby.objects.create(document_id="chess-1", owner=owner, game="chess", title="Sunday chess")
+    for hidden in ("unlisted", "private"):
+        Lobby.objects.create(document_id=f"h-{hidden}", owner=owner, visibility=hidden)
+    Lobby.objects.create(document_id="h-closed", owner=owner, state="closed")
+    in_lobby("race-00", "p1", "p2")  # full
+    in_lobby("race-01", "p3")
+    client = Client()
+    everything = client.get("/api/lobbies").json()
+    assert everything["count"] == 26 and len(everything["items"]) == 20
+    assert not any(item["documentId"].startswith("h-") for item in everything["items"])
+    assert len(client.get("/api/lobbies?page=2").json()["items"]) == 6
+    racers = client.get("/api/lobbies?game=racer&has_room=true").json()
+    assert racers["count"] == 24
+    ids = {
+        item["documentId"]: item
+        for item in client.get("/api/lobbies?game=racer&page_size=50").json()["items"]
+    }
+    assert ids["race-01"]["peers"] == 1 and ids["race-00"]["peers"] == 2
+    assert [i["documentId"] for i in client.get("/api/lobbies?q=sunday").json()["items"]] == [
+        "chess-1"
+    ]
+    assert client.get("/api/lobbies?page=0").status_code == 422
+
+
+def test_a_private_lobby_is_found_only_by_its_owner_and_grant_holders(owner, other):
+    lobby = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
+    in_lobby("secret", "p1")
+    assert Client().get(f"/api/lobbies/{lobby.pk}").status_code == 404
+    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 404
+    mine = signed_in(owner).get(f"/api/lobbies/{lobby.pk}").json()
+    assert (mine["peers"], mine["members"]) == (1, ["p1"])
+    LobbyGrant.objects.create(lobby=lobby, user=other, role="member")
+    theirs = signed_in(other).get(f"/api/lobbies/{lobby.pk}").json()
+    assert theirs["peers"] == 1 and theirs["members"] is None  # members: only for managers
+
+
+def test_creating_a_lobby_needs_a_signed_in_user_and_a_csrf_token(owner):
+    body = {"documentId": "arena", "game": "racer", "maxPeers": 8, "topology": "host"}
+    assert post(Client(), "/api/lobbies", body).status_code == 401
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(owner)
+    assert post(strict, "/api/lobbies", body).status_code == 403  # no CSRF token
+    strict.get("/admin/login/")  # any page that sets the CSRF cookie
+    token = strict.cookies["csrftoken"].value
+    created = post(strict, "/api/lobbies", body, HTTP_X_CSRFTOKEN=token)
+    assert created.status_code == 201, created.content
+    assert created.json()["owner"] == "owner" and created.json()["topology"] == "host"
+    again = post(signed_in(owner), "/api/lobbies", body)
+    assert again.status_code == 409 and "exists" in again.json()["detail"]
+
+
+def test_a_bearer_token_works_without_csrf(owner):
+    response = post(
+        Client(enforce_csrf_checks=True), "/api/lobbies", {"documentId": "x"}, **bearer(owner)
+    )
+    assert response.status_code == 201
+    listed = Client().get("/api/lobbies/mine", **bearer(owner)).json()
+    assert [lobby["documentId"] for lobby in listed] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"documentId": "a", "maxPeers": 0}, "maxPeers"),
+        ({"documentId": "a", "topology": "ring"}, "topology"),
+        ({"documentId": "a", "colour": "red"}, "colour"),
+        ({"documentId": "bad\nid"}, "documentId"),
+        ({"game": "no id"}, "documentId"),
+    ],
+)
+def test_invalid_bodies_are_422_naming_the_field(owner, body, field):
+    response = post(signed_in(owner), "/api/lobbies", body)
+    assert response.status_code == 422
+    assert field in json.dumps(response.json()["detail"])
+
+
+def test_the_creation_policy_applies_to_the_api(owner, settings):
+    settings.RELAY_CREATION_POLICY = "permission"
+    client = signed_in(owner)
+    refused = post(client, "/api/lobbies", {"documentId": "a"})
+    assert refused.status_code == 403 and "RELAY_CREATION_POLICY" in refused.json()["detail"]
+    owner.user_permissions.add(Permission.objects.get(codename="create_lobby"))
+    assert post(signed_in(owner), "/api/lobbies", {"documentId": "a"}).status_code == 201
+
+
+def test_nobody_manages_another_users_lobby(owner, other):
+    lobby = Lobby.objects.create(document_id="arena", owner=owner)
+    intruder = signed_in(other)
+    for method, path in [
+        (patch, f"/api/lobbies/{lobby.pk}"),
+        (post, f"/api/lobbies/{lobby.pk}/lock"),
+        (post, f"/api/lobbies/{lobby.pk}/close"),
+        (post, f"/api/lobbies/{lobby.pk}/grants"),
+    ]:
+        response = method(intruder, path, {"title": "mine now"} if method is patch else {})
+        assert response.status_code == 403, path
+    assert intruder.delete(f"/api/lobbies/{lobby.pk}").status_code == 403
+    lobby.refresh_from_db()
+    assert (lobby.title, lobby.state) == ("", "open")
+    # A moderator grant lets the other user manage it.
+    LobbyGrant.objects.create(lobby=lobby, user=other, role="moderator")
+    assert post(intruder, f"/api/lobbies/{lobby.pk}/lock").json()["state"] == "locked"
+
+
+def test_the_owner_updates_locks_opens_and_deletes(owner):
+    client = signed_in(owner)
+    lobby_id = post(client, "/api/lobbies", {"documentId": "arena"}).json()["id"]
+    updated = patch(client, f"/api/lobbies/{lobby_id}", {"title": "Arena", "maxPeers": 4})
+    assert (updated.json()["title"], updated.json()["maxPeers"]) == ("Arena", 4)
+    assert post(client, f"/api/lobbies/{lobby_id}/lock").json()["state"] == "locked"
+    assert post(client, f"/api/lobbies/{lobby_id}/open").json()["state"] == "open"
+    assert client.delete(f"/api/lobbies/{lobby_id}").status_code == 204
+    assert not Lobby.objects.filter(pk=lobby_id).exists()
+    assert client.get(f"/api/lobbies/{lobby_id}").status_code == 404
+
+
+def test_grants_invite_users_into_a_private_lobby(owner, other):
+    client = signed_in(owner)
+    lobby = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
+    grant = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "other"})
+    assert grant.status_code == 201 and grant.json()["role"] == "member"
+    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 200
+    assert client.get(f"/api/lobbies/{lobby.pk}/grants").json() == [grant.json()]
+    missing = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "nobody"})
+    assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
+    both = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "other", "group": "g"})
+    assert both.status_code == 422
+    assert client.delete(f"/api/lobbies/{lobby.pk}/grants/{grant.json()['id']}").status_code == 204
+    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 404
+
+
+def test_a_ticket_from_the_api_authenticates_its_user(owner, settings):
+    settings.RELAY_TICKET_TTL = 600
+    response = post(signed_in(owner), "/api/tickets", {"ttl": 10_000})
+    assert response.status_code == 201
+    ticket = response.json()["ticket"]
+    assert response.json()["path"] == f"/t/{ticket}"
+    user, identity = resolve(ticket, None, None)
+    assert user == owner and identity.user_id == owner.pk
+    assert post(Client(), "/api/tickets").status_code == 401
+
+
+def test_tokens_are_made_by_a_session_shown_once_and_revoked(owner):
+    client = signed_in(owner)
+    created = post(client, "/api/tokens", {"name": "game server"})
+    assert created.status_code == 201
+    secret = created.json()["secret"]
+    listed = client.get("/api/tokens").json()
+    assert [t["name"] for t in listed] == ["game server"] and "secret" not in listed[0]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    assert Client().get("/api/lobbies/mine", **auth).status_code == 200
+    # A token cannot make more tokens.
+    assert post(Client(), "/api/tokens", {"name": "more"}, **auth).status_code == 401
+    assert client.delete(f"/api/tokens/{created.json()['id']}").status_code == 204
+    assert Client().get("/api/lobbies/mine", **auth).status_code == 401
+    assert Client().get("/api/lobbies", **auth).status_code == 401  # a bad token is not anonymous
+
+
+async def test_closing_a_lobby_takes_its_peers_out(owner):
+    lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
+    alice, bob = await opened("/introduction/alice"), await opened("/introduction/bob")
+    await alice.send_to(text_data=join("arena", ext=1))
+    assert (await received(alice))["type"] == "Joined"
+    await bob.send_to(text_data=join("arena"))
+    assert (await received(alice))["type"] == "Introduction"
+    pipe = await opened("/connection/alice/bob/arena")
+    client = await sync_to_async(signed_in)(owner)
+    response = await sync_to_async(post, thread_sensitive=False)(
+        client, f"/api/lobbies/{lobby.pk}/close"
+    )
+    assert response.status_code == 200 and response.json()["state"] == "closed"
+    assert await closed_with(pipe) == 4410
+    assert await received(alice) == {"type": "Left", "documentId": "arena", "reason": "closed"}
+    assert await get_presence().members("arena") == []
+    for socket in (alice, bob):
+        await socket.disconnect()
