@@ -10,9 +10,6 @@ is asked of ``lobbies.policy``; errors are JSON, ``{"detail": "..."}``, with the
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import IntegrityError
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -24,6 +21,7 @@ from ninja.pagination import PageNumberPagination, paginate
 from ninja.security import HttpBearer, django_auth
 from pydantic import ConfigDict, field_validator
 
+from lobbies import owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.models import ApiToken, Lobby, LobbyGrant
@@ -32,13 +30,10 @@ from lobbies.policy import (
     Identity,
     LobbyState,
     Role,
-    Standing,
     Topology,
     Visibility,
     may_create,
-    may_manage,
 )
-from lobbies.presence import get_presence
 from lobbies.protocol import is_valid_id
 from lobbies.schemas import LobbySpec
 
@@ -80,17 +75,6 @@ def _identity(request: HttpRequest) -> Identity:
     return identity_of(_user(request))
 
 
-def _standing(identity: Identity, lobby: Lobby) -> Standing:
-    if not identity.is_authenticated:
-        return Standing()
-    grants = lobby.grants.filter(Q(user_id=identity.user_id) | Q(group_id__in=identity.group_ids))
-    return Standing(roles=frozenset(Role(r) for r in grants.values_list("role", flat=True)))
-
-
-def _members(document_id: str) -> list[str]:
-    return async_to_sync(get_presence().members)(document_id)
-
-
 # -- schemas ------------------------------------------------------------------------------------
 
 
@@ -125,7 +109,7 @@ class LobbyOut(Schema):
             "host_transferable": lobby.host_transferable,
             "data": lobby.data,
             "owner": lobby.owner.get_username() if lobby.owner else None,
-            "peers": len(_members(lobby.document_id)),
+            "peers": len(owners.members(lobby.document_id)),
             "created_at": lobby.created_at,
         }
 
@@ -224,19 +208,12 @@ class Message(Schema):
 # -- lobbies ------------------------------------------------------------------------------------
 
 
-def _visible(identity: Identity, lobby: Lobby) -> bool:
-    if lobby.visibility != Visibility.PRIVATE:
-        return True
-    standing = _standing(identity, lobby)
-    return bool(standing.roles) or may_manage(identity, lobby.facts(), standing)
-
-
 def _managed(request: HttpRequest, lobby_id: int) -> tuple[Identity, Lobby]:
     identity = identity_of(request.auth)
     lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
-    if not _visible(identity, lobby):
+    if not owners.visible(identity, lobby):
         raise HttpError(404, "no such lobby")
-    if not may_manage(identity, lobby.facts(), _standing(identity, lobby)):
+    if not owners.manages(identity, lobby):
         raise HttpError(403, "only the lobby's owner, its moderators and operators may do this")
     return identity, lobby
 
@@ -274,10 +251,10 @@ def lobby_detail(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
     lobby is not found by those without a grant."""
     identity = _identity(request)
     lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
-    if not _visible(identity, lobby):
+    if not owners.visible(identity, lobby):
         raise HttpError(404, "no such lobby")
-    manager = may_manage(identity, lobby.facts(), _standing(identity, lobby))
-    return {**LobbyOut.of(lobby), "members": _members(lobby.document_id) if manager else None}
+    members = owners.members(lobby.document_id) if owners.manages(identity, lobby) else None
+    return {**LobbyOut.of(lobby), "members": members}
 
 
 @api.post(
@@ -316,12 +293,7 @@ def update_lobby(request: HttpRequest, lobby_id: int, body: LobbyPatch) -> dict[
 
 def _set_state(request: HttpRequest, lobby_id: int, state: LobbyState) -> dict[str, Any]:
     _, lobby = _managed(request, lobby_id)
-    lobby.state = state.value
-    lobby.save(update_fields=["state", "updated_at"])
-    if state is LobbyState.CLOSED:
-        from lobbies.peers import evict
-
-        async_to_sync(evict)(lobby.document_id, "closed")
+    owners.set_state(lobby, state)
     return LobbyOut.of(lobby)
 
 
@@ -355,30 +327,18 @@ def delete_lobby(request: HttpRequest, lobby_id: int) -> Status:
     """Delete the lobby's row (peers inside are taken out as by close); its document id then
     behaves like an LF channel again."""
     _, lobby = _managed(request, lobby_id)
-    from lobbies.peers import evict
-
-    async_to_sync(evict)(lobby.document_id, "closed")
-    lobby.delete()
+    owners.delete(lobby)
     return Status(204, None)
 
 
 # -- grants -------------------------------------------------------------------------------------
 
 
-def _grant_out(grant: LobbyGrant) -> dict[str, Any]:
-    return {
-        "id": grant.pk,
-        "username": grant.user.get_username() if grant.user else None,
-        "group": grant.group.name if grant.group else None,
-        "role": grant.role,
-    }
-
-
 @api.get("/lobbies/{lobby_id}/grants", response=list[GrantOut], auth=SIGNED_IN, tags=["grants"])
 def list_grants(request: HttpRequest, lobby_id: int) -> list[dict[str, Any]]:
     """Who holds a role in the lobby."""
     _, lobby = _managed(request, lobby_id)
-    return [_grant_out(g) for g in lobby.grants.select_related("user", "group")]
+    return [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")]
 
 
 @api.post("/lobbies/{lobby_id}/grants", response={201: GrantOut}, auth=SIGNED_IN, tags=["grants"])
@@ -387,20 +347,11 @@ def add_grant(request: HttpRequest, lobby_id: int, body: GrantIn) -> Status:
     _, lobby = _managed(request, lobby_id)
     if (body.username is None) == (body.group is None):
         raise HttpError(422, "give either username or group")
-    user = group = None
-    if body.username is not None:
-        model = get_user_model()
-        user = model._default_manager.filter(**{model.USERNAME_FIELD: body.username}).first()
-        if user is None:
-            raise HttpError(404, f"no user named {body.username!r}")
-    else:
-        group = Group.objects.filter(name=body.group).first()
-        if group is None:
-            raise HttpError(404, f"no group named {body.group!r}")
-    grant, _ = LobbyGrant.objects.get_or_create(
-        lobby=lobby, user=user, group=group, role=body.role.value
-    )
-    return Status(201, _grant_out(grant))
+    try:
+        grant = owners.grant(lobby, body.role, body.username, body.group)
+    except owners.NotFound as exc:
+        raise HttpError(404, str(exc)) from None
+    return Status(201, owners.describe_grant(grant))
 
 
 @api.delete(
