@@ -117,6 +117,10 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "my-lobbies"
+LOGOUT_REDIRECT_URL = "index"
+
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
 Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # served even before the first collectstatic

@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
-from lobbies import views
+from lobbies import pages, views
 from lobbies.api import api
 
 urlpatterns = [
@@ -14,4 +14,8 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page says.
     path("favicon.ico", RedirectView.as_view(url=static("relay/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("my/", pages.my_lobbies, name="my-lobbies"),
+    path("my/lobbies/<int:lobby_id>/", pages.my_lobby, name="my-lobby"),
+    path("my/access/", pages.my_access, name="my-access"),
 ]

@@ -137,3 +137,36 @@ async def test_the_landing_page_counts_refresh_by_themselves(relay, browser):
         )
     favicon = await page.evaluate("document.querySelector('link[rel=icon]').href")
     assert favicon.endswith("/static/relay/favicon.svg")
+
+
+async def test_an_owner_signs_in_creates_a_lobby_and_sees_a_client_join_it(relay, browser):
+    from websockets.asyncio.client import connect
+
+    page = await browser.new_page()
+    await page.goto(f"{relay.http_url}/my/")  # asks to sign in first
+    await page.fill("#id_username", ADMIN_USER)
+    await page.fill("#id_password", ADMIN_PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("h1:has-text('My lobbies')")
+    lobby = f"browser-{os.getpid()}"
+    await page.fill("#id_document_id", lobby)
+    await page.fill("#id_title", "Browser race")
+    await page.fill("#id_max_peers", "4")
+    await page.select_option("#id_topology", "host")
+    await page.click("button:has-text('Create')")
+    await page.wait_for_selector("h1:has-text('Browser race')")
+    # The page is styled by the relay's own stylesheet, served with debug off.
+    width = await page.eval_on_selector("body", "e => getComputedStyle(e).maxWidth")
+    assert width != "none"
+    async with connect(f"{relay.ws_url}/introduction/player-{os.getpid()}") as player:
+        await player.send(f'{{"type": "Join", "documentIds": ["{lobby}"]}}')
+        await page.wait_for_timeout(300)
+        await page.reload()
+        assert f"player-{os.getpid()}" in await page.inner_text("body")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "my-lobby.png", full_page=True)
+    # The interactive API docs render from the relay's own static files.
+    await page.goto(f"{relay.http_url}/api/docs")
+    await page.wait_for_selector(".swagger-ui .info .title", timeout=10_000)
+    assert "Relay API" in await page.inner_text(".swagger-ui .info .title")
+    await page.screenshot(path=SCREENSHOTS / "api-docs.png", full_page=True)

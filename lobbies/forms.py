@@ -1,0 +1,83 @@
+"""The owners' page forms. Lobby metadata is validated by the same schema as a Join's ``lobby``
+extra and the API (``lobbies.schemas.LobbySpec``), so the three never disagree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from pydantic import ValidationError
+
+from lobbies.conf import relay_settings
+from lobbies.models import Lobby
+from lobbies.policy import LobbyState, Role
+from lobbies.protocol import is_valid_id
+from lobbies.schemas import LobbySpec
+
+# Form field -> the schema's (wire) name, for putting its errors on the right field.
+_SPEC_FIELDS = {
+    "game": "game",
+    "title": "title",
+    "max_peers": "maxPeers",
+    "topology": "topology",
+    "visibility": "visibility",
+    "host_transferable": "hostTransferable",
+    "data": "data",
+}
+
+
+class LobbyForm(forms.ModelForm):
+    """A lobby's metadata; its document id only when it is created."""
+
+    class Meta:
+        model = Lobby
+        fields = ["document_id", "title", "game", "max_peers", "topology", "visibility"]
+        fields += ["host_transferable", "data"]
+        labels = {"document_id": "Document id", "max_peers": "Capacity"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["data"].required = False
+        if self.instance.pk is not None:
+            del self.fields["document_id"]
+
+    def clean_document_id(self) -> str:
+        value = self.cleaned_data["document_id"]
+        if not is_valid_id(value, relay_settings().max_id_length):
+            raise forms.ValidationError("Not a valid document id.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        values = {
+            wire: cleaned.get(field)
+            for field, wire in _SPEC_FIELDS.items()
+            if cleaned.get(field) is not None
+        }
+        try:
+            LobbySpec.model_validate(values)
+        except ValidationError as exc:
+            by_wire = {wire: field for field, wire in _SPEC_FIELDS.items()}
+            for error in exc.errors():
+                field = by_wire.get(str(error["loc"][0])) if error["loc"] else None
+                self.add_error(field, error["msg"])
+        return cleaned
+
+
+class StateForm(forms.Form):
+    state = forms.ChoiceField(choices=[(s.value, s.name.title()) for s in LobbyState])
+
+
+class GrantForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="The user to invite.")
+    role = forms.ChoiceField(choices=[(r.value, r.name.title()) for r in Role])
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What will use it, e.g. “game server”.")
+
+
+class TicketForm(forms.Form):
+    ttl = forms.FloatField(
+        required=False, min_value=1, label="Seconds valid", help_text="Empty: the longest allowed."
+    )

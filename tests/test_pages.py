@@ -1,0 +1,131 @@
+"""The owners' pages through Django's test client: sign in, "My lobbies", one lobby's page
+(settings, state, members, roles), and tickets and tokens."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.test import Client
+
+from lobbies.auth import resolve
+from lobbies.models import ApiToken, Lobby, LobbyGrant
+from lobbies.presence import get_presence
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def owner() -> User:
+    return User.objects.create_user("owner", password="a long password 1")
+
+
+@pytest.fixture
+def signed_in(owner) -> Client:
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def empty_presence():
+    async_to_sync(get_presence().flush)()
+    yield
+    async_to_sync(get_presence().flush)()
+
+
+def test_the_pages_ask_to_sign_in_and_signing_in_leads_to_my_lobbies(owner):
+    client = Client()
+    for path in ("/my/", "/my/access/", "/my/lobbies/1/"):
+        response = client.get(path)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert b"Sign in" in client.get("/accounts/login/").content
+    response = client.post(
+        "/accounts/login/", {"username": "owner", "password": "a long password 1"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == "/my/"
+    assert b"You own no lobby yet" in response.content
+    out = client.post("/accounts/logout/", follow=True)
+    assert out.redirect_chain[-1][0] == "/" and client.get("/my/").status_code == 302
+
+
+def test_creating_a_lobby_from_the_page(signed_in, owner):
+    form = {"document_id": "race", "title": "Friday race", "game": "racer", "max_peers": "4"}
+    form |= {"topology": "host", "visibility": "public", "data": "{}"}
+    response = signed_in.post("/my/", form, follow=True)
+    lobby = Lobby.objects.get(document_id="race")
+    assert (lobby.owner, lobby.topology, lobby.max_peers) == (owner, "host", 4)
+    assert response.redirect_chain[-1][0] == f"/my/lobbies/{lobby.pk}/"
+    listing = signed_in.get("/my/").content.decode()
+    assert "race" in listing and "0 / 4" in listing
+
+
+@pytest.mark.parametrize(
+    ("change", "field_error"),
+    [({"max_peers": "0"}, "max_peers"), ({"document_id": "bad\nid"}, "document_id")],
+)
+def test_invalid_lobby_forms_show_the_error_on_the_field(signed_in, change, field_error):
+    form = {"document_id": "x", "topology": "mesh", "visibility": "public", "data": "{}"}
+    response = signed_in.post("/my/", form | change)
+    assert response.status_code == 200
+    assert response.context["form"].errors.get(field_error)
+    assert not Lobby.objects.exists()
+
+
+def test_without_the_permission_the_page_says_so(signed_in, settings):
+    settings.RELAY_CREATION_POLICY = "permission"
+    page = signed_in.get("/my/").content.decode()
+    assert "ask its operators for the permission" in page
+    form = {"document_id": "x", "topology": "mesh", "visibility": "public", "data": "{}"}
+    signed_in.post("/my/", form)
+    assert not Lobby.objects.exists()
+
+
+def test_a_lobby_page_shows_its_peers_and_manages_roles_and_state(signed_in, owner):
+    User.objects.create_user("friend", password="a long password 3")
+    lobby = Lobby.objects.create(document_id="arena", owner=owner, visibility="private")
+    presence = get_presence()
+    async_to_sync(presence.connect_peer)("p1", "c1", "")
+    async_to_sync(presence.join)("p1", "c1", ("arena",))
+    page = f"/my/lobbies/{lobby.pk}/"
+    assert "<code>p1</code>" in signed_in.get(page).content.decode()
+    signed_in.post(page, {"action": "grant", "username": "friend", "role": "member"})
+    grant = LobbyGrant.objects.get(lobby=lobby)
+    assert grant.user.username == "friend"
+    unknown = signed_in.post(page, {"action": "grant", "username": "nobody", "role": "member"})
+    assert "no user named" in unknown.content.decode()
+    signed_in.post(page, {"action": "revoke", "grant": grant.pk})
+    assert not LobbyGrant.objects.exists()
+    signed_in.post(page, {"action": "state", "state": "locked"})
+    lobby.refresh_from_db()
+    assert lobby.state == "locked"
+    save = {"action": "save", "title": "Arena", "topology": "mesh", "visibility": "public"}
+    signed_in.post(page, save | {"data": '{"map": 2}'})
+    lobby.refresh_from_db()
+    assert (lobby.title, lobby.data) == ("Arena", {"map": 2})
+    signed_in.post(page, {"action": "delete"})
+    assert not Lobby.objects.exists()
+
+
+def test_another_users_lobby_page_is_not_found(signed_in):
+    stranger = User.objects.create_user("stranger", password="a long password 4")
+    lobby = Lobby.objects.create(document_id="theirs", owner=stranger)
+    assert signed_in.get(f"/my/lobbies/{lobby.pk}/").status_code == 404
+    assert signed_in.post(f"/my/lobbies/{lobby.pk}/", {"action": "delete"}).status_code == 404
+    assert Lobby.objects.filter(pk=lobby.pk).exists()
+
+
+def test_tickets_and_tokens_from_the_access_page(signed_in, owner):
+    page = signed_in.post("/my/access/", {"action": "ticket", "ttl": "60"}).content.decode()
+    url = re.search(r'id="ticket-url">([^<]+)<', page).group(1)
+    assert url.startswith("ws://testserver/t/")
+    assert resolve(url.rsplit("/", 1)[1], None, None)[0] == owner
+    page = signed_in.post("/my/access/", {"action": "token", "name": "server"}).content.decode()
+    secret = re.search(r'id="token-secret">([^<]+)<', page).group(1)
+    assert ApiToken.objects.authenticate(secret).user == owner
+    assert secret not in signed_in.get("/my/access/").content.decode()  # shown once
+    token = ApiToken.objects.get(user=owner)
+    signed_in.post("/my/access/", {"action": "revoke", "token": token.pk})
+    assert ApiToken.objects.authenticate(secret) is None
