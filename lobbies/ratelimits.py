@@ -5,6 +5,10 @@ Rates are counted by the ``limits`` library (moving windows, in this process's m
 storages also keep counters in Redis, for when several workers serve one relay). Each rate is a
 setting in its notation (``"20/second"``, ``"600/minute"``); an empty value turns that limit off.
 
+The memory storage is the library's synchronous one: it does no I/O, so a check never suspends
+the socket being judged (its asyncio twin expires entries through thread hops under per-key
+locks, which would). The methods are coroutines all the same, for a Redis storage later.
+
 The published LF clients reconnect about 10 ms after any close, so a refused client comes
 straight back, and two clients sharing one peer id replace each other in a loop. The relay does
 not refuse such a loop faster than it can be repeated: past ``RELAY_REFUSAL_RATE`` refusals from
@@ -18,8 +22,8 @@ from collections import Counter
 from functools import cache
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from lobbies.conf import RelaySettings, relay_settings
 
@@ -44,7 +48,7 @@ class RateLimits:
         self.open_per_address: Counter[str] = Counter()
 
     async def _hit(self, rate: RateLimitItem | None, *key: str, cost: int = 1) -> bool:
-        return rate is None or await self.limiter.hit(rate, *key, cost=cost)
+        return rate is None or self.limiter.hit(rate, *key, cost=cost)
 
     def connect(self, address: str) -> bool:
         """Count one more socket of ``address``, unless it holds its maximum already."""

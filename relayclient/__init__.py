@@ -10,8 +10,17 @@ See README.md beside this file.
 
 from websockets.exceptions import ConnectionClosed
 
-from .client import Client
+from .client import Client, LobbyRefused
 from .peer import PeerSocket
-from .protocol import Dialect
+from .protocol import Dialect, Joined, Left, Refusal
 
-__all__ = ["Client", "ConnectionClosed", "Dialect", "PeerSocket"]
+__all__ = [
+    "Client",
+    "ConnectionClosed",
+    "Dialect",
+    "Joined",
+    "Left",
+    "LobbyRefused",
+    "PeerSocket",
+    "Refusal",
+]

@@ -1,24 +1,29 @@
 """``python -m relayclient URL PEER DOC``: join DOC as PEER, print what peers send, and send each
 line of standard input (as a text frame) to every peer currently connected. For operators
 checking a relay by hand, and for scripts: it exits at the end of its input (Ctrl-D), or on
-Ctrl-C, and a relay it cannot reach is one line on standard error (exit status 2).
+Ctrl-C. A relay it cannot reach is one line on standard error (exit status 2); a Join the relay
+refuses is one line too (exit status 3).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import threading
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from . import Client, PeerSocket
+from . import Client, LobbyRefused, PeerSocket
+from .protocol import Left, parse_extended
 
 # How long, at the end of input, the lines just sent are given to leave before the client
 # disconnects.
 FLUSH_SECONDS = 0.5
+# How long the relay's answer to the Join is awaited (an LF relay sends none).
+ANSWER_SECONDS = 5.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -28,6 +33,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("document", help="document id to join")
     parser.add_argument("--dialect", choices=["msgpack", "json"], default="msgpack")
     parser.add_argument("--token", help="sent as 'Authorization: Bearer TOKEN'")
+    parser.add_argument("--nickname", help="our display name in the lobby")
+    parser.add_argument(
+        "--lobby",
+        type=json.loads,
+        help='metadata for a lobby this Join creates, as JSON: \'{"topology": "host"}\'',
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -73,9 +84,25 @@ async def main(argv: list[str] | None = None) -> int:
                 printers.add(printer)
                 printer.add_done_callback(printers.discard)
 
+        async def print_departures() -> None:
+            async for message in client.messages():
+                if isinstance(left := parse_extended(message), Left):
+                    _note(f"out of {left.document_id!r}: {left.reason}")
+
         watcher = asyncio.create_task(print_peers())
-        await client.join(args.document)
-        _note(f"joined {args.document!r} as {args.peer!r}; lines typed are sent to every peer")
+        departures = asyncio.create_task(print_departures())
+        try:
+            async with asyncio.timeout(ANSWER_SECONDS):
+                joined = await client.join_lobby(
+                    args.document, nickname=args.nickname, lobby=args.lobby
+                )
+            role = f" ({joined.role})"
+        except LobbyRefused as refused:
+            print(f"relayclient: {args.document!r} refused: {refused}", file=sys.stderr)
+            return 3
+        except TimeoutError:
+            role = " (not confirmed: the relay sends no extended messages)"
+        _note(f"joined {args.document!r} as {args.peer!r}{role}; lines typed go to every peer")
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         threading.Thread(target=_read_stdin, args=(loop, lines), daemon=True).start()
@@ -87,6 +114,7 @@ async def main(argv: list[str] | None = None) -> int:
         # End of input: give the last lines a moment to leave, then go.
         await asyncio.sleep(FLUSH_SECONDS)
         watcher.cancel()
+        departures.cancel()
     finally:
         await client.disconnect()
     _note("end of input; disconnected")

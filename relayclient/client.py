@@ -35,13 +35,17 @@ from .protocol import (
     DIALECTS,
     HEARTBEAT,
     Dialect,
+    Joined,
+    Left,
     MalformedMessage,
+    Refusal,
     connection_url,
     decode,
     encode,
     introduction_url,
     join_message,
     leave_message,
+    parse_extended,
     parse_introduction,
 )
 
@@ -55,6 +59,18 @@ MiB = 1024 * 1024
 # Close codes (docs/protocol.md) after which reconnecting cannot help, or would fight the server:
 # invalid request, authentication, forbidden, replaced by a newer connection, removed, too large.
 NO_RECONNECT_CODES = frozenset({4400, 4401, 4403, 4409, 4410, 4413})
+
+
+class LobbyRefused(Exception):
+    """The relay refused to let us into a lobby (``join_lobby``)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.code}: {refusal.message}")
+        self.code, self.document_id, self.message = (
+            refusal.code,
+            refusal.document_id,
+            refusal.message,
+        )
 
 
 class _Inbox(Generic[T]):
@@ -121,6 +137,7 @@ class Client:
         max_queue: int = 16,
         queue_size: int = 1024,
         reconnect: bool = False,
+        ext: bool = True,
         min_retry_delay: float = 0.1,
         max_retry_delay: float = 30.0,
         open_timeout: float | None = 10.0,
@@ -142,6 +159,9 @@ class Client:
           backoff between ``min_retry_delay`` and ``max_retry_delay`` and Join again; not after
           a close code in NO_RECONNECT_CODES (e.g. 4409 replaced, 4410 removed). The first
           ``connect()`` is never retried: its failure is raised.
+        - ``ext``: ask for the relay's extended messages (``"ext": 1`` in every Join): the
+          ``lobbies`` state, ``join_lobby``, and pipes closed when we are taken out of a lobby.
+          An LF relay ignores the field.
         - ``headers``: extra HTTP headers for every handshake (e.g. ``Authorization``).
         - ``connect_kwargs``: more keyword arguments for ``websockets.asyncio.client.connect``.
         """
@@ -157,6 +177,7 @@ class Client:
         self.auto_connect = auto_connect
         self.heartbeat_interval = heartbeat_interval
         self.reconnect = reconnect
+        self.ext = ext
         self.min_retry_delay = min_retry_delay
         self.max_retry_delay = max_retry_delay
         self._ws_options: dict[str, Any] = {
@@ -171,6 +192,10 @@ class Client:
         }
         # Joined document ids, each with the extra fields of its Join (sent again on reconnect).
         self._documents: dict[str, dict[str, Any]] = {}
+        # Extended state: the lobbies we are in as the relay last told us, and join_lobby()'s
+        # callers waiting for its answer.
+        self._lobbies: dict[str, Joined] = {}
+        self._waiters: dict[str, list[asyncio.Future[Joined]]] = {}
         self._control: ClientConnection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
@@ -209,6 +234,12 @@ class Client:
     def documents(self) -> frozenset[str]:
         """The document ids currently joined."""
         return frozenset(self._documents)
+
+    @property
+    def lobbies(self) -> Mapping[str, Joined]:
+        """The lobbies we are in, as the relay last said (``Joined``: role and metadata); only
+        with ``ext``."""
+        return dict(self._lobbies)
 
     @property
     def pipes(self) -> frozenset[PeerSocket]:
@@ -263,21 +294,64 @@ class Client:
 
     # -- discovery ----------------------------------------------------------------------------
 
-    async def join(self, document_id: str, *, extra: Mapping[str, Any] | None = None) -> None:
+    async def join(
+        self,
+        document_id: str,
+        *,
+        nickname: str | None = None,
+        lobby: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """Join ``document_id``: peers that joined it too will be introduced.
 
-        ``extra`` adds fields to the Join (``ext``, ``nickname``, ``lobby``: planned protocol
-        extensions).
-        Before ``connect()`` the id is only remembered; ``connect()`` sends the Join.
+        ``nickname`` is a display name; ``lobby`` is metadata for a lobby this Join creates (or
+        that we own): ``game``, ``title``, ``maxPeers``, ``topology``, ``visibility``,
+        ``hostTransferable``, ``data``. ``extra`` adds any other fields. Before ``connect()``
+        the id is only remembered; ``connect()`` sends the Join. Not waiting for the relay's
+        answer: see ``join_lobby``.
         """
         if not isinstance(document_id, str) or not document_id:
             raise ValueError("document_id must be a non-empty string")
-        self._documents[document_id] = dict(extra or {})
-        await self._send_if_connected(join_message([document_id], extra))
+        fields = dict(extra or {})
+        if self.ext:
+            fields["ext"] = 1
+        if nickname is not None:
+            fields["nickname"] = nickname
+        if lobby is not None:
+            fields["lobby"] = dict(lobby)
+        self._documents[document_id] = fields
+        await self._send_if_connected(join_message([document_id], fields))
+
+    async def join_lobby(
+        self,
+        document_id: str,
+        *,
+        nickname: str | None = None,
+        lobby: Mapping[str, Any] | None = None,
+    ) -> Joined:
+        """Join ``document_id`` and wait for the relay's answer (needs ``ext`` and a relay with
+        the extended messages): the ``Joined`` (our role and the lobby's metadata), or
+        ``LobbyRefused`` with the relay's reason (lobby_full, forbidden, not_found, locked,
+        invalid, rate_limited). An LF relay never answers: bound the wait with
+        ``asyncio.timeout``."""
+        if not self.ext:
+            raise RuntimeError("join_lobby needs ext=True")
+        waiter: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(document_id, []).append(waiter)
+        try:
+            await self.join(document_id, nickname=nickname, lobby=lobby)
+            return await asyncio.shield(waiter)
+        finally:
+            waiting = self._waiters.get(document_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting:
+                self._waiters.pop(document_id, None)
 
     async def leave(self, document_id: str) -> None:
         """Leave ``document_id`` and close our pipes about it, as the LF client does."""
         self._documents.pop(document_id, None)
+        self._lobbies.pop(document_id, None)
         await self._send_if_connected(leave_message([document_id]))
         closing = [pipe.close() for pipe in self._pipes if pipe.document_id == document_id]
         await asyncio.gather(*closing, return_exceptions=True)
@@ -453,6 +527,10 @@ class Client:
             log.debug("%s: ignoring control frame: %s", self.peer_id, error)
             return
         self._message_inbox.put(message, drop_oldest=True)
+        extended = parse_extended(message)
+        if extended is not None:
+            self._handle_extended(extended)
+            return
         introduction = parse_introduction(message, self.dialect)
         if introduction is None:
             log.debug("%s: ignoring control message %r", self.peer_id, message.get("type"))
@@ -470,6 +548,27 @@ class Client:
                 continue
             self._auto_pipes[key] = None
             self._spawn(self._auto_open(*key))
+
+    def _handle_extended(self, message: Joined | Refusal | Left) -> None:
+        document_id = message.document_id or ""
+        if isinstance(message, Joined):
+            self._lobbies[document_id] = message
+        else:
+            # Refused or taken out: not in it, so not joined again after a reconnect.
+            self._lobbies.pop(document_id, None)
+            self._documents.pop(document_id, None)
+        if isinstance(message, Left):
+            log.info("%s: out of %r (%s)", self.peer_id, document_id, message.reason)
+            for pipe in [p for p in self._pipes if p.document_id == document_id]:
+                self._spawn(pipe.close())
+            return
+        for waiter in self._waiters.pop(document_id, []):
+            if waiter.done():
+                continue
+            if isinstance(message, Joined):
+                waiter.set_result(message)
+            else:
+                waiter.set_exception(LobbyRefused(message))
 
     async def _auto_open(self, peer_id: str, document_id: str) -> None:
         key = (peer_id, document_id)

@@ -87,6 +87,50 @@ def parse_introduction(message: Mapping[str, Any], dialect: Dialect) -> Introduc
     return Introduction(peer_id=peer_id, document_ids=valid_ids, raw=message)
 
 
+@dataclass(frozen=True)
+class Joined:
+    """Extended ``Joined``: we are in ``document_id`` as ``role`` (``host`` or ``member``);
+    ``lobby`` is its metadata, or None for an id without a lobby row (an LF channel)."""
+
+    document_id: str
+    role: str
+    lobby: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Extended ``Error``: the relay refused a Join of ``document_id`` (``code``: lobby_full,
+    forbidden, not_found, locked, invalid, rate_limited)."""
+
+    code: str
+    document_id: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Left:
+    """Extended ``Left``: we are no longer in ``document_id`` (``reason``: kicked, closed,
+    host_left)."""
+
+    document_id: str
+    reason: str
+
+
+def parse_extended(message: Mapping[str, Any]) -> Joined | Refusal | Left | None:
+    """The extended message in ``message`` (sent only to clients that asked with ``"ext": 1``),
+    or None if it is none, or not a well-formed one."""
+    kind, document_id = message.get("type"), message.get("documentId")
+    if kind == "Joined" and isinstance(document_id, str) and isinstance(message.get("role"), str):
+        lobby = message.get("lobby")
+        return Joined(document_id, message["role"], lobby if isinstance(lobby, dict) else None)
+    if kind == "Error" and isinstance(message.get("code"), str):
+        where = document_id if isinstance(document_id, str) else None
+        return Refusal(message["code"], where, str(message.get("message", "")))
+    if kind == "Left" and isinstance(document_id, str):
+        return Left(document_id, str(message.get("reason", "")))
+    return None
+
+
 def join_message(document_ids: list[str], extra: Mapping[str, Any] | None = None) -> dict:
     """Build a Join. ``extra`` carries optional fields (``ext``, ``nickname``, ``lobby``)."""
     return {**(extra or {}), "type": "Join", "documentIds": list(document_ids)}

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from relayclient import Client, PeerSocket
+from relayclient import Client, LobbyRefused, PeerSocket
 from relayclient.protocol import (
     MalformedMessage,
     connection_url,
@@ -327,7 +327,7 @@ async def test_dialects_and_heartbeat_on_the_wire() -> None:
         ):
             assert {"type": "Heartbeat"} in decoded
             assert [m for m in decoded if m["type"] != "Heartbeat"] == [
-                {"type": "Join", "documentIds": ["d 1"]},
+                {"type": "Join", "documentIds": ["d 1"], "ext": 1},  # LF relays ignore ext
                 {"type": "Leave", "documentIds": ["d 1"]},
             ]
 
@@ -431,3 +431,66 @@ def test_the_cli_says_in_one_line_when_it_cannot_connect() -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"relayclient: cannot connect to {url}: ")
     assert "Traceback" not in result.stderr
+
+
+# -- the extended messages ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_join_lobby_creates_a_lobby_and_reports_each_peers_role(relay_url: str) -> None:
+    document = unique("race")
+    spec = {"title": "Race", "topology": "host", "maxPeers": 2}
+    async with Client(unique("host"), relay_url) as host, Client(unique("p"), relay_url) as player:
+        joined = await within(host.join_lobby(document, nickname="Host", lobby=spec))
+        assert (joined.role, joined.lobby["title"], joined.lobby["maxPeers"]) == ("host", "Race", 2)
+        assert host.lobbies[document] == joined
+        theirs = await within(player.join_lobby(document))
+        assert (theirs.role, theirs.lobby["host"]) == ("member", host.peer_id)
+        pipe = await within(player.next_peer())
+        assert pipe.peer_id == host.peer_id
+        async with Client(unique("late"), relay_url) as late:
+            with pytest.raises(LobbyRefused) as refused:
+                await within(late.join_lobby(document))
+            assert refused.value.code == "lobby_full"
+            assert document not in late.documents  # not joined again after a reconnect
+
+
+@pytest.mark.asyncio
+async def test_when_the_host_leaves_a_member_is_told_and_its_pipe_closes(relay_url: str) -> None:
+    document = unique("game")
+    async with Client(unique("host"), relay_url) as host, Client(unique("m"), relay_url) as member:
+        await within(host.join_lobby(document, lobby={"topology": "host"}))
+        await within(member.join_lobby(document))
+        pipe = await within(member.next_peer())
+        await host.leave(document)
+        await within(pipe.wait_closed())
+        assert pipe.close_code in (1000, 4410)  # the host's own close may come first
+        for _ in range(50):
+            if document not in member.lobbies:
+                break
+            await asyncio.sleep(0.1)
+        assert document not in member.lobbies and document not in member.documents
+
+
+@pytest.mark.asyncio
+async def test_invalid_lobby_metadata_is_refused_with_its_reason(relay_url: str) -> None:
+    async with Client(unique("p"), relay_url) as client:
+        with pytest.raises(LobbyRefused) as refused:
+            await within(client.join_lobby(unique("x"), lobby={"maxPeers": 0}))
+        assert refused.value.code == "invalid" and "maxPeers" in refused.value.message
+
+
+@pytest.mark.asyncio
+async def test_the_cli_reports_its_role_and_a_refusal(relay_url: str) -> None:
+    document = unique("cli-lobby")
+    lobby = json.dumps({"topology": "host", "maxPeers": 1})
+    first = await asyncio.to_thread(
+        run_cli, relay_url, unique("cli"), document, "--lobby", lobby, stdin="hi\n"
+    )
+    assert first.returncode == 0, first.stderr
+    assert f"joined {document!r}" in first.stderr and "(host)" in first.stderr
+    refused = await asyncio.to_thread(
+        run_cli, relay_url, unique("cli"), unique("x"), "--lobby", '{"maxPeers": 0}'
+    )
+    assert refused.returncode == 3
+    assert "refused: invalid" in refused.stderr and "Traceback" not in refused.stderr
