@@ -416,7 +416,7 @@ class Client:
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every decoded control message (Introductions and any other type).
 
-        For extensions (planned protocol extensions) and tests. Buffered like ``introductions()``.
+        Extended messages (Joined, Error, Left) included. Buffered like ``introductions()``.
         """
         while True:
             try:
