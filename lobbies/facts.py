@@ -139,6 +139,8 @@ class Directory:
         self.loading: dict[str | None, asyncio.Future[Any]] = {}  # None: the relay-wide bans
         # Counts changes: a load that a change overtook returns its answer but does not keep it.
         self.generation = 0
+        self.batch: asyncio.Future[Any] | None = None  # the load gathering this turn's ids
+        self.batch_ids: list[str] = []
 
     def forget(self, document_id: str | None = None) -> None:
         """Drop the cached record of ``document_id``, or (None) the relay-wide bans."""
@@ -187,12 +189,25 @@ class Directory:
             else:
                 missing.append(document_id)
         if missing:
-            load = asyncio.ensure_future(self._load(missing))
+            load = self._batch(missing)
             for document_id in missing:
                 waiting[document_id] = self.loading[document_id] = load
         for document_id, pending in waiting.items():
             found[document_id] = (await asyncio.shield(pending))[document_id]
         return found
+
+    def _batch(self, document_ids: list[str]) -> asyncio.Future[Any]:
+        """The load that will fetch ``document_ids``: one per turn of the event loop, so that
+        sockets joining different lobbies at the same moment share one query."""
+        if self.batch is None:
+            self.batch = asyncio.ensure_future(self._load_batch())
+        self.batch_ids.extend(document_ids)
+        return self.batch
+
+    async def _load_batch(self) -> dict[str, LobbyRecord]:
+        await asyncio.sleep(0)  # the other sockets of this turn add their ids meanwhile
+        document_ids, self.batch_ids, self.batch = self.batch_ids, [], None
+        return await self._load(document_ids)
 
     async def _load(self, document_ids: list[str]) -> dict[str, LobbyRecord]:
         generation = self.generation

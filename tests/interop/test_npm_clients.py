@@ -19,12 +19,15 @@ docs/protocol.md that every scenario must pass), see ``conftest_lf_dev.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,70 @@ def test_npm_client_scenario(
             f"{failures}\n$ {' '.join(cmd)}\n" + _output(proc.stdout, proc.stderr),
             pytrace=False,
         )
+
+
+# -- through a ticket, on a relay where only signed-in users create lobbies ---------------------
+
+# What an unmodified client does with a ticket URL: both dialects, mixed, held frames, leaving.
+TICKET_SCENARIOS = [
+    ("hello_v3", None),
+    ("hello_v4", None),
+    ("mixed_v3_v4", None),
+    ("held_frames", "v4"),
+    ("leave", "v3"),
+]
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "daphne"])
+def ticket_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
+    """A relay with RELAY_CREATION_POLICY=authenticated, and the base URL of a ticket of a user
+    of it, ``ws://127.0.0.1:PORT/t/<ticket>``: what an owner gives an unmodified client."""
+    from tests.conftest import ROOT, relay_environ, start_relay, stop_relay
+
+    data_dir = tmp_path_factory.mktemp(f"ticket-{request.param}")
+    env = relay_environ(data_dir, DJANGO_SUPERUSER_PASSWORD="a long password 1")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run(
+        [*manage, "createsuperuser", "--noinput", "--username", "studio", "--email", "s@x.io"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    issued = subprocess.run(
+        [*manage, "issue_ticket", "studio", "--ttl", "3600"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    ticket = issued.stdout.strip().splitlines()[-1]
+    relay = start_relay(request.param, data_dir, RELAY_CREATION_POLICY="authenticated")
+    yield f"{relay.ws_url}/t/{ticket}"
+    stop_relay(relay)
+
+
+@pytest.mark.parametrize(
+    ("script", "dialect"),
+    TICKET_SCENARIOS,
+    ids=[s if d is None else f"{s}-{d}" for s, d in TICKET_SCENARIOS],
+)
+def test_npm_client_scenario_through_a_ticket(
+    npm_clients_built: Path, ticket_url: str, script: str, dialect: str | None
+) -> None:
+    test_npm_client_scenario(npm_clients_built, ticket_url, script, dialect)
+
+
+async def test_without_a_ticket_nobody_creates_a_lobby_there(ticket_url: str) -> None:
+    from websockets.asyncio.client import connect
+
+    base = ticket_url.split("/t/")[0]
+    join = json.dumps({"type": "Join", "documentIds": ["anonymous-lobby"], "ext": 1})
+    async with connect(f"{base}/introduction/anonymous") as anonymous:
+        await anonymous.send(join)
+        refused = json.loads(await asyncio.wait_for(anonymous.recv(), 5))
+    assert (refused["type"], refused["code"]) == ("Error", "forbidden")
+    async with connect(f"{ticket_url}/introduction/signed-in") as signed_in:
+        await signed_in.send(join)
+        joined = json.loads(await asyncio.wait_for(signed_in.recv(), 5))
+    assert joined["type"] == "Joined"
