@@ -9,4 +9,5 @@ class LobbiesConfig(AppConfig):
     verbose_name = "Lobbies"
 
     def ready(self) -> None:
-        from lobbies import conf, facts  # noqa: F401 (the settings' system check; cache signals)
+        # The settings' system check; the facts cache's and the events' model receivers.
+        from lobbies import conf, events, facts  # noqa: F401

@@ -49,6 +49,8 @@ class RelaySettings:
     refusal_rate: str
     refusal_delay: float
     facts_cache_seconds: float
+    event_queue: int
+    pipe_report_seconds: float
 
     @property
     def transport_max_bytes(self) -> int:
@@ -84,6 +86,8 @@ _MINIMUMS: dict[str, float] = {
     "max_connections_per_address": 0,  # 0: no limit
     "refusal_delay": 0,
     "facts_cache_seconds": 0,  # 0: ask the database every time
+    "event_queue": 1,
+    "pipe_report_seconds": 0,  # 0: pipes reported only when they close
 }
 _RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
 _POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")

@@ -14,6 +14,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 
+from lobbies import signals
+from lobbies.events import emit
 from lobbies.models import Lobby, LobbyGrant
 from lobbies.policy import Identity, LobbyState, Role, Standing, Visibility, may_manage
 from lobbies.presence import get_presence
@@ -61,6 +63,7 @@ def set_state(lobby: Lobby, state: LobbyState) -> None:
     (4410) and those that opted in get ``Left`` with ``closed``."""
     lobby.state = state.value
     lobby.save(update_fields=["state", "updated_at"])
+    emit(signals.lobby_changed, document_id=lobby.document_id, state=state.value)
     if state is LobbyState.CLOSED:
         _take_peers_out(lobby.document_id)
 

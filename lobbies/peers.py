@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import replace
 from enum import Enum
@@ -19,9 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lobbies import connections, discovery, facts, pipes
+from lobbies import connections, discovery, facts, pipes, signals
 from lobbies.conf import RelaySettings
 from lobbies.connections import Refused, Send, send_close
+from lobbies.events import emit
 from lobbies.facts import JoinFacts, LobbyView
 from lobbies.policy import (
     CreationPolicy,
@@ -140,6 +142,8 @@ class ControlSocket:
         self.frames_in = 0
         self.close_code: int | None = None
         self.close_reason = ""
+        self.opened_at = time.monotonic()
+        self.joined_at: dict[str, float] = {}  # since when it is in each lobby
 
     @property
     def document_ids(self) -> set[str]:
@@ -171,6 +175,7 @@ class ControlSocket:
             await self.presence.disconnect_peer(self.peer_id, self.connection)
             return
         self.state = PeerState.OPEN
+        emit(signals.peer_online, peer_id=self.peer_id, user_id=self.identity.user_id)
         old = connections.lookup(replaced) if replaced else None
         if old is not None:
             # The LF relay leaves the old socket open, and its later close deletes the new
@@ -230,7 +235,47 @@ class ControlSocket:
         if self.ext:
             for document_id in admitted:
                 self._tell_joined(document_id, hosts.get(document_id))
+        self._report_joins(admitted, fresh, hosts, meetings)
         await self.introduce(meetings)
+
+    def _report_joins(
+        self,
+        admitted: tuple[str, ...],
+        fresh: list[str],
+        hosts: dict[str, str | None],
+        meetings: dict[str, list[str]],
+    ) -> None:
+        now = time.monotonic()
+        for document_id in admitted:
+            if document_id in fresh:
+                self.joined_at[document_id] = now
+                lobby = self.lobbies[document_id].lobby
+                emit(
+                    signals.lobby_joined,
+                    document_id=document_id,
+                    peer_id=self.peer_id,
+                    user_id=self.identity.user_id,
+                    nickname=self.nickname,
+                    game=lobby.public.get("game") or None if lobby else None,
+                    role=Role.HOST.value if hosts.get(document_id) == self.peer_id else "member",
+                )
+        met: dict[str, int] = {}
+        for shared in meetings.values():
+            for document_id in shared:
+                met[document_id] = met.get(document_id, 0) + 1
+        for document_id, count in met.items():
+            emit(signals.introduced, document_id=document_id, peers=count)
+
+    def _report_left(self, document_id: str, reason: str) -> None:
+        since = self.joined_at.pop(document_id, None)
+        seconds = time.monotonic() - since if since is not None else 0.0
+        emit(
+            signals.lobby_left,
+            document_id=document_id,
+            peer_id=self.peer_id,
+            reason=reason,
+            seconds=seconds,
+        )
 
     def _within_limit(self, document_ids: tuple[str, ...]) -> tuple[str, ...]:
         room = self.limits.max_ids_per_peer - len(self.lobbies)
@@ -328,6 +373,7 @@ class ControlSocket:
         for document_id in leaving:
             await self._hand_over(document_id)
             del self.lobbies[document_id]
+            self._report_left(document_id, "left")
         await self.presence.leave(self.peer_id, self.connection, tuple(leaving))
 
     async def remove(self, document_id: str, reason: str) -> None:
@@ -335,6 +381,7 @@ class ControlSocket:
         operator closed the lobby or kicked it); an ext client gets ``Left`` with ``reason``."""
         if self.lobbies.pop(document_id, None) is None:
             return
+        self._report_left(document_id, reason)
         await self.presence.leave(self.peer_id, self.connection, (document_id,))
         if self.ext:
             self.deliver(encode_left(self.dialect, document_id, reason))
@@ -415,7 +462,14 @@ class ControlSocket:
         if was_open:
             for document_id in list(self.lobbies):
                 await self._hand_over(document_id)
+                self._report_left(document_id, "offline")
             await self.presence.disconnect_peer(self.peer_id, self.connection)
+            emit(
+                signals.peer_offline,
+                peer_id=self.peer_id,
+                user_id=self.identity.user_id,
+                seconds=time.monotonic() - self.opened_at,
+            )
 
     def traffic(self) -> str:
         """What the client sent, for the log line of its close."""

@@ -30,13 +30,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import deque
 from enum import Enum
 from typing import Any
 
-from lobbies import connections
+from lobbies import connections, signals
 from lobbies.conf import RelaySettings
 from lobbies.connections import Refused, Send, send_close
+from lobbies.events import bus, emit
 from lobbies.policy import Identity, may_pipe
 from lobbies.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.protocol import CloseCode, frame_size
@@ -111,8 +113,10 @@ class PipeEnd:
         "identity",
         "key",
         "limits",
+        "opened_at",
         "partner",
         "presence",
+        "reported",
         "send",
         "state",
         "timer",
@@ -143,6 +147,8 @@ class PipeEnd:
         # What the client sent through the consumer (the splice counts the rest), and how it
         # was closed: for the connection's log line.
         self.frames_in = self.bytes_in = 0
+        self.reported = (0, 0)  # frames and bytes in already reported (pipe_traffic)
+        self.opened_at = 0.0  # when it was paired
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -221,6 +227,9 @@ class PipeEnd:
         partner.state = self.state = PipeState.PAIRED
         if self.handle is not None and partner.handle is not None:
             self.handle.splice(partner.handle, self.limits.max_frame_bytes)
+        self.opened_at = partner.opened_at = time.monotonic()
+        seeker, target, document_id = min(self.key, partner.key)  # as in _report
+        emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
 
     async def handle_frame(self, message: dict[str, Any]) -> None:
         """Carry one frame received on this end to the other end (or hold it). The hot path."""
@@ -231,7 +240,9 @@ class PipeEnd:
         else:
             size = len(payload)
         self.frames_in += 1
-        self.bytes_in += size
+        # Counted as the splice counts (lobbies.splice): bytes on the wire, frame header
+        # included, as the relay writes them to the other end.
+        self.bytes_in += size + (2 if size < 126 else 4 if size < 65536 else 10)
         # The received message becomes the sent one: same payload key, so text stays text and
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
@@ -296,19 +307,67 @@ class PipeEnd:
         if partner is not None:
             partner.partner = None
             await self.presence.pipe_closed()
+            self._report(partner, closing=True)
         if code is not None:
             self.close_code, self.close_reason = int(code), reason
             await send_close(self.send, code, reason)
         if partner is not None:
             await partner.close(CloseCode.NORMAL)
 
-    def traffic(self) -> str:
-        """What the client sent, for the log line of its close."""
+    def totals(self) -> tuple[int, int]:
+        """Frames and bytes (on the wire, headers included) the client sent so far, through
+        the consumer and the splice."""
         frames, size = self.frames_in, self.bytes_in
         if self.handle is not None:
             frames += self.handle.relayed_frames
             size += self.handle.relayed_bytes
+        return frames, size
+
+    def traffic(self) -> str:
+        """What the client sent, for the log line of its close."""
+        frames, size = self.totals()
         return f"{frames} frames, {size} bytes in"
+
+    def _report(self, partner: PipeEnd, *, closing: bool = False) -> None:
+        """Emit what moved both ways since the last report (``pipe_traffic``) and, when the
+        pipe closes, ``pipe_closed``. Called on one end of each pipe, never per frame."""
+        ends = sorted((self, partner), key=lambda end: end.key)  # one order, whichever reports
+        moved = []
+        for end in ends:
+            frames, size = end.totals()
+            moved.append((frames - end.reported[0], size - end.reported[1]))
+            end.reported = (frames, size)
+        seeker, target, document_id = ends[0].key
+        if any(frames or size for frames, size in moved):
+            emit(
+                signals.pipe_traffic,
+                document_id=document_id,
+                seeker=seeker,
+                target=target,
+                frames=(moved[0][0], moved[1][0]),
+                bytes=(moved[0][1], moved[1][1]),
+            )
+        if closing:
+            seconds = time.monotonic() - self.opened_at
+            emit(
+                signals.pipe_closed,
+                document_id=document_id,
+                seeker=seeker,
+                target=target,
+                seconds=seconds,
+            )
+
+
+def report_open_pipes() -> None:
+    """``pipe_traffic`` for every paired pipe of this process (``RELAY_PIPE_REPORT_SECONDS``)."""
+    for socket in connections.sockets():
+        if isinstance(socket, PipeEnd) and socket.state is PipeState.PAIRED:
+            partner = socket.partner
+            if partner is not None and socket.key < partner.key:
+                socket._report(partner)
+
+
+bus.reporters.append(report_open_pipes)
 
 
 async def close_between(

@@ -207,3 +207,8 @@ RELAY_INTRODUCTION_RATE = env.str("RELAY_INTRODUCTION_RATE", default="5000/secon
 # client reconnecting in a loop costs the relay a bounded rate.
 RELAY_REFUSAL_RATE = env.str("RELAY_REFUSAL_RATE", default="5/second")
 RELAY_REFUSAL_DELAY = env.float("RELAY_REFUSAL_DELAY", default=1.0)
+
+# Events for plugins (lobbies/signals.py): how many may wait for slow receivers before new ones
+# are dropped (and counted), and how often open pipes report their traffic (0: only at close).
+RELAY_EVENT_QUEUE = env.int("RELAY_EVENT_QUEUE", default=100_000)
+RELAY_PIPE_REPORT_SECONDS = env.float("RELAY_PIPE_REPORT_SECONDS", default=60.0)
