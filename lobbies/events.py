@@ -1,13 +1,13 @@
 """Delivering the relay's events (``lobbies.signals``) without ever holding up a socket.
 
-:func:`emit` is called by the sockets in the event loop: it appends to a bounded queue and
-returns. One task drains the queue and hands each batch to a worker thread, which sends the
-signals with ``send_robust`` (a receiver that raises is logged; the others still run). Past
-``RELAY_EVENT_QUEUE`` waiting events, new ones are dropped and counted. Called from any other
-thread (an HTTP view), :func:`emit` sends at once, in that thread.
+:func:`emit` is called by the sockets in the event loop: it appends to a queue and returns. One
+thread takes events off the queue in order and sends them with ``send_robust`` (a receiver that
+raises is logged; the others still run). Past ``RELAY_EVENT_QUEUE`` waiting events, new ones are
+dropped and counted. Called outside an event loop (an HTTP view's thread), :func:`emit` sends at
+once, in that thread.
 
-Long pipes are reported every ``RELAY_PIPE_REPORT_SECONDS`` (``pipe_traffic``) by the same task,
-so a pipe open for hours still shows in the statistics as it goes.
+Long pipes are reported every ``RELAY_PIPE_REPORT_SECONDS`` (``pipe_traffic``), so a pipe open
+for hours still shows in the statistics as it goes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,70 +31,79 @@ logger = logging.getLogger(__name__)
 
 
 class EventBus:
-    """This process's queue of events and the task that delivers them."""
+    """This process's queue of events and the thread that delivers them.
+
+    A thread, not an asyncio task: delivery never shares the event loop, survives a loop being
+    replaced (tests), and a receiver that blocks blocks only it.
+    """
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[Signal, dict[str, Any]]] = deque()
-        self.wake: asyncio.Event | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.queue: queue.SimpleQueue[tuple[Signal, dict[str, Any]] | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.start_lock = threading.Lock()
         self.dropped = 0
-        self.sending = 0  # events handed to the worker thread and not yet delivered
-        # Called before each delivery round, in the loop: reports long pipes (lobbies.pipes).
+        self.queued = self.delivered = 0  # counts: the difference is still to deliver
+        # Called in the event loop every RELAY_PIPE_REPORT_SECONDS: reports long pipes.
         self.reporters: list[Callable[[], None]] = []
-        self.last_report = time.monotonic()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, signal: Signal, **kwargs: Any) -> None:
         """Queue ``signal`` with ``kwargs`` (and ``at``, now) for delivery; never waits."""
-        kwargs.setdefault("at", time.time())
         if not signal.has_listeners(EventBus):
             return
+        kwargs.setdefault("at", time.time())
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None:  # a view's thread, say: deliver here and now
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # a view's thread, say: deliver here and now
             _send(signal, kwargs)
             return
-        if len(self.queue) >= relay_settings().event_queue:
+        if self.queued - self.delivered >= relay_settings().event_queue:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
                 logger.warning("%s relay events dropped: receivers are too slow", self.dropped)
             return
-        self.queue.append((signal, kwargs))
-        self._ensure_task(loop)
-        assert self.wake is not None
-        self.wake.set()
+        self.queued += 1
+        self.queue.put((signal, kwargs))
+        if self.thread is None:
+            self._start()
 
-    def _ensure_task(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.task is None or self.task.done() or self.loop is not loop:
-            self.loop = loop
-            self.wake = asyncio.Event()
-            self.task = loop.create_task(self._deliver(), name="relay-events")
+    def _start(self) -> None:
+        with self.start_lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._deliver, name="relay-events")
+                self.thread.daemon = True
+                self.thread.start()
 
-    async def _deliver(self) -> None:
-        assert self.wake is not None
+    def _deliver(self) -> None:
+        last_report = time.monotonic()
         while True:
             interval = relay_settings().pipe_report_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), interval or None)
-            self.wake.clear()
-            if interval and time.monotonic() - self.last_report >= interval:
-                self.last_report = time.monotonic()
-                for report in list(self.reporters):
-                    report()
-            while self.queue:
-                batch = list(self.queue)
-                self.queue.clear()
-                self.sending = len(batch)
-                try:
-                    await asyncio.to_thread(_send_all, batch)
-                finally:
-                    self.sending = 0
+            try:
+                item = self.queue.get(timeout=interval or None)
+            except queue.Empty:
+                item = None
+            if interval and time.monotonic() - last_report >= interval:
+                last_report = time.monotonic()
+                self._report()
+            if item is None:
+                continue
+            try:
+                _send(*item)
+            finally:
+                self.delivered += 1
+
+    def _report(self) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        for report in list(self.reporters):
+            # The sockets live in the loop: their counters are read there.
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(report)
 
     async def drain(self) -> None:
         """Wait until every event emitted so far has been delivered (tests, shutdown)."""
-        while self.queue or self.sending:  # noqa: ASYNC110 (a rare wait, for tests and shutdown)
+        while self.delivered < self.queued:  # noqa: ASYNC110 (tests and shutdown)
             await asyncio.sleep(0.01)
 
 
@@ -103,9 +113,14 @@ def _send(signal: Signal, kwargs: dict[str, Any]) -> None:
             logger.error("receiver %r of a relay event failed", listener, exc_info=result)
 
 
-def _send_all(batch: list[tuple[Signal, dict[str, Any]]]) -> None:
-    for signal, kwargs in batch:
-        _send(signal, kwargs)
+def shutdown() -> None:
+    """The server has stopped: wait (a little) for the queued events to be delivered, then send
+    ``relay_stopping`` so that plugins write what they hold. Blocking; called once per process
+    by ``lobbies.servers``."""
+    deadline = time.monotonic() + 10
+    while bus.delivered < bus.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _send(signals.relay_stopping, {"at": time.time()})
 
 
 bus = EventBus()

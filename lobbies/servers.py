@@ -27,6 +27,7 @@ from daphne.server import Server as DaphneServer
 from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from lobbies import events
 from lobbies.conf import RelaySettings, relay_settings
 from lobbies.splice import RelayWebSocketProtocol
 
@@ -71,6 +72,12 @@ class _ReportingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self.on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Every socket is closed now: deliver their last events, and let plugins write what
+        # they hold (uvicorn then re-raises the stop signal, so atexit handlers never run).
+        await asyncio.to_thread(events.shutdown)
 
 
 def run_uvicorn(
@@ -140,6 +147,7 @@ def run_daphne(
         ready_callable=on_ready,
         verbosity=0,
     ).run()
+    events.shutdown()  # the reactor has stopped: the sockets' last events, then plugins
 
 
 class _ReceiveQueue(asyncio.Queue):

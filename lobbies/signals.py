@@ -21,6 +21,8 @@ None for an anonymous peer):
 ``lobby_changed``   document_id, state, at
 ``operator_action`` action ("lock", "open", "close", "kick", "ban", "transfer"), document_id,
                     peer_id, user_id (the operator), detail, at
+``relay_stopping``  at: the server has stopped and every event before it was delivered; write
+                    what you hold (sent in the stopping thread, once)
 
 None is ever sent per pipe frame. Events from the sockets are queued and delivered by one
 background task, off the event loop, in order (``lobbies.events``): a receiver that raises is
@@ -44,3 +46,4 @@ pipe_closed = Signal()
 lobby_created = Signal()
 lobby_changed = Signal()
 operator_action = Signal()
+relay_stopping = Signal()

@@ -212,3 +212,9 @@ RELAY_REFUSAL_DELAY = env.float("RELAY_REFUSAL_DELAY", default=1.0)
 # are dropped (and counted), and how often open pipes report their traffic (0: only at close).
 RELAY_EVENT_QUEUE = env.int("RELAY_EVENT_QUEUE", default=100_000)
 RELAY_PIPE_REPORT_SECONDS = env.float("RELAY_PIPE_REPORT_SECONDS", default=60.0)
+
+# The analytics plugin (analytics/): seconds between its batched writes, days of statistics kept
+# (`manage.py prune_analytics` deletes older ones), and whether nicknames are counted (privacy).
+RELAY_ANALYTICS_FLUSH_SECONDS = env.float("RELAY_ANALYTICS_FLUSH_SECONDS", default=5.0)
+RELAY_ANALYTICS_RETENTION_DAYS = env.int("RELAY_ANALYTICS_RETENTION_DAYS", default=90)
+RELAY_ANALYTICS_NICKNAMES = env.bool("RELAY_ANALYTICS_NICKNAMES", default=True)

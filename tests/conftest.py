@@ -145,14 +145,20 @@ def relay_url(live_relay: LiveRelay) -> str:
 
 
 @pytest.fixture(autouse=True)
-def fresh_process_state() -> None:
-    """Each test starts with no rate counted against it (the tests share one address) and no
-    cached lobby facts."""
+def fresh_process_state(settings) -> Iterator[None]:
+    """Each test starts with no rate counted against it (the tests share one address), no
+    cached lobby facts and no statistics waiting; statistics are written only when a test says
+    so (a flush from a timer thread would write outside the test's database access)."""
+    from analytics.buffer import buffer
     from lobbies.facts import directory
     from lobbies.ratelimits import get_rate_limits
 
+    settings.RELAY_ANALYTICS_FLUSH_SECONDS = 3600
     get_rate_limits.cache_clear()
     directory.clear()  # the database is emptied between tests without signals
+    buffer.discard()
+    yield
+    buffer.discard()
 
 
 @pytest.fixture

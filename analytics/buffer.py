@@ -1,0 +1,212 @@
+"""The buffered writer: relay events are added up in memory and written every
+``RELAY_ANALYTICS_FLUSH_SECONDS``, a few queries per flush however many events came in, and once
+more when the process exits cleanly.
+
+Every write adds (``UPDATE ... SET n = n + k``, or ``GREATEST`` for a peak), so several worker
+processes feed the same rows without counting anything twice.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+from collections import Counter
+from datetime import date, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, models, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+
+from analytics.models import (
+    DailyNickname,
+    HourlyGame,
+    HourlyLobby,
+    HourlyPeer,
+    HourlyTotals,
+    SessionLength,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def length_bucket(seconds: float) -> int:
+    """The histogram bucket of a session: 0 (under a second), 1, 2, 4, 8 ... seconds."""
+    bucket = 1
+    if seconds < 1:
+        return 0
+    while bucket * 2 <= seconds:
+        bucket *= 2
+    return bucket
+
+
+def peer_key(peer_id: str) -> str:
+    """A peer id as the statistics keep it: hashed (unique counts need no readable ids)."""
+    return hashlib.sha256(peer_id.encode()).hexdigest()[:32]
+
+
+class Buffer:
+    """Counters waiting to be written, by table and key. Thread-safe: events arrive in the
+    relay's delivery thread and in views' threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.totals: dict[datetime, Counter[str]] = {}
+        self.session_seconds: Counter[datetime] = Counter()
+        self.peaks: dict[datetime, int] = {}
+        self.lobbies: dict[tuple[datetime, str], Counter[str]] = {}
+        self.lobby_games: dict[tuple[datetime, str], str] = {}
+        self.games: Counter[tuple[datetime, str]] = Counter()
+        self.peers: set[tuple[datetime, str]] = set()
+        self.lengths: Counter[tuple[datetime, int]] = Counter()
+        self.nicknames: Counter[tuple[date, str]] = Counter()
+
+    def add(self, hour: datetime, **counts: int) -> None:
+        with self.lock:
+            self.totals.setdefault(hour, Counter()).update(counts)
+            self._due()
+
+    def add_session(self, hour: datetime, seconds: float) -> None:
+        with self.lock:
+            self.totals.setdefault(hour, Counter())["sessions"] += 1
+            self.session_seconds[hour] += seconds
+            self.lengths[hour, length_bucket(seconds)] += 1
+            self._due()
+
+    def peak(self, hour: datetime, peers: int) -> None:
+        with self.lock:
+            self.peaks[hour] = max(self.peaks.get(hour, 0), peers)
+            self._due()
+
+    def join(
+        self, hour: datetime, document_id: str, game: str | None, peer_id: str, nickname: str | None
+    ) -> None:
+        with self.lock:
+            self.totals.setdefault(hour, Counter())["joins"] += 1
+            self.lobbies.setdefault((hour, document_id), Counter())["joins"] += 1
+            if game:
+                self.lobby_games[hour, document_id] = game
+                self.games[hour, game] += 1
+            self.peers.add((hour, peer_key(peer_id)))
+            if nickname and settings.RELAY_ANALYTICS_NICKNAMES:
+                self.nicknames[hour.date(), nickname] += 1
+            self._due()
+
+    def lobby_bytes(self, hour: datetime, document_id: str, size: int) -> None:
+        with self.lock:
+            self.lobbies.setdefault((hour, document_id), Counter())["bytes"] += size
+            self._due()
+
+    def _due(self) -> None:
+        # A flush a few seconds after the first event waiting: one per period, however many.
+        if self.timer is None:
+            self.timer = threading.Timer(settings.RELAY_ANALYTICS_FLUSH_SECONDS, self.flush)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def discard(self) -> None:
+        """Drop everything waiting, unwritten (tests)."""
+        with self.lock:
+            self._reset()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def flush(self) -> None:
+        """Write everything waiting, then start afresh. Safe to call at any time."""
+        with self.lock:
+            taken = {name: getattr(self, name) for name in _FIELDS}
+            self._reset()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        if not any(taken.values()):
+            return
+        close_old_connections()
+        try:
+            _write(**taken)
+        except Exception:
+            logger.exception("analytics: a flush failed; its counts are lost")
+        finally:
+            close_old_connections()
+
+
+_FIELDS = (
+    "totals",
+    "session_seconds",
+    "peaks",
+    "lobbies",
+    "lobby_games",
+    "games",
+    "peers",
+    "lengths",
+    "nicknames",
+)
+
+
+def _add(model: type[models.Model], key: dict[str, Any], counts: dict[str, Any]) -> None:
+    """Add ``counts`` to the row of ``key``, making it if it is missing (a worker racing to
+    make it too makes the other add)."""
+    changes = {name: F(name) + value for name, value in counts.items() if value}
+    if not changes:
+        return
+    for _ in range(2):
+        if model._default_manager.filter(**key).update(**changes):
+            return
+        try:
+            with transaction.atomic():
+                model._default_manager.create(**key, **counts)
+            return
+        except IntegrityError:
+            continue  # made meanwhile by another worker: add to it
+
+
+def _write(
+    *,
+    totals: dict[datetime, Counter[str]],
+    session_seconds: Counter[datetime],
+    peaks: dict[datetime, int],
+    lobbies: dict[tuple[datetime, str], Counter[str]],
+    lobby_games: dict[tuple[datetime, str], str],
+    games: Counter[tuple[datetime, str]],
+    peers: set[tuple[datetime, str]],
+    lengths: Counter[tuple[datetime, int]],
+    nicknames: Counter[tuple[date, str]],
+) -> None:
+    for hour in set(totals) | set(session_seconds) | set(peaks):
+        counts: dict[str, Any] = dict(totals.get(hour, {}))
+        if session_seconds.get(hour):
+            counts["session_seconds"] = session_seconds[hour]
+        _add(HourlyTotals, {"hour": hour}, counts)
+        if hour in peaks:
+            updated = HourlyTotals.objects.filter(hour=hour).update(
+                peak_peers=Greatest(F("peak_peers"), peaks[hour])
+            )
+            if not updated:
+                _add(HourlyTotals, {"hour": hour}, {"peak_peers": peaks[hour]})
+    for (hour, document_id), counts in lobbies.items():
+        key = {"hour": hour, "document_id": document_id}
+        _add(HourlyLobby, key, dict(counts))
+        if game := lobby_games.get((hour, document_id)):
+            HourlyLobby.objects.filter(**key, game="").update(game=game)
+    for (hour, game), joins in games.items():
+        _add(HourlyGame, {"hour": hour, "game": game}, {"joins": joins})
+    for (hour, bucket), sessions in lengths.items():
+        _add(SessionLength, {"hour": hour, "bucket": bucket}, {"sessions": sessions})
+    if peers:
+        HourlyPeer.objects.bulk_create(
+            [HourlyPeer(hour=hour, peer=peer) for hour, peer in peers], ignore_conflicts=True
+        )
+    for (day, nickname), joins in nicknames.items():
+        _add(DailyNickname, {"day": day, "nickname": nickname}, {"joins": joins})
+
+
+buffer = Buffer()
+atexit.register(buffer.flush)  # a clean stop loses nothing
