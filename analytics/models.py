@@ -96,3 +96,12 @@ class DailyNickname(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["day", "nickname"], name="one_row_per_nickname_day")
         ]
+
+
+class Dashboard(HourlyTotals):
+    """The admin's popularity dashboard (a view of the hourly rows, no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "popularity dashboard"
+        verbose_name_plural = "popularity dashboard"

@@ -170,3 +170,27 @@ async def test_an_owner_signs_in_creates_a_lobby_and_sees_a_client_join_it(relay
     await page.wait_for_selector(".swagger-ui .info .title", timeout=10_000)
     assert "Relay API" in await page.inner_text(".swagger-ui .info .title")
     await page.screenshot(path=SCREENSHOTS / "api-docs.png", full_page=True)
+
+
+async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser):
+    """The demo tabs and the owner's player above made real traffic; the analytics plugin writes
+    it within RELAY_ANALYTICS_FLUSH_SECONDS (5 s), and the dashboard shows it."""
+    import asyncio
+
+    page = await browser.new_page()
+    await page.goto(f"{relay.http_url}/admin/login/?next=/admin/analytics/dashboard/%3Fdays%3D1")
+    await page.fill("#id_username", ADMIN_USER)
+    await page.fill("#id_password", ADMIN_PASSWORD)
+    await page.click("input[type=submit]")
+    await page.wait_for_selector("#totals")
+    for _ in range(30):
+        if not (await page.inner_text("#totals")).startswith("0 joins"):
+            break
+        await asyncio.sleep(0.5)
+        await page.reload()
+    assert not (await page.inner_text("#totals")).startswith("0 joins")
+    assert "demo-" in await page.inner_text("#top-lobbies")
+    points = await page.get_attribute("#joins-line", "points")
+    assert points and len(points.split()) == 24  # one point per hour of the last day
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)

@@ -1,0 +1,63 @@
+"""The popularity dashboard in the admin: numbers and charts from the statistics, a period, a
+CSV export, and only for operators allowed to see it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from analytics.buffer import Buffer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def statistics() -> None:
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    worker = Buffer()
+    for peer in ("a", "b", "c"):
+        worker.join(hour, "race", "racer", peer, "Ace")
+    worker.join(hour, "chess-1", "chess", "d", "Bea")
+    worker.peak(hour, 4)
+    worker.add(hour, pipes=2, bytes=3_000_000)
+    worker.flush()
+
+
+def operator(*permissions: str) -> Client:
+    user = User.objects.create_user("op", password="a long password 1", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_dashboard_shows_the_top_lists_totals_and_charts(statistics):
+    client = operator("view_dashboard")
+    index = client.get("/admin/").content.decode()
+    assert "/admin/analytics/dashboard/" in index  # linked from the admin's index
+    page = client.get("/admin/analytics/dashboard/?days=1").content.decode()
+    assert "4 joins · 4 unique peers · peak 4 online" in page
+    lobbies = page[page.index('id="top-lobbies"') :]
+    assert lobbies.index("race") < lobbies.index("chess-1")
+    assert "racer" in page[page.index('id="top-games"') :] and "Ace" in page
+    assert 'id="joins-line"' in page and 'points="' in page
+    assert 'data-stat="mb_today">3.0<' in page
+
+
+def test_the_top_lists_export_as_csv(statistics):
+    response = operator("view_dashboard").get("/admin/analytics/dashboard/?days=7&format=csv")
+    assert response["Content-Type"] == "text/csv"
+    lines = response.content.decode().splitlines()
+    assert lines[0] == "list,name,joins"
+    assert "lobby,race,3" in lines and "game,chess,1" in lines and "nickname,Ace,3" in lines
+
+
+def test_staff_without_the_permission_do_not_see_it(statistics):
+    client = operator()
+    assert client.get("/admin/analytics/dashboard/").status_code == 403
+    assert "/admin/analytics/dashboard/" not in client.get("/admin/").content.decode()
+    assert Client().get("/admin/analytics/dashboard/").status_code == 302  # to the login
