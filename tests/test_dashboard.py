@@ -11,7 +11,9 @@ from django.test import Client
 
 from analytics.buffer import Buffer
 
-pytestmark = pytest.mark.django_db
+# The writer closes its thread's connection after a flush, as a worker thread should: a
+# transaction around the test would not survive it.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
