@@ -98,6 +98,10 @@ class DailyNickname(models.Model):
         ]
 
 
+# The tables keyed by hour (pruned together).
+HOURLY_MODELS = (HourlyTotals, HourlyLobby, HourlyGame, HourlyPeer, SessionLength)
+
+
 class Dashboard(HourlyTotals):
     """The admin's popularity dashboard (a view of the hourly rows, no table of its own)."""
 

@@ -145,11 +145,6 @@ class ControlSocket:
         self.opened_at = time.monotonic()
         self.joined_at: dict[str, float] = {}  # since when it is in each lobby
 
-    @property
-    def document_ids(self) -> set[str]:
-        """The ids this peer is in."""
-        return set(self.lobbies)
-
     async def open(self) -> None:
         """Become the peer's control socket, closing the one it replaces (4409). Raises
         :class:`Refused` (4403) while another user holds the peer id, or when a relay-wide ban

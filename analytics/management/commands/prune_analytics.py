@@ -10,14 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from analytics.models import (
-    DailyNickname,
-    HourlyGame,
-    HourlyLobby,
-    HourlyPeer,
-    HourlyTotals,
-    SessionLength,
-)
+from analytics.models import HOURLY_MODELS, DailyNickname
 
 
 class Command(BaseCommand):
@@ -32,7 +25,7 @@ class Command(BaseCommand):
             raise CommandError("keep at least 1 day")
         cutoff = timezone.now() - timedelta(days=days)
         deleted = 0
-        for model in (HourlyTotals, HourlyLobby, HourlyGame, HourlyPeer, SessionLength):
+        for model in HOURLY_MODELS:
             deleted += model.objects.filter(hour__lt=cutoff).delete()[0]
         deleted += DailyNickname.objects.filter(day__lt=cutoff.date()).delete()[0]
         self.stdout.write(f"{deleted} rows older than {days} day(s) deleted")
