@@ -292,8 +292,8 @@ def update_lobby(request: HttpRequest, lobby_id: int, body: LobbyPatch) -> dict[
 
 
 def _set_state(request: HttpRequest, lobby_id: int, state: LobbyState) -> dict[str, Any]:
-    _, lobby = _managed(request, lobby_id)
-    owners.set_state(lobby, state)
+    identity, lobby = _managed(request, lobby_id)
+    owners.set_state(lobby, state, by=identity.user_id)
     return LobbyOut.of(lobby)
 
 
@@ -326,8 +326,8 @@ def close_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
 def delete_lobby(request: HttpRequest, lobby_id: int) -> Status:
     """Delete the lobby's row (peers inside are taken out as by close); its document id then
     behaves like an LF channel again."""
-    _, lobby = _managed(request, lobby_id)
-    owners.delete(lobby)
+    identity, lobby = _managed(request, lobby_id)
+    owners.delete(lobby, by=identity.user_id)
     return Status(204, None)
 
 

@@ -1,24 +1,31 @@
-"""What owners (and moderators, and operators) do to lobbies, shared by the JSON API and the
-owners' pages: see a lobby, change its state, delete it, grant roles, look at who is in it.
+"""What owners (and moderators, and operators) do to lobbies, shared by the JSON API, the
+owners' pages and the admin: see a lobby, change its state, delete it, grant roles, look at who
+is in it, kick, ban, hand it to another owner.
 
-Blocking code (the ORM), for views; the live side (who is in a lobby, taking peers out) is
-reached through ``async_to_sync``, on the server's event loop where the sockets live.
+Blocking code (the ORM), for views; the live side (``lobbies.moderation``: who is in a lobby,
+taking peers out) is reached through ``async_to_sync``, on the server's event loop where the
+sockets live. Each action is reported as ``signals.operator_action`` with who did it (``by``).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
+from django.utils import timezone
 
-from lobbies import signals
+from lobbies import moderation, signals
 from lobbies.events import emit
-from lobbies.models import Lobby, LobbyGrant
+from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import Identity, LobbyState, Role, Standing, Visibility, may_manage
 from lobbies.presence import get_presence
+
+# How a state change is named in ``operator_action``.
+_STATE_ACTIONS = {LobbyState.OPEN: "open", LobbyState.LOCKED: "lock", LobbyState.CLOSED: "close"}
 
 
 class NotFound(Exception):
@@ -53,26 +60,99 @@ def members(document_id: str) -> list[str]:
 
 
 def _take_peers_out(document_id: str) -> None:
-    from lobbies.peers import evict  # (the wire engine; imported when first needed)
-
-    async_to_sync(evict)(document_id, "closed")
+    async_to_sync(moderation.evict)(document_id, "closed")
 
 
-def set_state(lobby: Lobby, state: LobbyState) -> None:
-    """Open, lock or close ``lobby``. Closing takes its peers out: their pipes in it are closed
-    (4410) and those that opted in get ``Left`` with ``closed``."""
+def _report(action: str, document_id: str | None, by: int | None, **detail: Any) -> None:
+    emit(
+        signals.operator_action,
+        action=action,
+        document_id=document_id,
+        peer_id=detail.pop("peer_id", None),
+        user_id=by,
+        detail=detail,
+    )
+
+
+def set_state(lobby: Lobby, state: LobbyState, by: int | None = None) -> None:
+    """Open, lock or close ``lobby`` (``by``: the user who did it). Closing takes its peers out:
+    their pipes in it are closed (4410) and those that opted in get ``Left`` with ``closed``."""
     lobby.state = state.value
     lobby.save(update_fields=["state", "updated_at"])
     emit(signals.lobby_changed, document_id=lobby.document_id, state=state.value)
+    _report(_STATE_ACTIONS[state], lobby.document_id, by)
     if state is LobbyState.CLOSED:
         _take_peers_out(lobby.document_id)
 
 
-def delete(lobby: Lobby) -> None:
+def delete(lobby: Lobby, by: int | None = None) -> None:
     """Delete ``lobby``'s row, taking its peers out as :func:`set_state` closing does; its
     document id then behaves like an LF channel again."""
     _take_peers_out(lobby.document_id)
+    _report("delete", lobby.document_id, by)
     lobby.delete()
+
+
+def kick(document_id: str, peer_id: str, by: int | None = None) -> bool:
+    """Take ``peer_id`` out of the lobby now (``lobbies.moderation.kick``); False if it was
+    not in it. It may come back: a ban keeps it out."""
+    kicked = async_to_sync(moderation.kick)(document_id, peer_id)
+    if kicked:
+        _report("kick", document_id, by, peer_id=peer_id)
+    return kicked
+
+
+def ban(
+    lobby: Lobby | None,
+    *,
+    user: Any = None,
+    peer_id: str = "",
+    minutes: int | None = None,
+    reason: str = "",
+    by: Any = None,
+) -> Ban:
+    """Ban a user or a peer id from ``lobby`` (None: the whole relay) for ``minutes`` (None:
+    until lifted), and apply it to their sockets now (:func:`enforce`). ``by`` is the user
+    who bans."""
+    expires = timezone.now() + timedelta(minutes=minutes) if minutes else None
+    given = Ban.objects.create(
+        lobby=lobby,
+        user=user,
+        peer_id=peer_id,
+        reason=reason,
+        expires_at=expires,
+        created_by=by,
+    )
+    enforce(given)
+    return given
+
+
+def enforce(ban: Ban) -> int:
+    """Apply ``ban`` to the sockets it names that are online now: kicked from its lobby
+    (``Left`` with ``banned``), or from the relay (4403). Returns how many peers it reached."""
+    document_id = ban.lobby.document_id if ban.lobby_id else None
+    holder = f"user:{ban.user_id}" if ban.user_id else ""
+    reached = async_to_sync(moderation.enforce_ban)(document_id, holder, ban.peer_id)
+    who = ban.user.get_username() if ban.user_id else ban.peer_id
+    _report(
+        "ban",
+        document_id,
+        ban.created_by_id,
+        peer_id=ban.peer_id or None,
+        banned=who,
+        expires_at=ban.expires_at.isoformat() if ban.expires_at else None,
+    )
+    return reached
+
+
+def transfer(lobby: Lobby, owner: Any, by: int | None = None) -> None:
+    """Make ``owner`` (a user) the owner of ``lobby``. The peers inside stay; the new owner's
+    rights apply from its next Join (the current host keeps the role until it leaves)."""
+    previous = lobby.owner.get_username() if lobby.owner_id else None
+    lobby.owner = owner
+    lobby.save(update_fields=["owner", "updated_at"])
+    emit(signals.lobby_changed, document_id=lobby.document_id, state=lobby.state)
+    _report("transfer", lobby.document_id, by, previous=previous, owner=owner.get_username())
 
 
 def grant(

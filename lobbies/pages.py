@@ -63,7 +63,9 @@ def my_lobby(request: HttpRequest, lobby_id: int) -> HttpResponse:
         elif action == "state":
             state_form = StateForm(request.POST)
             if state_form.is_valid():
-                owners.set_state(lobby, LobbyState(state_form.cleaned_data["state"]))
+                owners.set_state(
+                    lobby, LobbyState(state_form.cleaned_data["state"]), by=request.user.pk
+                )
                 messages.success(request, f"The lobby is {lobby.state} now.")
                 return redirect("my-lobby", lobby_id=lobby.pk)
         elif action == "grant":
@@ -82,7 +84,7 @@ def my_lobby(request: HttpRequest, lobby_id: int) -> HttpResponse:
             messages.success(request, "Grant removed.")
             return redirect("my-lobby", lobby_id=lobby.pk)
         elif action == "delete":
-            owners.delete(lobby)
+            owners.delete(lobby, by=request.user.pk)
             messages.success(request, f"Lobby {lobby.document_id} deleted.")
             return redirect("my-lobbies")
     context = {

@@ -25,6 +25,7 @@ from lobbies.conf import RelaySettings
 from lobbies.connections import Refused, Send, send_close
 from lobbies.events import emit
 from lobbies.facts import JoinFacts, LobbyView
+from lobbies.orders import Action, Order
 from lobbies.policy import (
     CreationPolicy,
     Identity,
@@ -36,7 +37,7 @@ from lobbies.policy import (
     may_join,
     may_manage,
 )
-from lobbies.presence import PeerIdTaken, Presence, get_presence
+from lobbies.presence import PeerIdTaken, Presence
 from lobbies.protocol import (
     CloseCode,
     Dialect,
@@ -214,7 +215,7 @@ class ControlSocket:
         admitted = await self._admit(document_ids, join)
         if not admitted or self.state is not PeerState.OPEN:
             return
-        members = await self.presence.join(self.peer_id, self.connection, admitted)
+        members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
         hosts = await self._claim_hosts(admitted)
         meetings = discovery.introductions(self.peer_id, admitted, members, hosts)
         if not await rates.introductions(self.connection, 2 * len(meetings)):
@@ -466,26 +467,24 @@ class ControlSocket:
                 seconds=time.monotonic() - self.opened_at,
             )
 
+    async def obey(self, order: Order) -> None:
+        """Carry out an operator's order (``lobbies.orders``): leave a lobby now, or close."""
+        if order.action is Action.DISCONNECT:
+            await self.close(order.code, order.reason)
+            return
+        document_id = order.document_id
+        if document_id not in self.lobbies or self.state is not PeerState.OPEN:
+            return
+        if order.action is Action.KICK:
+            await self._hand_over(document_id)
+            await pipes.close_between(
+                self.peer_id, document_id, order.code, order.reason, peer_gets_code=True
+            )
+        await self.remove(document_id, order.reason)
+
     def traffic(self) -> str:
         """What the client sent, for the log line of its close."""
         return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
-
-
-async def evict(document_id: str, reason: str) -> int:
-    """Take every peer of this process out of ``document_id`` (its lobby was closed or
-    deleted): their pipes there are closed with 4410, and each peer that opted in gets ``Left``
-    with ``reason``. Returns how many peers were taken out."""
-    presence = get_presence()
-    members = await presence.members(document_id)
-    online = await presence.connections(members)
-    await pipes.close_between(None, document_id, CloseCode.GONE, f"the lobby was {reason}")
-    removed = 0
-    for member in members:
-        socket = connections.lookup(online.get(member, ""))
-        if isinstance(socket, ControlSocket):
-            await socket.remove(document_id, reason)
-            removed += 1
-    return removed
 
 
 _REFUSALS = {

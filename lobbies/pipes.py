@@ -183,7 +183,7 @@ class PipeEnd:
                 return
             # The held socket went away between the presence lookup and now: the pipe counted
             # by hold_or_pair never carried a frame.
-            await self.presence.pipe_closed()
+            await self.presence.pipe_closed(self.key)
         await self.close(CloseCode.NORMAL)
 
     async def _hold(self) -> None:
@@ -220,7 +220,7 @@ class PipeEnd:
             return
         partner._refund_held()
         if partner.state is PipeState.CLOSED:
-            await self.presence.pipe_closed()
+            await self.presence.pipe_closed(self.key)
             await self.close(CloseCode.NORMAL)
             return
         partner.partner, self.partner = self, partner
@@ -306,7 +306,7 @@ class PipeEnd:
             await self.presence.release(self.key, self.connection)
         if partner is not None:
             partner.partner = None
-            await self.presence.pipe_closed()
+            await self.presence.pipe_closed(self.key)
             self._report(partner, closing=True)
         if code is not None:
             self.close_code, self.close_reason = int(code), reason
@@ -371,11 +371,16 @@ bus.reporters.append(report_open_pipes)
 
 
 async def close_between(
-    peer_id: str | None, document_id: str, code: CloseCode, reason: str
+    peer_id: str | None,
+    document_id: str,
+    code: CloseCode,
+    reason: str,
+    *,
+    peer_gets_code: bool = False,
 ) -> None:
     """Close every pipe end of this process about ``document_id`` that joins ``peer_id`` (None:
-    any peer) to another peer, with ``code``: the other peers' ends first, so that they get
-    ``code`` (their partners, ``peer_id``'s ends, get 1000 as they close with them)."""
+    any peer) to another peer. One end of each pipe gets ``code`` and its partner 1000: the
+    other peers' ends, or with ``peer_gets_code`` (it was kicked) ``peer_id``'s own."""
     ends = [
         socket
         for socket in connections.sockets()
@@ -383,6 +388,6 @@ async def close_between(
         and socket.key.document_id == document_id
         and (peer_id is None or peer_id in (socket.key.seeker, socket.key.target))
     ]
-    ends.sort(key=lambda end: end.key.seeker == peer_id)
+    ends.sort(key=lambda end: (end.key.seeker == peer_id) != peer_gets_code)
     for end in ends:
         await end.close(code, reason)

@@ -158,6 +158,12 @@ def fresh_process_state(settings) -> Iterator[None]:
     directory.clear()  # the database is emptied between tests without signals
     buffer.discard()
     yield
+    # Events of the test still on their way would reach the next test's (or the exit's) flush.
+    from lobbies.events import bus
+
+    deadline = time.monotonic() + 2
+    while bus.delivered < bus.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
     buffer.discard()
 
 

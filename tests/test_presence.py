@@ -56,7 +56,7 @@ async def test_hold_or_pair_has_exactly_one_winner(presence):
     assert (await presence.stats()).pipes_open == 1
     # Taken: a second reciprocal request is held, not paired with the same end again.
     assert await presence.hold_or_pair(key.reciprocal(), "cb2") is None
-    await presence.pipe_closed()
+    await presence.pipe_closed(key)
     assert (await presence.stats()).pipes_open == 0
 
 
@@ -128,3 +128,49 @@ async def test_the_host_role_passes_to_the_member_present_longest(presence):
     assert await presence.hosts(["game"]) == {"game": "m1"}
     assert await presence.drop_host("game", "m1", successor=False) is None
     assert await presence.hosts(["game"]) == {"game": None}
+
+
+async def test_the_roster_says_who_is_in_a_lobby_since_when_and_who_hosts(presence):
+    await presence.connect_peer("a", "ca", "user:7")
+    await presence.join("a", "ca", ("lobby",), "Ann")
+    await presence.connect_peer("b", "cb", "")
+    await presence.join("b", "cb", ("lobby", "other"))
+    await presence.claim_host("lobby", "a")
+    roster = await presence.roster("lobby")
+    assert [(m.peer_id, m.holder, m.nickname, m.host) for m in roster] == [
+        ("a", "user:7", "Ann", True),
+        ("b", "", None, False),
+    ]
+    assert roster[0].since <= roster[1].since
+    # Joining again keeps the first arrival's time (and its place).
+    await presence.join("a", "ca", ("lobby",), "Annie")
+    again = await presence.roster("lobby")
+    assert [m.peer_id for m in again] == ["a", "b"]
+    assert (again[0].since, again[0].nickname) == (roster[0].since, "Annie")
+    assert await presence.counts(["lobby", "other", "empty"]) == {
+        "lobby": 2,
+        "other": 1,
+        "empty": 0,
+    }
+    await presence.disconnect_peer("a", "ca")
+    assert [m.peer_id for m in await presence.roster("lobby")] == ["b"]
+
+
+async def test_open_pipes_are_listed_by_lobby_until_they_close(presence):
+    first, second = PipeKey("b", "a", "doc"), PipeKey("a", "c", "doc")
+    for key in (first, second):
+        await presence.hold_or_pair(key, "held")
+        await presence.hold_or_pair(key.reciprocal(), "pairing")
+    assert [p.peers for p in await presence.pipes("doc")] == [("a", "b"), ("a", "c")]
+    await presence.pipe_closed(first.reciprocal())  # either end's key names the pipe
+    assert [p.peers for p in await presence.pipes("doc")] == [("a", "c")]
+    await presence.pipe_closed(second)
+    assert await presence.pipes("doc") == []
+
+
+async def test_held_by_finds_a_users_peers_and_never_the_anonymous(presence):
+    await presence.connect_peer("a", "ca", "user:7")
+    await presence.connect_peer("b", "cb", "user:7")
+    await presence.connect_peer("c", "cc", "")
+    assert await presence.held_by("user:7") == {"a": "ca", "b": "cb"}
+    assert await presence.held_by("") == {}

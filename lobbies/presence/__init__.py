@@ -6,9 +6,20 @@ from functools import cache
 
 from django.utils.module_loading import import_string
 
-from .base import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Presence, Stats
+from .base import (
+    Member,
+    OpenPipe,
+    PeerIdTaken,
+    PipeFacts,
+    PipeKey,
+    PipeKeyTaken,
+    Presence,
+    Stats,
+)
 
 __all__ = [
+    "Member",
+    "OpenPipe",
     "PeerIdTaken",
     "PipeFacts",
     "PipeKey",

@@ -38,6 +38,25 @@ class PipeFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A peer in a lobby, as the operators' live view shows it."""
+
+    peer_id: str
+    holder: str  # who holds its peer id (``lobbies.policy.Identity.holder``): "" if anonymous
+    nickname: str | None
+    since: float  # when it joined the lobby (``time.time()``)
+    host: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPipe:
+    """A pipe paired in a lobby: its two peers (in sorted order) and since when."""
+
+    peers: tuple[str, str]
+    since: float  # ``time.time()``
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Live counts for the landing page and the admin."""
 
@@ -74,9 +93,14 @@ class Presence(ABC):
 
     @abstractmethod
     async def join(
-        self, peer_id: str, connection: str, document_ids: tuple[str, ...]
+        self,
+        peer_id: str,
+        connection: str,
+        document_ids: tuple[str, ...],
+        nickname: str | None = None,
     ) -> dict[str, list[str]]:
-        """Add the ids to the peer's interests and return the *other* members of each.
+        """Add the ids to the peer's interests and return the *other* members of each. A
+        ``nickname`` (the Join's display name) replaces the one the peer had.
 
         Does nothing (returns ``{}``) when ``connection`` is no longer the peer's control socket.
         """
@@ -113,6 +137,24 @@ class Presence(ABC):
         """The peers in ``document_id``, the one present longest first."""
 
     @abstractmethod
+    async def roster(self, document_id: str) -> list[Member]:
+        """The peers in ``document_id`` with who they are and since when, longest present
+        first (the operators' live view)."""
+
+    @abstractmethod
+    async def pipes(self, document_id: str) -> list[OpenPipe]:
+        """The pipes open in ``document_id``, oldest first."""
+
+    @abstractmethod
+    async def counts(self, document_ids: list[str]) -> dict[str, int]:
+        """How many peers are in each of these ids now (0 for an empty one)."""
+
+    @abstractmethod
+    async def held_by(self, holder: str) -> dict[str, str]:
+        """The peer ids online under ``holder`` (a user's key; never ``""``), each with its
+        control socket's connection id: where to reach a user who is banned."""
+
+    @abstractmethod
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:
         """Atomically: if the reciprocal of ``key`` is held, take it and return its connection
         (the two are now paired); otherwise hold ``connection`` under ``key`` and return None.
@@ -126,8 +168,9 @@ class Presence(ABC):
         """Stop holding ``key`` if it is still held by ``connection``."""
 
     @abstractmethod
-    async def pipe_closed(self) -> None:
-        """Count one pipe (paired by :meth:`hold_or_pair`) as closed."""
+    async def pipe_closed(self, key: PipeKey) -> None:
+        """Count the pipe of ``key`` (either end's; paired by :meth:`hold_or_pair`) as
+        closed."""
 
     @abstractmethod
     async def stats(self) -> Stats:

@@ -1,15 +1,27 @@
 """In-process presence: the embedded default, for a relay served by one process.
 
 Plain dicts; no method awaits, so each call is atomic under asyncio. A lobby's members are kept
-in a dict (insertion-ordered), so the member present longest comes first.
+in a dict (insertion-ordered, each with the time it joined), so the member present longest comes
+first.
 """
 
 from __future__ import annotations
 
+import time
+
 from lobbies import discovery
 from lobbies.policy import may_take_peer_id
 
-from .base import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Presence, Stats
+from .base import (
+    Member,
+    OpenPipe,
+    PeerIdTaken,
+    PipeFacts,
+    PipeKey,
+    PipeKeyTaken,
+    Presence,
+    Stats,
+)
 
 
 class MemoryPresence(Presence):
@@ -18,11 +30,13 @@ class MemoryPresence(Presence):
     def __init__(self) -> None:
         self.peer_connection: dict[str, str] = {}
         self.peer_holder: dict[str, str] = {}
+        self.peer_nickname: dict[str, str] = {}
         self.peer_documents: dict[str, set[str]] = {}
-        self.document_peers: dict[str, dict[str, None]] = {}
+        self.document_peers: dict[str, dict[str, float]] = {}
         # Host lobbies with members present: their host, or None while it is away.
         self.document_host: dict[str, str | None] = {}
         self.held: dict[PipeKey, str] = {}
+        self.document_pipes: dict[str, list[OpenPipe]] = {}
         self.pipes_open = 0
 
     def _remove(self, peer_id: str, document_id: str) -> None:
@@ -45,6 +59,7 @@ class MemoryPresence(Presence):
             raise PeerIdTaken(peer_id)
         previous = self.peer_connection.get(peer_id)
         self._forget_documents(peer_id)
+        self.peer_nickname.pop(peer_id, None)
         self.peer_connection[peer_id] = connection
         self.peer_holder[peer_id] = holder
         return previous
@@ -53,19 +68,27 @@ class MemoryPresence(Presence):
         if self.peer_connection.get(peer_id) == connection:
             del self.peer_connection[peer_id]
             del self.peer_holder[peer_id]
+            self.peer_nickname.pop(peer_id, None)
             self._forget_documents(peer_id)
 
     async def join(
-        self, peer_id: str, connection: str, document_ids: tuple[str, ...]
+        self,
+        peer_id: str,
+        connection: str,
+        document_ids: tuple[str, ...],
+        nickname: str | None = None,
     ) -> dict[str, list[str]]:
         if self.peer_connection.get(peer_id) != connection:
             return {}
+        if nickname is not None:
+            self.peer_nickname[peer_id] = nickname
         mine = self.peer_documents.setdefault(peer_id, set())
         others: dict[str, list[str]] = {}
+        now = time.time()
         for document_id in document_ids:
             members = self.document_peers.setdefault(document_id, {})
             others[document_id] = [p for p in members if p != peer_id]
-            members[peer_id] = None
+            members.setdefault(peer_id, now)
             mine.add(document_id)
         return others
 
@@ -113,10 +136,39 @@ class MemoryPresence(Presence):
     async def members(self, document_id: str) -> list[str]:
         return list(self.document_peers.get(document_id, ()))
 
+    async def roster(self, document_id: str) -> list[Member]:
+        host = self.document_host.get(document_id)
+        return [
+            Member(
+                peer_id,
+                self.peer_holder.get(peer_id, ""),
+                self.peer_nickname.get(peer_id),
+                since,
+                peer_id == host,
+            )
+            for peer_id, since in self.document_peers.get(document_id, {}).items()
+        ]
+
+    async def pipes(self, document_id: str) -> list[OpenPipe]:
+        return list(self.document_pipes.get(document_id, ()))
+
+    async def counts(self, document_ids: list[str]) -> dict[str, int]:
+        found = self.document_peers
+        return {d: len(found.get(d, ())) for d in document_ids}
+
+    async def held_by(self, holder: str) -> dict[str, str]:
+        return {
+            peer_id: self.peer_connection[peer_id]
+            for peer_id, held in self.peer_holder.items()
+            if held == holder and holder
+        }
+
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:
         partner = self.held.pop(key.reciprocal(), None)
         if partner is not None:
             self.pipes_open += 1
+            pipe = OpenPipe(_pair(key), time.time())
+            self.document_pipes.setdefault(key.document_id, []).append(pipe)
             return partner
         # The LF relay lets a repeated request replace the held one, so anyone could take over
         # a pipe waiting for its match; here the first keeps its place.
@@ -129,11 +181,24 @@ class MemoryPresence(Presence):
         if self.held.get(key) == connection:
             del self.held[key]
 
-    async def pipe_closed(self) -> None:
+    async def pipe_closed(self, key: PipeKey) -> None:
         self.pipes_open = max(0, self.pipes_open - 1)
+        pipes = self.document_pipes.get(key.document_id, [])
+        peers = _pair(key)
+        for index, pipe in enumerate(pipes):
+            if pipe.peers == peers:
+                del pipes[index]
+                break
+        if not pipes:
+            self.document_pipes.pop(key.document_id, None)
 
     async def stats(self) -> Stats:
         return Stats(len(self.peer_connection), len(self.document_peers), self.pipes_open)
 
     async def flush(self) -> None:
         self.__init__()
+
+
+def _pair(key: PipeKey) -> tuple[str, str]:
+    first, second = sorted((key.seeker, key.target))
+    return first, second

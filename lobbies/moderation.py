@@ -1,0 +1,79 @@
+"""What operators and owners see of, and do to, live lobbies: who is in one now, kick a peer,
+take every peer out of a lobby that closes, enforce a ban on the sockets it names.
+
+The live side of ``lobbies.owners`` (async, on the server's event loop). Every action reaches
+its sockets as an order (``lobbies.orders``); what the relay knows of them comes from presence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lobbies import pipes
+from lobbies.orders import Action, Order, deliver
+from lobbies.presence import Member, OpenPipe, get_presence
+from lobbies.protocol import CloseCode
+
+
+@dataclass(frozen=True, slots=True)
+class LiveLobby:
+    """A lobby as it is now: its peers (longest present first) and its open pipes."""
+
+    members: list[Member]
+    pipes: list[OpenPipe]
+
+
+async def live(document_id: str) -> LiveLobby:
+    """Who is in ``document_id`` now, and the pipes open there."""
+    presence = get_presence()
+    return LiveLobby(await presence.roster(document_id), await presence.pipes(document_id))
+
+
+async def counts(document_ids: list[str]) -> dict[str, int]:
+    """How many peers are in each of these lobbies now."""
+    return await get_presence().counts(document_ids)
+
+
+async def kick(document_id: str, peer_id: str, reason: str = "kicked") -> bool:
+    """Take ``peer_id`` out of ``document_id``: its pipes there close with 4410, it gets
+    ``Left`` with ``reason`` if it opted in, and a host's role passes on as if it had left.
+    False if it was not there. It may Join again unless a ban keeps it out."""
+    presence = get_presence()
+    if peer_id not in await presence.members(document_id):
+        return False
+    online = await presence.connections([peer_id])
+    if peer_id not in online:
+        return False
+    return await deliver(online[peer_id], Order(Action.KICK, reason, document_id))
+
+
+async def evict(document_id: str, reason: str) -> int:
+    """Take every peer out of ``document_id`` (its lobby was closed or deleted): its pipes are
+    closed with 4410 and each peer that opted in gets ``Left`` with ``reason``. Returns how many
+    peers were taken out."""
+    presence = get_presence()
+    members = await presence.members(document_id)
+    online = await presence.connections(members)
+    await pipes.close_between(None, document_id, CloseCode.GONE, f"the lobby was {reason}")
+    order = Order(Action.EVICT, reason, document_id)
+    removed = 0
+    for connection in online.values():
+        removed += await deliver(connection, order)
+    return removed
+
+
+async def enforce_ban(document_id: str | None, holder: str, peer_id: str) -> int:
+    """Apply a new ban to the sockets online now: the peers of user ``holder`` (a user's
+    key, or "") and the peer id ``peer_id`` (or "") are kicked from ``document_id`` with
+    ``banned``, or, for a ban from the whole relay (None), their control sockets are closed
+    with 4403. Returns how many peers it reached."""
+    presence = get_presence()
+    targets = await presence.held_by(holder) if holder else {}
+    if peer_id:
+        targets.update(await presence.connections([peer_id]))
+    if document_id is not None:
+        in_lobby = set(await presence.members(document_id))
+        reached = [await kick(document_id, p, "banned") for p in targets if p in in_lobby]
+        return sum(reached)
+    order = Order(Action.DISCONNECT, "banned from this relay", code=CloseCode.FORBIDDEN)
+    return sum([await deliver(connection, order) for connection in targets.values()])
