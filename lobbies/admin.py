@@ -1,13 +1,31 @@
-"""The operators' admin for what the relay keeps: lobbies, grants, bans and API tokens."""
+"""The operators' admin for what the relay keeps (lobbies, grants, bans and API tokens) and
+their control room: each lobby's page shows who is in it now and acts on the live sockets
+(kick, ban for a time, lock, open, close, hand to another owner), each action in the admin log.
+
+Staff see and do what their Django permissions allow: viewing a lobby shows its live view;
+acting on it needs ``change_lobby`` (and a ban ``add_ban``).
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
+from lobbies import moderation, owners
+from lobbies.forms import BAN_DURATIONS, LiveActionForm
 from lobbies.models import ApiToken, Ban, Lobby, LobbyGrant
+from lobbies.policy import LobbyState
 
 
 class LobbyGrantInline(admin.TabularInline):
@@ -16,14 +34,169 @@ class LobbyGrantInline(admin.TabularInline):
     autocomplete_fields = ["user", "group"]
 
 
+admin.site.site_header = "Relay administration"
+admin.site.site_title = "Relay admin"
+admin.site.index_title = "Lobbies, bans, tokens and statistics"
+
+_STATES = {"lock": LobbyState.LOCKED, "open": LobbyState.OPEN, "close": LobbyState.CLOSED}
+
+
 @admin.register(Lobby)
 class LobbyAdmin(admin.ModelAdmin):
-    list_display = ["document_id", "title", "game", "owner", "state", "visibility", "topology"]
-    list_filter = ["state", "visibility", "topology", "game"]
+    list_display = ["document_id", "title", "game", "owner", "state", "visibility", "online"]
+    list_filter = [
+        "state",
+        "visibility",
+        "topology",
+        "game",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["document_id", "title", "game", "owner__username"]
     autocomplete_fields = ["owner"]
     readonly_fields = ["created_at", "updated_at"]
     inlines = [LobbyGrantInline]
+    change_form_template = "admin/lobbies/lobby/change_form.html"
+
+    @admin.display(description="peers online")
+    def online(self, lobby: Lobby) -> int | str:
+        return getattr(lobby, "peers_online", "-")
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        page = list(changelist.result_list)
+        counts = async_to_sync(moderation.counts)([lobby.document_id for lobby in page])
+        for lobby in page:
+            lobby.peers_online = counts.get(lobby.document_id, 0)
+        changelist.result_list = page
+        return changelist
+
+    def get_urls(self) -> list:
+        live = self.admin_site.admin_view(self.live_view)
+        return [
+            path("<path:object_id>/live/", live, name="lobbies_lobby_live"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        lobby = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if lobby is not None and self.has_view_permission(request, lobby):
+            context.update(self._live_context(request, lobby))
+        return super().change_view(request, object_id, form_url, context)
+
+    def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: the live panel alone (the change page refreshes it). POST: an operator's
+        action on the live lobby, then back to its page."""
+        lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=object_id)
+        if not self.has_view_permission(request, lobby):
+            raise PermissionDenied
+        if request.method == "POST":
+            return self._act(request, lobby)
+        context = {**self.admin_site.each_context(request), **self._live_context(request, lobby)}
+        response = TemplateResponse(request, "admin/lobbies/lobby/live.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _live_context(self, request: HttpRequest, lobby: Lobby) -> dict[str, Any]:
+        now = async_to_sync(moderation.live)(lobby.document_id)
+        user_ids = {int(m.holder[5:]) for m in now.members if m.holder.startswith("user:")}
+        users = get_user_model()._default_manager.in_bulk(user_ids)
+        members = [
+            {
+                "peer_id": member.peer_id,
+                "user": users.get(int(member.holder[5:])) if member.holder else None,
+                "nickname": member.nickname,
+                "role": "host" if member.host else "member",
+                "since": _moment(member.since),
+            }
+            for member in now.members
+        ]
+        pipes = [{"peers": pipe.peers, "since": _moment(pipe.since)} for pipe in now.pipes]
+        may_act = self.has_change_permission(request, lobby)
+        return {
+            "lobby": lobby,
+            "live_url": reverse("admin:lobbies_lobby_live", args=[lobby.pk]),
+            "members": members,
+            "pipes": pipes,
+            "may_act": may_act,
+            "may_ban": may_act and request.user.has_perm("lobbies.add_ban"),
+            "ban_durations": BAN_DURATIONS,
+            "states": [name for name, state in _STATES.items() if state.value != lobby.state],
+        }
+
+    def _act(self, request: HttpRequest, lobby: Lobby) -> HttpResponse:
+        back = HttpResponseRedirect(reverse("admin:lobbies_lobby_change", args=[lobby.pk]))
+        form = LiveActionForm(request.POST)
+        if not form.is_valid():
+            for error in form.errors.values():
+                messages.error(request, " ".join(error))
+            return back
+        data = form.cleaned_data
+        action, peer_id = data["action"], data["peer_id"]
+        if not self.has_change_permission(request, lobby):
+            raise PermissionDenied
+        by = request.user.pk
+        if action == "kick":
+            if owners.kick(lobby.document_id, peer_id, by=by):
+                self._done(request, lobby, f"Kicked peer {peer_id!r}.")
+            else:
+                messages.warning(request, f"Peer {peer_id!r} is not in the lobby (any more).")
+        elif action == "ban":
+            if not request.user.has_perm("lobbies.add_ban"):
+                raise PermissionDenied
+            ban = self._ban(request, lobby, peer_id, data)
+            until = f"until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else "for good"
+            self._done(request, lobby, f"Banned {ban.user or peer_id!r} {until}.")
+            self.log_addition(request, ban, [{"added": {}}])
+        elif action == "transfer":
+            model = get_user_model()
+            owner = model._default_manager.filter(**{model.USERNAME_FIELD: data["owner"]}).first()
+            if owner is None:
+                messages.error(request, f"No user named {data['owner']!r}.")
+                return back
+            owners.transfer(lobby, owner, by=by)
+            self._done(request, lobby, f"Owner is now {owner.get_username()!r}.")
+        else:
+            owners.set_state(lobby, _STATES[action], by=by)
+            self._done(request, lobby, f"The lobby is {lobby.state} now.")
+        return back
+
+    def _ban(self, request: HttpRequest, lobby: Lobby, peer_id: str, data: dict) -> Ban:
+        """Ban the peer's user if it is signed in (its other peer ids too), else its id."""
+        member = next(
+            (
+                m
+                for m in async_to_sync(moderation.live)(lobby.document_id).members
+                if m.peer_id == peer_id
+            ),
+            None,
+        )
+        user = None
+        if member is not None and member.holder.startswith("user:"):
+            user = get_user_model()._default_manager.filter(pk=int(member.holder[5:])).first()
+        minutes = int(data["minutes"]) if data["minutes"] else None
+        return owners.ban(
+            lobby,
+            user=user,
+            peer_id="" if user else peer_id,
+            minutes=minutes,
+            reason=data["reason"],
+            by=request.user,
+        )
+
+    def _done(self, request: HttpRequest, lobby: Lobby, message: str) -> None:
+        self.log_change(request, lobby, message)
+        self.message_user(request, message, messages.SUCCESS)
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 @admin.register(Ban)
@@ -35,9 +208,13 @@ class BanAdmin(admin.ModelAdmin):
     readonly_fields = ["created_by", "created_at"]
 
     def save_model(self, request: HttpRequest, obj: Ban, form: object, change: bool) -> None:
+        """A ban saved here applies at once to the sockets it names (``owners.enforce``)."""
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        reached = owners.enforce(obj)
+        if reached:
+            self.message_user(request, f"{reached} peer(s) online were taken out.")
 
 
 @admin.register(ApiToken)

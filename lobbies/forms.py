@@ -81,3 +81,34 @@ class TicketForm(forms.Form):
     ttl = forms.FloatField(
         required=False, min_value=1, label="Seconds valid", help_text="Empty: the longest allowed."
     )
+
+
+# How long an operator's ban from the lobby page lasts: minutes, or "" for until lifted.
+BAN_DURATIONS = [
+    ("15", "15 minutes"),
+    ("60", "1 hour"),
+    ("1440", "1 day"),
+    ("10080", "1 week"),
+    ("", "until lifted"),
+]
+
+
+class LiveActionForm(forms.Form):
+    """An operator's action on a live lobby, from its admin page (``lobbies.admin``)."""
+
+    action = forms.ChoiceField(
+        choices=[(a, a) for a in ("kick", "ban", "lock", "open", "close", "transfer")]
+    )
+    peer_id = forms.CharField(required=False, max_length=256)
+    minutes = forms.ChoiceField(required=False, choices=BAN_DURATIONS)
+    reason = forms.CharField(required=False, max_length=500)
+    owner = forms.CharField(required=False, max_length=150, label="New owner (username)")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        action = data.get("action")
+        if action in ("kick", "ban") and not data.get("peer_id"):
+            raise forms.ValidationError(f"{action}: which peer?")
+        if action == "transfer" and not data.get("owner"):
+            raise forms.ValidationError("transfer: to whom?")
+        return data

@@ -62,6 +62,7 @@ class Lobby(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "lobbies"
         permissions = [("create_lobby", "Can create lobbies by joining a new document id")]
 
     def __str__(self) -> str:
