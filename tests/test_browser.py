@@ -4,6 +4,7 @@ files collected). Screenshots go to ``var/screenshots/``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -172,24 +173,76 @@ async def test_an_owner_signs_in_creates_a_lobby_and_sees_a_client_join_it(relay
     await page.screenshot(path=SCREENSHOTS / "api-docs.png", full_page=True)
 
 
-async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser):
-    """The demo tabs and the owner's player above made real traffic; the analytics plugin writes
-    it within RELAY_ANALYTICS_FLUSH_SECONDS (5 s), and the dashboard shows it."""
-    import asyncio
+async def sign_in_to_admin(browser, relay: LiveRelay, next_path: str = "/admin/"):
+    """A page of the admin, signed in as the operator."""
+    from urllib.parse import quote
 
     page = await browser.new_page()
-    await page.goto(f"{relay.http_url}/admin/login/?next=/admin/analytics/dashboard/%3Fdays%3D1")
+    await page.goto(f"{relay.http_url}/admin/login/?next={quote(next_path)}")
     await page.fill("#id_username", ADMIN_USER)
     await page.fill("#id_password", ADMIN_PASSWORD)
     await page.click("input[type=submit]")
+    await page.wait_for_selector("#site-name")
+    return page
+
+
+async def test_an_operator_watches_two_demo_tabs_in_the_lobby_and_kicks_one(relay, browser):
+    """``seed_demo`` played against this relay makes its demo lobbies; two /demo/ tabs appear
+    in the lobby's live view without a reload, and a kick takes one out for real."""
+    seeded = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "manage.py", "seed_demo", "--url", relay.ws_url, "--peers", "20"],
+        cwd=ROOT,
+        env=relay_environ(relay.log_path.parent),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    admin = await sign_in_to_admin(browser, relay, "/admin/lobbies/lobby/?q=demo-lobby")
+    await admin.click("#result_list a:text-is('demo-lobby')")
+    await admin.wait_for_selector("#live-members")
+    tabs = {}
+    for name in (f"ann-{os.getpid()}", f"bob-{os.getpid()}"):
+        tabs[name] = await browser.new_page()
+        await tabs[name].goto(f"{relay.http_url}/demo/?lobby=demo-lobby&name={name}")
+    ann, bob = tabs
+    await tabs[ann].wait_for_selector(f'[data-player="{bob}"]', timeout=10_000)
+    # The live view refreshes by itself: both tabs appear, with their nicknames.
+    for name in tabs:
+        await admin.wait_for_selector(f'#live-members tr[data-peer="{name}"]', timeout=10_000)
+    assert "1 pipe open" in await admin.inner_text("#live-panel")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await admin.screenshot(path=SCREENSHOTS / "admin-live-lobby.png", full_page=True)
+
+    await admin.click(f'#live-members tr[data-peer="{ann}"] button[value=kick]')
+    await admin.wait_for_selector(".messagelist")
+    assert f"Kicked peer '{ann}'." in await admin.inner_text(".messagelist")
+    assert await admin.locator(f'#live-members tr[data-peer="{ann}"]').count() == 0
+    assert await admin.locator(f'#live-members tr[data-peer="{bob}"]').count() == 1
+    # Its pipe was closed (4410): each tab sees the other player leave the board.
+    await tabs[bob].wait_for_selector(f'[data-player="{ann}"]', state="detached", timeout=10_000)
+    await admin.screenshot(path=SCREENSHOTS / "admin-after-kick.png", full_page=True)
+    # The admin's history of the lobby records who kicked whom.
+    await admin.click("a.historylink")
+    assert f"Kicked peer '{ann}'." in await admin.inner_text("#change-history")
+
+
+async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser):
+    """The demo tabs, the owner's player and seed_demo's burst above made real traffic; the
+    analytics plugin writes it within RELAY_ANALYTICS_FLUSH_SECONDS (5 s), and the dashboard
+    shows it."""
+    page = await sign_in_to_admin(browser, relay, "/admin/analytics/dashboard/?days=1")
     await page.wait_for_selector("#totals")
     for _ in range(30):
-        if not (await page.inner_text("#totals")).startswith("0 joins"):
+        if "kart-grand-prix" in await page.inner_text("#top-lobbies"):
             break
         await asyncio.sleep(0.5)
         await page.reload()
+    top = await page.inner_text("#top-lobbies")
+    assert "kart-grand-prix" in top and "demo-" in top
     assert not (await page.inner_text("#totals")).startswith("0 joins")
-    assert "demo-" in await page.inner_text("#top-lobbies")
+    assert "racing" in await page.inner_text("#top-games")
     points = await page.get_attribute("#joins-line", "points")
     assert points and len(points.split()) == 24  # one point per hour of the last day
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
