@@ -20,6 +20,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "var" / "screenshots"
 ADMIN_PASSWORD = "a long test password 8461"
 # Unique: under DATABASE_URL (the PostgreSQL pass) the server's database outlives the test.
+MANAGE = [sys.executable, "manage.py"]
 ADMIN_USER = f"operator-{os.getpid()}-{time.time_ns()}"
 
 pytestmark = [
@@ -37,9 +38,8 @@ def relay(tmp_path_factory) -> Iterator[LiveRelay]:
     ``createsuperuser``."""
     data_dir = tmp_path_factory.mktemp("browser")
     env = relay_environ(data_dir)
-    manage = [sys.executable, "manage.py"]
     subprocess.run(
-        [*manage, "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "o@x.io"],
+        [*MANAGE, "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", "o@x.io"],
         cwd=ROOT,
         env={**env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
         check=True,
@@ -85,7 +85,7 @@ async def test_the_admin_is_styled_with_debug_off(relay, browser):
     )
     assert header["display"] == "flex"
     assert header["background"] not in ("rgba(0, 0, 0, 0)", "transparent")
-    assert await page.title() == "Site administration | Django site admin"
+    assert await page.title() == "Lobbies, bans, tokens and statistics | Relay admin"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SCREENSHOTS / "admin.png", full_page=True)
 
@@ -191,7 +191,7 @@ async def test_an_operator_watches_two_demo_tabs_in_the_lobby_and_kicks_one(rela
     in the lobby's live view without a reload, and a kick takes one out for real."""
     seeded = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "manage.py", "seed_demo", "--url", relay.ws_url, "--peers", "20"],
+        [*MANAGE, "seed_demo", "--url", relay.ws_url, "--peers", "20", "--history", "7"],
         cwd=ROOT,
         env=relay_environ(relay.log_path.parent),
         capture_output=True,
@@ -243,7 +243,15 @@ async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser
     assert "kart-grand-prix" in top and "demo-" in top
     assert not (await page.inner_text("#totals")).startswith("0 joins")
     assert "racing" in await page.inner_text("#top-games")
-    points = await page.get_attribute("#joins-line", "points")
-    assert points and len(points.split()) == 24  # one point per hour of the last day
+    # One bar per hour of the last day, each with its value as a tooltip.
+    assert await page.locator("#joins-chart rect.bar-joins").count() == 24
+    assert len((await page.get_attribute("#peers-line", "points")).split()) == 24
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+    # The week, drawn by day: seed_demo's made-up history gives it its shape. (This is the
+    # screenshot in docs/, taken at 1280 px wide.)
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await page.goto(f"{relay.http_url}/admin/analytics/dashboard/?days=7")
+    # The 7 × 24 hours up to now touch 8 calendar days, unless now is just past midnight.
+    assert await page.locator("#joins-chart rect.bar-joins").count() in (7, 8)
+    await page.screenshot(path=SCREENSHOTS / "dashboard-week.png", full_page=True)

@@ -46,7 +46,9 @@ def test_the_dashboard_shows_the_top_lists_totals_and_charts(statistics):
     lobbies = page[page.index('id="top-lobbies"') :]
     assert lobbies.index("race") < lobbies.index("chess-1")
     assert "racer" in page[page.index('id="top-games"') :] and "Ace" in page
-    assert 'id="joins-line"' in page and 'points="' in page
+    assert page.count('<rect class="bar-joins"') == 24  # one bar per hour of the last day
+    assert ": 4 joins</title>" in page  # this hour's bar says its value
+    assert 'id="peers-line" points="' in page
     assert 'data-stat="mb_today">3.0<' in page
 
 
@@ -63,3 +65,34 @@ def test_staff_without_the_permission_do_not_see_it(statistics):
     assert client.get("/admin/analytics/dashboard/").status_code == 403
     assert "/admin/analytics/dashboard/" not in client.get("/admin/").content.decode()
     assert Client().get("/admin/analytics/dashboard/").status_code == 302  # to the login
+
+
+def test_a_range_of_days_and_its_csv(statistics):
+    client = operator("view_dashboard")
+    today = datetime.now(UTC).date()
+    page = client.get(f"/admin/analytics/dashboard/?start={today}&end={today}").content.decode()
+    assert f"{today:%Y-%m-%d} to {today:%Y-%m-%d}" in page
+    assert "4 joins · 4 unique peers" in page
+    assert page.count('<rect class="bar-joins"') == 24
+    csv = client.get(f"/admin/analytics/dashboard/?start={today}&end={today}&format=csv")
+    assert "lobby,race,3" in csv.content.decode().splitlines()
+    # A range before the statistics holds none of them.
+    page = client.get("/admin/analytics/dashboard/?start=2020-01-01&end=2020-01-31").content
+    assert b"0 joins" in page and page.decode().count('<rect class="bar-joins"') == 31  # by day
+
+
+def test_a_bad_range_is_explained_and_the_default_period_shown(statistics):
+    client = operator("view_dashboard")
+    page = client.get("/admin/analytics/dashboard/?start=2026-02-10&end=2026-02-01")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "The first day comes after the last." in text and "Showing the last 7 days" in text
+    assert "4 joins" in text
+    assert (
+        b"A range needs both" in client.get("/admin/analytics/dashboard/?start=2026-02-01").content
+    )
+    assert (
+        b"at most 366 days"
+        in client.get("/admin/analytics/dashboard/?start=2020-01-01&end=2026-01-01").content
+    )
+    assert b"Enter a valid date" in client.get("/admin/analytics/dashboard/?end=tomorrow").content

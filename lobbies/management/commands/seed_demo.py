@@ -8,12 +8,17 @@ starts that relay itself (``manage.py serve`` on a free loopback port, on this d
 stops it when the burst is over, which writes the statistics. With ``--url`` it plays against
 a relay that is running already; its statistics are written within
 ``RELAY_ANALYTICS_FLUSH_SECONDS``.
+
+``--history DAYS`` also adds made-up statistics for the demo lobbies over the days before now
+(an evening peak, busier weekends), so that the dashboard's charts have a shape to show. They
+are written by the analytics plugin's own writer, as the relay's events would be.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import signal
@@ -24,9 +29,11 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -74,11 +81,25 @@ class Command(BaseCommand):
             "--seconds", type=float, default=4.0, help="Over how long peers arrive (4)."
         )
         parser.add_argument("--seed", type=int, default=7, help="Random seed (7).")
+        parser.add_argument(
+            "--history",
+            type=int,
+            default=0,
+            metavar="DAYS",
+            help="Also add made-up statistics for the DAYS days before now (0).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["peers"] < 1 or options["frames"] < 0 or options["seconds"] < 0:
             raise CommandError("--peers must be at least 1; --frames and --seconds not negative")
+        if not 0 <= options["history"] <= 366:
+            raise CommandError("--history is 0 to 366 days")
+        if options["history"] and not apps.is_installed("analytics"):
+            raise CommandError("--history writes statistics: it needs the analytics app")
         owner = self.seed_rows()
+        if options["history"]:
+            joins = history(options["history"], random.Random(options["seed"]))
+            self.stdout.write(f"Made-up statistics: {joins} joins over {options['history']} days.")
         ticket = issue_ticket(owner)
         # The relay (ours or the running one) writes to this database too: let it go first.
         connections.close_all()
@@ -178,6 +199,36 @@ async def burst(
     finally:
         await host.disconnect()
     return played
+
+
+def history(days: int, rng: random.Random) -> int:
+    """Statistics for the demo lobbies over the ``days`` days before this hour, written by the
+    analytics plugin's writer; returns how many joins were made up."""
+    from analytics.buffer import Buffer
+
+    writer = Buffer()
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    weights = [lobby.weight for lobby in LOBBIES]
+    total = 0
+    for back in range(days * 24, 0, -1):
+        hour = now - timedelta(hours=back)
+        # Busiest around 20:00 UTC, quietest before dawn; weekends a third busier.
+        evening = (1 + math.cos(2 * math.pi * (hour.hour - 20) / 24)) / 2
+        weekend = 1.3 if hour.weekday() >= 5 else 1.0
+        joins = max(0, round(rng.gauss(4 + 40 * evening * weekend, 3)))
+        for _ in range(joins):
+            lobby = rng.choices(LOBBIES, weights)[0]
+            nickname = rng.choices(NICKNAMES, range(len(NICKNAMES), 0, -1))[0]
+            peer = f"demo-peer-{rng.randrange(joins * 2 + 1)}"
+            writer.join(hour, lobby.document_id, lobby.game, peer, nickname)
+            writer.add_session(hour, rng.lognormvariate(5.5, 0.8))
+            size = rng.randrange(20_000, 400_000)
+            writer.lobby_bytes(hour, lobby.document_id, size)
+            writer.add(hour, pipes=rng.randint(0, 2), frames=size // 300, bytes=size)
+        writer.peak(hour, round(joins * rng.uniform(0.5, 0.8)))
+        total += joins
+    writer.flush()
+    return total
 
 
 def _state(sequence: int, rng: random.Random) -> str:
