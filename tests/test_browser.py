@@ -252,6 +252,6 @@ async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser
     # screenshot in docs/, taken at 1280 px wide.)
     await page.set_viewport_size({"width": 1280, "height": 900})
     await page.goto(f"{relay.http_url}/admin/analytics/dashboard/?days=7")
-    # The 7 × 24 hours up to now touch 8 calendar days, unless now is just past midnight.
+    # The 7 days of hours up to now touch 8 calendar days, unless now is just past midnight.
     assert await page.locator("#joins-chart rect.bar-joins").count() in (7, 8)
     await page.screenshot(path=SCREENSHOTS / "dashboard-week.png", full_page=True)

@@ -36,8 +36,25 @@ def test_seed_demo_fills_the_statistics_with_real_traffic(tmp_path):
     assert run(env, "relay_stats", "--days", "1").startswith("Last 1 day(s): 26 joins")
 
 
-def test_seed_demo_refuses_nonsense():
-    done = subprocess.run(
-        [*MANAGE, "seed_demo", "--peers", "0"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode != 0 and "--peers must be at least 1" in done.stderr
+def test_history_gives_the_days_before_a_shape(tmp_path):
+    env = relay_environ(tmp_path)
+    said = run(env, "seed_demo", "--peers", "2", "--frames", "0", "--history", "3")
+    made_up = int(said.split("Made-up statistics: ")[1].split()[0])
+    assert made_up > 3 * 24  # busier in the evening, never empty for long
+    week = run(env, "relay_stats", "--days", "7")
+    assert week.startswith(f"Last 7 day(s): {made_up + 3} joins")  # and the burst's 3
+    # The most popular demo lobby (by its weight) heads the list, and nicknames are counted.
+    assert "Lobbies by joins:\n   1. kart-grand-prix" in week
+    assert "Ace" in week[week.index("Nicknames by joins:") :]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--peers", "0"], "--peers must be at least 1"),
+        (["--history", "400"], "--history is 0 to 366 days"),
+    ],
+)
+def test_seed_demo_refuses_nonsense(args, said):
+    done = subprocess.run([*MANAGE, "seed_demo", *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and said in done.stderr

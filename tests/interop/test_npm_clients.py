@@ -250,3 +250,30 @@ async def test_without_a_ticket_nobody_creates_a_lobby_there(ticket_url: str) ->
         await signed_in.send(join)
         joined = json.loads(await asyncio.wait_for(signed_in.recv(), 5))
     assert joined["type"] == "Joined"
+
+
+# -- what the analytics plugin makes of their traffic -------------------------------------------
+
+
+def test_the_statistics_count_what_the_npm_clients_did(npm_clients_built: Path, tmp_path) -> None:
+    """Eight unmodified clients (both dialects) meet in one lobby and pipe to each other: the
+    analytics plugin counts 8 joins and 28 pipes, written when the relay stops (its flush
+    period is an hour here, so nothing is written before)."""
+    from tests.conftest import ROOT, relay_environ, start_relay, stop_relay
+
+    relay = start_relay("uvicorn", tmp_path, RELAY_ANALYTICS_FLUSH_SECONDS="3600")
+    try:
+        test_npm_client_scenario(npm_clients_built, relay.ws_url, "many_peers", "mixed")
+    finally:
+        stop_relay(relay)
+    stats = subprocess.run(
+        [sys.executable, "manage.py", "relay_stats", "--days", "1"],
+        cwd=ROOT,
+        env=relay_environ(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert stats.startswith("Last 1 day(s): 8 joins, 8 unique peers, peak 8 online, 28 pipes"), (
+        stats
+    )
