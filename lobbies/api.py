@@ -201,6 +201,12 @@ class TokenCreated(TokenOut):
     secret: str = Field(description="Shown this once; only its hash is kept.")
 
 
+class KickIn(Schema):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    peer_id: str = Field(alias="peerId", min_length=1, max_length=256)
+
+
 class Message(Schema):
     detail: str
 
@@ -320,6 +326,22 @@ def close_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
     """Nobody joins, and the peers inside are taken out: their pipes in the lobby are closed
     (4410) and those that opted in get ``Left`` with ``closed``."""
     return _set_state(request, lobby_id, LobbyState.CLOSED)
+
+
+@api.post(
+    "/lobbies/{lobby_id}/kick",
+    response={204: None, 404: Message},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+)
+def kick_peer(request: HttpRequest, lobby_id: int, body: KickIn) -> Status:
+    """Take a peer out of the lobby now: its pipes there close (4410) and, if it opted in, it
+    gets ``Left`` with ``kicked``. It may Join again; a ban keeps it out. 404 if it is not in
+    the lobby."""
+    identity, lobby = _managed(request, lobby_id)
+    if not owners.kick(lobby.document_id, body.peer_id, by=identity.user_id):
+        return Status(404, {"detail": f"peer {body.peer_id!r} is not in this lobby"})
+    return Status(204, None)
 
 
 @api.delete("/lobbies/{lobby_id}", response={204: None}, auth=SIGNED_IN, tags=["lobbies"])

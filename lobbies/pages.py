@@ -83,6 +83,13 @@ def my_lobby(request: HttpRequest, lobby_id: int) -> HttpResponse:
             get_object_or_404(LobbyGrant, pk=request.POST.get("grant"), lobby=lobby).delete()
             messages.success(request, "Grant removed.")
             return redirect("my-lobby", lobby_id=lobby.pk)
+        elif action == "kick":
+            peer_id = request.POST.get("peer", "")
+            if owners.kick(lobby.document_id, peer_id, by=request.user.pk):
+                messages.success(request, f"{peer_id} was taken out of the lobby.")
+            else:
+                messages.warning(request, f"{peer_id} is not in the lobby (any more).")
+            return redirect("my-lobby", lobby_id=lobby.pk)
         elif action == "delete":
             owners.delete(lobby, by=request.user.pk)
             messages.success(request, f"Lobby {lobby.document_id} deleted.")

@@ -250,3 +250,30 @@ async def test_closing_a_lobby_takes_its_peers_out(owner):
     assert await get_presence().members("arena") == []
     for socket in (alice, bob):
         await socket.disconnect()
+
+
+async def test_an_owner_kicks_a_peer_through_the_api(owner, other):
+    lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
+    alice, bob = await opened("/introduction/alice"), await opened("/introduction/bob")
+    await alice.send_to(text_data=join("arena", ext=1))
+    assert (await received(alice))["type"] == "Joined"
+    await bob.send_to(text_data=join("arena"))
+    assert (await received(alice))["type"] == "Introduction"
+    pipe = await opened("/connection/alice/bob/arena")
+    kick = f"/api/lobbies/{lobby.pk}/kick"
+
+    async def kicked_by(user: User, peer_id: str):
+        client = await sync_to_async(signed_in)(user)
+        return await sync_to_async(post, thread_sensitive=False)(client, kick, {"peerId": peer_id})
+
+    assert (await kicked_by(other, "alice")).status_code == 403  # not their lobby
+    assert await get_presence().members("arena") == ["alice", "bob"]
+    assert (await kicked_by(owner, "alice")).status_code == 204
+    assert await closed_with(pipe) == 4410
+    assert await received(alice) == {"type": "Left", "documentId": "arena", "reason": "kicked"}
+    assert await get_presence().members("arena") == ["bob"]
+    gone = await kicked_by(owner, "alice")
+    assert gone.status_code == 404 and "not in this lobby" in gone.json()["detail"]
+    assert (await kicked_by(owner, "")).status_code == 422
+    for socket in (alice, bob):
+        await socket.disconnect()

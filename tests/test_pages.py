@@ -129,3 +129,22 @@ def test_tickets_and_tokens_from_the_access_page(signed_in, owner):
     token = ApiToken.objects.get(user=owner)
     signed_in.post("/my/access/", {"action": "revoke", "token": token.pk})
     assert ApiToken.objects.authenticate(secret) is None
+
+
+async def test_an_owner_kicks_a_peer_from_the_lobby_page(signed_in, owner):
+    from asgiref.sync import sync_to_async
+
+    from tests.sockets import join, opened, received
+
+    lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
+    peer = await opened("/introduction/p1")
+    await peer.send_to(text_data=join("arena", ext=1))
+    assert (await received(peer))["type"] == "Joined"
+    page = f"/my/lobbies/{lobby.pk}/"
+    answer = await sync_to_async(signed_in.post, thread_sensitive=False)(
+        page, {"action": "kick", "peer": "p1"}, follow=True
+    )
+    assert "p1 was taken out of the lobby." in answer.content.decode()
+    assert await received(peer) == {"type": "Left", "documentId": "arena", "reason": "kicked"}
+    assert await get_presence().members("arena") == []
+    await peer.disconnect()
