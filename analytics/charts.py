@@ -35,21 +35,23 @@ class Chart:
 
 
 def buckets(series: list[dict]) -> tuple[list[dict], str]:
-    """The hourly series as it is (short periods) or summed by day (counts) with the day's
-    highest peak, for periods longer than ``HOURLY_UP_TO`` hours."""
+    """The hourly series as it is (short periods), or in days of 24 hours from its first hour
+    (counts summed, the highest peak kept) for periods longer than ``HOURLY_UP_TO`` hours: the
+    last 7 days are 7 whole days, whatever the hour."""
     if len(series) <= HOURLY_UP_TO:
         return series, "hour"
-    days: dict[object, dict] = {}
-    for point in series:
-        start = point["hour"].replace(hour=0)
-        day = days.setdefault(
-            start, {"hour": start, "joins": 0, "peak_peers": 0, "bytes": 0, "pipes": 0}
-        )
+    days: list[dict] = []
+    for index, point in enumerate(series):
+        if index % 24 == 0:
+            days.append(
+                {"hour": point["hour"], "joins": 0, "peak_peers": 0, "bytes": 0, "pipes": 0}
+            )
+        day = days[-1]
         day["joins"] += point["joins"]
         day["bytes"] += point["bytes"]
         day["pipes"] += point["pipes"]
         day["peak_peers"] = max(day["peak_peers"], point["peak_peers"])
-    return list(days.values()), "day"
+    return days, "day"
 
 
 def _scale(values: list[int]) -> int:
@@ -70,7 +72,7 @@ def chart(series: list[dict], field: str, unit: str) -> Chart:
     values = [point[field] for point in points]
     top = _scale(values)
     slot = WIDTH / max(len(points), 1)
-    when = "%Y-%m-%d %H:00" if step == "hour" else "%Y-%m-%d"
+    when = "%Y-%m-%d %H:00" if step == "hour" else "the 24 h from %Y-%m-%d %H:00"
     bars = []
     line = []
     for index, (point, value) in enumerate(zip(points, values, strict=True)):

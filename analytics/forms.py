@@ -30,6 +30,8 @@ class PeriodForm(forms.Form):
             raise forms.ValidationError("A range needs both its first and its last day.")
         if start > end:
             raise forms.ValidationError("The first day comes after the last.")
+        if end > date.today() + timedelta(days=LONGEST_RANGE_DAYS):
+            raise forms.ValidationError("The last day is too far ahead: nothing happened there.")
         if (end - start).days >= LONGEST_RANGE_DAYS:
             raise forms.ValidationError(f"A range is at most {LONGEST_RANGE_DAYS} days long.")
         return data

@@ -15,9 +15,9 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -93,7 +93,9 @@ class LobbyAdmin(admin.ModelAdmin):
     def live_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET: the live panel alone (the change page refreshes it). POST: an operator's
         action on the live lobby, then back to its page."""
-        lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=object_id)
+        lobby = self.get_object(request, object_id)
+        if lobby is None:
+            raise Http404("no such lobby")
         if not self.has_view_permission(request, lobby):
             raise PermissionDenied
         if request.method == "POST":
@@ -152,7 +154,8 @@ class LobbyAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             ban = self._ban(request, lobby, peer_id, data)
             until = f"until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else "for good"
-            self._done(request, lobby, f"Banned {ban.user or peer_id!r} {until}.")
+            who = f"user {ban.user.get_username()!r}" if ban.user else f"peer {peer_id!r}"
+            self._done(request, lobby, f"Banned {who} {until}.")
             self.log_addition(request, ban, [{"added": {}}])
         elif action == "transfer":
             model = get_user_model()
@@ -208,13 +211,18 @@ class BanAdmin(admin.ModelAdmin):
     readonly_fields = ["created_by", "created_at"]
 
     def save_model(self, request: HttpRequest, obj: Ban, form: object, change: bool) -> None:
-        """A ban saved here applies at once to the sockets it names (``owners.enforce``)."""
+        """A ban saved here applies to the sockets it names (``owners.enforce``) once it is
+        committed: a peer taken out and back at once must find it in the database."""
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-        reached = owners.enforce(obj)
-        if reached:
-            self.message_user(request, f"{reached} peer(s) online were taken out.")
+
+        def enforce() -> None:
+            reached = owners.enforce(obj, by=request.user.pk)
+            if reached:
+                self.message_user(request, f"{reached} peer(s) online were taken out.")
+
+        transaction.on_commit(enforce)
 
 
 @admin.register(ApiToken)

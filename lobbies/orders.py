@@ -35,10 +35,10 @@ class Order:
 
 
 async def deliver(connection: str, order: Order) -> bool:
-    """Hand ``order`` to the live control socket named ``connection``; False when it is not
-    live (any more), which is not an error: the peer left on its own meanwhile."""
+    """Hand ``order`` to the live control socket named ``connection``; True if it was carried
+    out. False when there was nothing to do, which is not an error: the peer left the lobby or
+    the relay on its own meanwhile."""
     socket = connections.lookup(connection)
-    if socket is None or not hasattr(socket, "obey"):
+    if socket is None or not hasattr(socket, "obey"):  # gone, or a pipe end (takes no orders)
         return False
-    await socket.obey(order)
-    return True
+    return await socket.obey(order)

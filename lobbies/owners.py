@@ -123,13 +123,16 @@ def ban(
         expires_at=expires,
         created_by=by,
     )
-    enforce(given)
+    enforce(given, by=by.pk if by is not None else None)
     return given
 
 
-def enforce(ban: Ban) -> int:
+def enforce(ban: Ban, by: int | None = None) -> int:
     """Apply ``ban`` to the sockets it names that are online now: kicked from its lobby
-    (``Left`` with ``banned``), or from the relay (4403). Returns how many peers it reached."""
+    (``Left`` with ``banned``), or from the relay (4403, its pipes closed too). ``by``: who
+    applies it. Returns how many peers it reached; an expired ban reaches none."""
+    if ban.expires_at is not None and ban.expires_at <= timezone.now():
+        return 0
     document_id = ban.lobby.document_id if ban.lobby_id else None
     holder = f"user:{ban.user_id}" if ban.user_id else ""
     reached = async_to_sync(moderation.enforce_ban)(document_id, holder, ban.peer_id)
@@ -137,7 +140,7 @@ def enforce(ban: Ban) -> int:
     _report(
         "ban",
         document_id,
-        ban.created_by_id,
+        by,
         peer_id=ban.peer_id or None,
         banned=who,
         expires_at=ban.expires_at.isoformat() if ban.expires_at else None,

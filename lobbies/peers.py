@@ -145,6 +145,9 @@ class ControlSocket:
         self.close_reason = ""
         self.opened_at = time.monotonic()
         self.joined_at: dict[str, float] = {}  # since when it is in each lobby
+        # Joins, Leaves and operators' orders take turns: a kick must not land in the middle of
+        # a Join waiting on the database, which would put the peer back in afterwards.
+        self.turn = asyncio.Lock()
 
     async def open(self) -> None:
         """Become the peer's control socket, closing the one it replaces (4409). Raises
@@ -193,10 +196,12 @@ class ControlSocket:
             data, max_id_length=self.limits.max_id_length, max_ids=self.limits.max_ids_per_peer
         )
         if isinstance(control, Join):
-            await self.join(control)
+            async with self.turn:
+                await self.join(control)
         elif isinstance(control, Leave):
             self.ext = self.ext or control.ext
-            await self.leave(control.document_ids)
+            async with self.turn:
+                await self.leave(control.document_ids)
         # Heartbeats and malformed frames need no answer; the socket stays open.
 
     async def join(self, join: Join) -> None:
@@ -467,20 +472,29 @@ class ControlSocket:
                 seconds=time.monotonic() - self.opened_at,
             )
 
-    async def obey(self, order: Order) -> None:
-        """Carry out an operator's order (``lobbies.orders``): leave a lobby now, or close."""
-        if order.action is Action.DISCONNECT:
-            await self.close(order.code, order.reason)
-            return
-        document_id = order.document_id
-        if document_id not in self.lobbies or self.state is not PeerState.OPEN:
-            return
-        if order.action is Action.KICK:
-            await self._hand_over(document_id)
-            await pipes.close_between(
-                self.peer_id, document_id, order.code, order.reason, peer_gets_code=True
-            )
-        await self.remove(document_id, order.reason)
+    async def obey(self, order: Order) -> bool:
+        """Carry out an operator's order (``lobbies.orders``): leave a lobby now, or close
+        (its pipes too: they were judged when they opened, and would outlive a ban). False when
+        there was nothing to do: the socket is closing, or not in that lobby."""
+        async with self.turn:
+            if self.state is not PeerState.OPEN:
+                return False
+            if order.action is Action.DISCONNECT:
+                await pipes.close_between(
+                    self.peer_id, None, order.code, order.reason, peer_gets_code=True
+                )
+                await self.close(order.code, order.reason)
+                return True
+            document_id = order.document_id
+            if document_id not in self.lobbies:
+                return False
+            if order.action is Action.KICK:
+                await self._hand_over(document_id)
+                await pipes.close_between(
+                    self.peer_id, document_id, order.code, order.reason, peer_gets_code=True
+                )
+            await self.remove(document_id, order.reason)
+            return True
 
     def traffic(self) -> str:
         """What the client sent, for the log line of its close."""

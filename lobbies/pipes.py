@@ -372,20 +372,21 @@ bus.reporters.append(report_open_pipes)
 
 async def close_between(
     peer_id: str | None,
-    document_id: str,
+    document_id: str | None,
     code: CloseCode,
     reason: str,
     *,
     peer_gets_code: bool = False,
 ) -> None:
-    """Close every pipe end of this process about ``document_id`` that joins ``peer_id`` (None:
-    any peer) to another peer. One end of each pipe gets ``code`` and its partner 1000: the
-    other peers' ends, or with ``peer_gets_code`` (it was kicked) ``peer_id``'s own."""
+    """Close every pipe end of this process about ``document_id`` (None: any) that joins
+    ``peer_id`` (None: any peer) to another peer. One end of each pipe gets ``code`` and its
+    partner 1000: the other peers' ends, or with ``peer_gets_code`` (it was kicked or banned)
+    ``peer_id``'s own."""
     ends = [
         socket
         for socket in connections.sockets()
         if isinstance(socket, PipeEnd)
-        and socket.key.document_id == document_id
+        and (document_id is None or socket.key.document_id == document_id)
         and (peer_id is None or peer_id in (socket.key.seeker, socket.key.target))
     ]
     ends.sort(key=lambda end: (end.key.seeker == peer_id) != peer_gets_code)

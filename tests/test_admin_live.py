@@ -131,7 +131,7 @@ async def test_banning_takes_the_ban_permission_and_keeps_the_user_out(lobby, ar
     assert (given.user.username, given.peer_id, given.reason) == ("ann", "", "spam")
     assert 59 * 60 < (given.expires_at - given.created_at).total_seconds() <= 3600
     messages = await db(lambda: [e.get_change_message() for e in LogEntry.objects.all()])()
-    assert any(m.startswith("Banned <User: ann> until") for m in messages), messages
+    assert any(m.startswith("Banned user 'ann' until") for m in messages), messages
     await arena["a"].send_to(text_data=join("arena", ext=1))
     assert (await received(arena["a"]))["code"] == "forbidden"
 
@@ -169,6 +169,7 @@ async def test_an_action_without_its_peer_changes_nothing(lobby, arena):
     assert await get_presence().members("arena") == ["a", "b"]
     assert (await request(root, "post", url, {"action": "explode"})).status_code == 302
     assert (await request(root, "get", "/admin/lobbies/lobby/999/live/")).status_code == 404
+    assert (await request(root, "get", "/admin/lobbies/lobby/abc/live/")).status_code == 404
 
 
 async def test_a_ban_saved_in_the_ban_admin_applies_to_live_sockets(lobby, arena):
@@ -178,3 +179,17 @@ async def test_a_ban_saved_in_the_ban_admin_applies_to_live_sockets(lobby, arena
     assert response.status_code == 302, response.content.decode()[:2000]
     assert await closed_with(arena["end_b"]) == 4410
     assert await get_presence().members("arena") == ["a"]
+    assert (await received(arena["b"]))["type"] == "Introduction"  # (of a, when b joined)
+    await arena["b"].send_to(text_data=join("arena", ext=1))
+    assert (await received(arena["b"]))["code"] == "forbidden"  # and it holds
+
+
+async def test_lifting_a_ban_in_the_ban_admin_takes_nobody_out(lobby, arena):
+    root = await db(staff)("root", superuser=True)
+    ban = await db(Ban.objects.create)(lobby=lobby, peer_id="elsewhere")
+    lifted = {"lobby": lobby.pk, "peer_id": "b", "reason": "", "expires_at_0": "2020-01-01"}
+    lifted["expires_at_1"] = "00:00:00"
+    response = await request(root, "post", f"/admin/lobbies/ban/{ban.pk}/change/", lifted)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert await stays_open(arena["end_b"])
+    assert await get_presence().members("arena") == ["a", "b"]

@@ -32,9 +32,12 @@ def test_small_and_empty_charts_keep_a_scale():
 
 
 def test_long_periods_are_drawn_by_day_with_the_days_peak():
-    week = hourly([1] * 24 * 7)
+    # A week that starts at 15:00 (as "the last 7 days" does) is 7 whole days, not 8 partial.
+    week = hourly([1] * 24 * 7, start=datetime(2026, 11, 1, 15, tzinfo=UTC))
     week[30]["peak_peers"] = 9
     days, step = buckets(week)
     assert step == "day" and len(days) == 7
     assert days[0]["joins"] == 24 and days[1]["peak_peers"] == 9
-    assert chart(week, "joins", "joins").bars[0].title == "2026-11-01: 24 joins"
+    drawn = chart(week, "joins", "joins")
+    assert drawn.bars[0].title == "the 24 h from 2026-11-01 15:00: 24 joins"
+    assert drawn.last == datetime(2026, 11, 8, 15, tzinfo=UTC)

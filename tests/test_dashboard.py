@@ -96,3 +96,9 @@ def test_a_bad_range_is_explained_and_the_default_period_shown(statistics):
         in client.get("/admin/analytics/dashboard/?start=2020-01-01&end=2026-01-01").content
     )
     assert b"Enter a valid date" in client.get("/admin/analytics/dashboard/?end=tomorrow").content
+
+
+def test_a_range_far_in_the_future_is_refused_not_a_crash(statistics):
+    client = operator("view_dashboard")
+    page = client.get("/admin/analytics/dashboard/?start=9999-12-31&end=9999-12-31")
+    assert page.status_code == 200 and b"too far ahead" in page.content

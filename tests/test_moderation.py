@@ -113,9 +113,14 @@ async def test_a_ban_from_the_relay_closes_every_socket_of_the_user_with_4403(op
     await bystander.send_to(text_data=join("game"))
     assert (await received(bystander))["type"] == "Introduction"
     assert (await received(phone))["type"] == "Introduction"
+    to_bystander = await opened(f"/t/{ticket}/connection/phone/bystander/game")
+    from_bystander = await opened("/connection/bystander/phone/game")
     await db(owners.ban)(None, user=player, by=operator)
     assert await closed_with(phone) == 4403
     assert await closed_with(laptop) == 4403
+    # Its open pipe goes too: pipes are judged when they open, and would outlive the ban.
+    assert await closed_with(to_bystander) == 4403
+    assert await closed_with(from_bystander) == 1000
     assert [m.peer_id for m in (await moderation.live("game")).members] == ["bystander"]
     # And it holds: the user cannot come back.
     again = await opened(f"/t/{ticket}/introduction/phone")

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -97,9 +98,6 @@ class Command(BaseCommand):
         if options["history"] and not apps.is_installed("analytics"):
             raise CommandError("--history writes statistics: it needs the analytics app")
         owner = self.seed_rows()
-        if options["history"]:
-            joins = history(options["history"], random.Random(options["seed"]))
-            self.stdout.write(f"Made-up statistics: {joins} joins over {options['history']} days.")
         ticket = issue_ticket(owner)
         # The relay (ours or the running one) writes to this database too: let it go first.
         connections.close_all()
@@ -126,6 +124,10 @@ class Command(BaseCommand):
                 "Its statistics are written within RELAY_ANALYTICS_FLUSH_SECONDS "
                 f"({settings.RELAY_ANALYTICS_FLUSH_SECONDS:g} s here)."
             )
+        if options["history"]:
+            # After the burst: a burst that failed leaves no made-up statistics behind.
+            joins = history(options["history"], random.Random(options["seed"]))
+            self.stdout.write(f"Made-up statistics: {joins} joins over {options['history']} days.")
         self.stdout.write("See them with `python manage.py relay_stats` or in the admin.")
 
     def seed_rows(self) -> Any:
@@ -261,6 +263,7 @@ def _relay(stdout: Any):
     env = {**os.environ, "RELAY_MAX_CONNECTIONS_PER_ADDRESS": "0", "RELAY_HANDSHAKE_RATE": ""}
     log = tempfile.NamedTemporaryFile(prefix="seed-demo-relay-", suffix=".log", delete=False)  # noqa: SIM115 (outlives the block: the operator reads it after a failure)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    clean = False
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -269,12 +272,15 @@ def _relay(stdout: Any):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
                 break
+            except urllib.error.HTTPError:
+                break  # it answers (if not with 200: ALLOWED_HOSTS, say): it is up
             except OSError:
                 if time.monotonic() > deadline:
                     raise CommandError("the relay did not start within 30 s") from None
                 time.sleep(0.1)
-        stdout.write(f"Started a relay on 127.0.0.1:{port} for the burst (its log: {log.name}).")
+        stdout.write(f"Started a relay on 127.0.0.1:{port} for the burst.")
         yield f"ws://127.0.0.1:{port}"
+        clean = True
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -283,3 +289,7 @@ def _relay(stdout: Any):
             process.kill()
             process.wait()
         log.close()
+        if clean:
+            os.unlink(log.name)
+        else:
+            stdout.write(f"The relay's log: {log.name}")
