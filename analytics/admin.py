@@ -16,7 +16,7 @@ from analytics.charts import HEIGHT, WIDTH, chart
 from analytics.forms import PERIODS, PeriodForm
 from analytics.models import Dashboard
 from analytics.stats import Period, hours, summary, top_games, top_lobbies, top_nicknames
-from lobbies.presence import get_presence
+from lobbies.engine.presence import get_presence
 
 
 def _bars(rows: list[dict], key: str) -> list[dict]:

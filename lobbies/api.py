@@ -24,6 +24,7 @@ from pydantic import ConfigDict, field_validator
 from lobbies import owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
+from lobbies.engine.protocol import is_valid_id
 from lobbies.models import ApiToken, Lobby, LobbyGrant
 from lobbies.policy import (
     CreationPolicy,
@@ -34,7 +35,6 @@ from lobbies.policy import (
     Visibility,
     may_create,
 )
-from lobbies.protocol import is_valid_id
 from lobbies.schemas import LobbySpec
 
 api = NinjaAPI(

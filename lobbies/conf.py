@@ -100,7 +100,7 @@ def setting_errors(values: RelaySettings) -> list[str]:
         if getattr(values, name) < minimum:
             errors.append(f"{_setting_name(name)} must be at least {minimum}")
     errors += [f"{_setting_name(n)} must be above 0" for n in _POSITIVE if getattr(values, n) <= 0]
-    from lobbies.pipes import held_cost  # (pipes reads these settings: imported late)
+    from lobbies.engine.pipes import held_cost  # (pipes reads these settings: imported late)
 
     largest_held = held_cost(b"") + values.max_frame_bytes
     if largest_held > values.max_held_bytes:
@@ -111,8 +111,8 @@ def setting_errors(values: RelaySettings) -> list[str]:
         )
     if values.max_held_bytes > values.max_held_bytes_total:
         errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")
+    from lobbies.engine.ratelimits import parse_rate
     from lobbies.policy import CreationPolicy
-    from lobbies.ratelimits import parse_rate
 
     for name in _RATES:
         try:
@@ -147,12 +147,12 @@ def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
 def _reload(setting: str, **kwargs: object) -> None:
     if setting.startswith("RELAY_"):
         relay_settings.cache_clear()
+        from lobbies.engine.ratelimits import get_rate_limits
         from lobbies.facts import directory
-        from lobbies.ratelimits import get_rate_limits
 
         get_rate_limits.cache_clear()
         directory.clear()
     if setting == "RELAY_PRESENCE_BACKEND":
-        from lobbies.presence import get_presence
+        from lobbies.engine.presence import get_presence
 
         get_presence.cache_clear()

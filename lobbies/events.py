@@ -116,7 +116,7 @@ def _send(signal: Signal, kwargs: dict[str, Any]) -> None:
 def shutdown() -> None:
     """The server has stopped: wait (a little) for the queued events to be delivered, then send
     ``relay_stopping`` so that plugins write what they hold. Blocking; called once per process
-    by ``lobbies.servers``."""
+    by ``lobbies.engine.servers``."""
     deadline = time.monotonic() + 10
     while bus.delivered < bus.queued and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -9,9 +9,9 @@ from django import forms
 from pydantic import ValidationError
 
 from lobbies.conf import relay_settings
+from lobbies.engine.protocol import is_valid_id
 from lobbies.models import Lobby
 from lobbies.policy import LobbyState, Role
-from lobbies.protocol import is_valid_id
 from lobbies.schemas import LobbySpec
 
 # Form field -> the schema's (wire) name, for putting its errors on the right field.

@@ -1,7 +1,7 @@
 """What the relay keeps in the database: lobbies and their owners, grants, bans and API tokens.
 
 Only what must outlive a connection lives here; who is online and where is ephemeral presence
-(``lobbies.presence``). The rules that read these rows are in ``lobbies.policy``.
+(``lobbies.engine.presence``). The rules that read these rows are in ``lobbies.policy``.
 """
 
 from __future__ import annotations

@@ -2,17 +2,18 @@
 take every peer out of a lobby that closes, enforce a ban on the sockets it names.
 
 The live side of ``lobbies.owners`` (async, on the server's event loop). Every action reaches
-its sockets as an order (``lobbies.orders``); what the relay knows of them comes from presence.
+its sockets as an order (``lobbies.engine.orders``); what the relay knows of them comes from
+presence.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lobbies import pipes
-from lobbies.orders import Action, Order, deliver
-from lobbies.presence import Member, OpenPipe, get_presence
-from lobbies.protocol import CloseCode
+from lobbies.engine import pipes
+from lobbies.engine.orders import Action, Order, deliver
+from lobbies.engine.presence import Member, OpenPipe, get_presence
+from lobbies.engine.protocol import CloseCode
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lobbies import moderation, signals
+from lobbies.engine.presence import get_presence
 from lobbies.events import emit
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import Identity, LobbyState, Role, Standing, Visibility, may_manage
-from lobbies.presence import get_presence
 
 # How a state change is named in ``operator_action``.
 _STATE_ACTIONS = {LobbyState.OPEN: "open", LobbyState.LOCKED: "lock", LobbyState.CLOSED: "close"}

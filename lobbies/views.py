@@ -8,8 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from lobbies.conf import relay_settings
-from lobbies.presence import get_presence
-from lobbies.protocol import is_valid_id
+from lobbies.engine.presence import get_presence
+from lobbies.engine.protocol import is_valid_id
 
 DEMO_LOBBY = "demo-lobby"
 

@@ -14,8 +14,8 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from lobbies.auth import RelayAuthMiddleware  # noqa: E402
-from lobbies.routing import websocket_urlpatterns  # noqa: E402
-from lobbies.security import origin_checked  # noqa: E402
+from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
+from lobbies.engine.security import origin_checked  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -149,7 +149,7 @@ LOGGING = {
 # (game clients, Node.js, tools) are not judged by it.
 RELAY_ALLOWED_ORIGINS = env.list("RELAY_ALLOWED_ORIGINS", default=["*"])
 RELAY_PRESENCE_BACKEND = env.str(
-    "RELAY_PRESENCE_BACKEND", default="lobbies.presence.memory.MemoryPresence"
+    "RELAY_PRESENCE_BACKEND", default="lobbies.engine.presence.memory.MemoryPresence"
 )
 # Longest peer id or document id, in characters (longer: close 4400, or the Join is ignored).
 RELAY_MAX_ID_LENGTH = env.int("RELAY_MAX_ID_LENGTH", default=256)
@@ -160,7 +160,7 @@ RELAY_MAX_FRAME_BYTES = env.int("RELAY_MAX_FRAME_BYTES", default=4 * 1024 * 1024
 # Largest control frame. Larger: close 4413.
 RELAY_MAX_CONTROL_FRAME_BYTES = env.int("RELAY_MAX_CONTROL_FRAME_BYTES", default=64 * 1024)
 # Bytes a held pipe request may send before its match arrives (each frame is charged what it
-# really costs in memory, see lobbies/pipes.py). More: close 4413.
+# really costs in memory, see lobbies/engine/pipes.py). More: close 4413.
 RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
 # Bytes all held pipe requests of this process may hold together. More: close 4413.
 RELAY_MAX_HELD_BYTES_TOTAL = env.int("RELAY_MAX_HELD_BYTES_TOTAL", default=256 * 1024 * 1024)
@@ -191,7 +191,7 @@ RELAY_FACTS_CACHE_SECONDS = env.float("RELAY_FACTS_CACHE_SECONDS", default=2.0)
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")
 
-# Abuse limits (lobbies/ratelimits.py). Rates are written as the `limits` library reads them,
+# Abuse limits (lobbies/engine/ratelimits.py). Rates are written as the `limits` library reads them,
 # "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a
 # Join an extended Error "rate_limited" (the Join is not applied).
 # Sockets one client address may hold open at once (0: no limit).

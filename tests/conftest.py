@@ -150,8 +150,8 @@ def fresh_process_state(settings) -> Iterator[None]:
     cached lobby facts and no statistics waiting; statistics are written only when a test says
     so (a flush from a timer thread would write outside the test's database access)."""
     from analytics.buffer import buffer
+    from lobbies.engine.ratelimits import get_rate_limits
     from lobbies.facts import directory
-    from lobbies.ratelimits import get_rate_limits
 
     settings.RELAY_ANALYTICS_FLUSH_SECONDS = 3600
     get_rate_limits.cache_clear()
@@ -170,7 +170,7 @@ def fresh_process_state(settings) -> Iterator[None]:
 @pytest.fixture
 async def fresh_presence() -> AsyncIterator[None]:
     """This process's presence, empty before the test and after it."""
-    from lobbies.presence import get_presence
+    from lobbies.engine.presence import get_presence
 
     await get_presence().flush()
     yield
@@ -198,7 +198,7 @@ async def uvicorn_server(settings, transactional_db) -> AsyncIterator[tuple[uvic
     configures it (from the relay settings as the test has set them), so the server's
     protocol objects can be inspected. Yields the server and its base WebSocket URL."""
     from lobbies.conf import relay_settings
-    from lobbies.servers import uvicorn_config
+    from lobbies.engine.servers import uvicorn_config
     from relayproject.asgi import application
 
     port = free_port()

@@ -12,8 +12,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from lobbies.auth import issue_ticket
+from lobbies.engine.presence import get_presence
 from lobbies.models import Ban, Lobby
-from lobbies.presence import get_presence
 from tests.sockets import closed_with, join, opened, received, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]

@@ -11,9 +11,9 @@ import msgpack
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from lobbies import connections
-from lobbies.pipes import held_budget, held_cost
-from lobbies.presence import get_presence
+from lobbies.engine import connections
+from lobbies.engine.pipes import held_budget, held_cost
+from lobbies.engine.presence import get_presence
 from tests.sockets import closed_with, join, opened, packed
 
 # Control sockets look up bans in the database; database_sync_to_async runs in another thread.
@@ -228,7 +228,7 @@ async def test_an_oversized_control_frame_closes_with_4413(settings):
 
 
 async def test_browsers_from_other_origins_are_refused_when_origins_are_restricted(settings):
-    from lobbies.security import origin_checked
+    from lobbies.engine.security import origin_checked
     from relayproject.asgi import URLRouter, websocket_urlpatterns
 
     settings.RELAY_ALLOWED_ORIGINS = ["https://game.example"]

@@ -1,6 +1,6 @@
 """discovery: who is introduced to whom."""
 
-from lobbies.discovery import introductions
+from lobbies.engine.discovery import introductions
 
 
 def test_joiner_meets_every_other_member_with_the_ids_they_share():

@@ -16,9 +16,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from lobbies import connections, tasks
-from lobbies.pipes import held_budget
-from lobbies.presence import Stats, get_presence
+from lobbies.engine import connections, tasks
+from lobbies.engine.pipes import held_budget
+from lobbies.engine.presence import Stats, get_presence
 from tests.conftest import SERVERS, LiveRelay, start_relay, stop_relay
 from tests.test_splice import masked, spliced
 

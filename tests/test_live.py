@@ -197,7 +197,7 @@ async def test_each_connection_is_one_log_line_opened_and_one_closed(live_relay,
     opened = [line for line in lines if line.endswith("opened")]
     closed = [line for line in lines if " closed: " in line]
     assert len(opened) == 2 and len(closed) == 2, lines  # and none per frame
-    assert all(" INFO lobbies.connections: 127.0.0.1:" in line for line in lines)
+    assert all(" INFO lobbies.engine.connections: 127.0.0.1:" in line for line in lines)
     (a_closed,) = [line for line in closed if "/connection/log-a/log-b/doc" in line]
     assert "50 frames, " in a_closed and " bytes in" in a_closed
     (b_closed,) = [line for line in closed if "/connection/log-b/log-a/doc" in line]

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from lobbies.auth import resolve
+from lobbies.engine.presence import get_presence
 from lobbies.models import ApiToken, Lobby, LobbyGrant
-from lobbies.presence import get_presence
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from lobbies.conf import relay_settings
-from lobbies.pipes import PipeEnd, PipeState, held_budget
+from lobbies.engine.pipes import PipeEnd, PipeState, held_budget
+from lobbies.engine.presence import PipeKey
+from lobbies.engine.presence.memory import MemoryPresence
 from lobbies.policy import ANONYMOUS
-from lobbies.presence import PipeKey
-from lobbies.presence.memory import MemoryPresence
 
 
 async def introduced(*peers: str, doc: str = "doc") -> MemoryPresence:

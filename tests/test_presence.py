@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lobbies.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
-from lobbies.presence.memory import MemoryPresence
+from lobbies.engine.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
+from lobbies.engine.presence.memory import MemoryPresence
 
 BACKENDS = [MemoryPresence]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lobbies.protocol import (
+from lobbies.engine.protocol import (
     Dialect,
     Heartbeat,
     Join,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lobbies.conf import relay_settings
-from lobbies.ratelimits import RateLimits
+from lobbies.engine.ratelimits import RateLimits
 from tests.sockets import closed_with, join, opened, received, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]

@@ -1,5 +1,6 @@
-"""The uvicorn fast path (lobbies.splice), with uvicorn serving the app in the test's loop so the
-server's protocol objects can be inspected: paired pipes are spliced, and stay faithful."""
+"""The uvicorn fast path (lobbies.engine.splice), with uvicorn serving the app in the test's loop
+so the server's protocol objects can be inspected: paired pipes are spliced, and stay
+faithful."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from lobbies.splice import RelayWebSocketProtocol
+from lobbies.engine.splice import RelayWebSocketProtocol
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, host: str, port: int, server: str, **options: Any) -> None:
-        from lobbies import servers
+        from lobbies.engine import servers
 
         if problem := servers.port_problem(host, port):
             raise CommandError(problem)

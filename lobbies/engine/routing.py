@@ -6,7 +6,7 @@ raw path to split ids (which may contain an encoded ``/``) and validates them (4
 
 from django.urls import re_path
 
-from lobbies.consumers import ConnectionConsumer, IntroductionConsumer, InvalidPathConsumer
+from lobbies.engine.consumers import ConnectionConsumer, IntroductionConsumer, InvalidPathConsumer
 
 websocket_urlpatterns = [
     re_path(r"^/?introduction/", IntroductionConsumer.as_asgi()),

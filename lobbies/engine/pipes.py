@@ -7,8 +7,8 @@ out first, then every frame from one end is handed straight to the other end's A
 untouched (text stays text, bytes stay bytes). No database, no presence call, no channel layer
 and no signal per frame.
 
-Under uvicorn, a paired pipe is then *spliced* (``lobbies.splice``): frames go from one socket
-to the other inside the server, without waking either consumer.
+Under uvicorn, a paired pipe is then *spliced* (``lobbies.engine.splice``): frames go from one
+socket to the other inside the server, without waking either consumer.
 
 A pipe opens only between peers the relay introduced on its document, and only from the identity
 that holds the seeker's peer id (4403 otherwise): checked once, when it opens, never per frame.
@@ -21,8 +21,8 @@ second request for a pipe that is already waiting is refused (4409). Each held f
 the memory it really takes, not just its payload.
 
 Backpressure: ``send`` waits while the receiver's socket buffer is full (uvicorn does this
-itself; ``lobbies.servers`` adds it to daphne), so a slow reader stalls its sender's read loop
-instead of growing the server's memory.
+itself; ``lobbies.engine.servers`` adds it to daphne), so a slow reader stalls its sender's read
+loop instead of growing the server's memory.
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ from collections import deque
 from enum import Enum
 from typing import Any
 
-from lobbies import connections, signals
+from lobbies import signals
 from lobbies.conf import RelaySettings
-from lobbies.connections import Refused, Send, send_close
+from lobbies.engine import connections
+from lobbies.engine.connections import Refused, Send, send_close
+from lobbies.engine.presence import PipeKey, PipeKeyTaken, Presence
+from lobbies.engine.protocol import CloseCode, frame_size
+from lobbies.engine.splice import SpliceHandle
+from lobbies.engine.tasks import spawn
 from lobbies.events import bus, emit
 from lobbies.policy import Identity, may_pipe
-from lobbies.presence import PipeKey, PipeKeyTaken, Presence
-from lobbies.protocol import CloseCode, frame_size
-from lobbies.splice import SpliceHandle
-from lobbies.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class PipeEnd:
         else:
             size = len(payload)
         self.frames_in += 1
-        # Counted as the splice counts (lobbies.splice): bytes on the wire, frame header
+        # Counted as the splice counts (lobbies.engine.splice): bytes on the wire, frame header
         # included, as the relay writes them to the other end.
         self.bytes_in += size + (2 if size < 126 else 4 if size < 65536 else 10)
         # The received message becomes the sent one: same payload key, so text stays text and

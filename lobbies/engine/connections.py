@@ -51,7 +51,7 @@ def count() -> int:
 
 class Refused(Exception):
     """A socket refused as it opens. The consumer closes it with ``code`` (after the delay a
-    client refused in a loop has earned, ``lobbies.ratelimits``)."""
+    client refused in a loop has earned, ``lobbies.engine.ratelimits``)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{int(code)} {reason}")
@@ -63,7 +63,7 @@ async def send_close(send: Send, code: int, reason: str = "") -> None:
 
     This never waits for the client to read: both servers write the close frame at once and
     abort the connection if it is not completed within ``RELAY_CLOSE_TIMEOUT``
-    (``lobbies.splice``, ``lobbies.servers``).
+    (``lobbies.engine.splice``, ``lobbies.engine.servers``).
     """
     try:
         await send({"type": "websocket.close", "code": int(code), "reason": reason})

@@ -1,5 +1,5 @@
 """The relay's two WebSocket consumers, kept thin: parse the path, then hand every frame to the
-socket object that holds the rules (``lobbies.peers``, ``lobbies.pipes``).
+socket object that holds the rules (``lobbies.engine.peers``, ``lobbies.engine.pipes``).
 
 ``IntroductionConsumer`` serves ``/introduction/<peerId>`` (discovery) and ``ConnectionConsumer``
 serves ``/connection/<A>/<B>/<documentId>`` (pipes). Who the client is was settled by
@@ -16,17 +16,22 @@ from typing import Any, Protocol
 from channels.consumer import AsyncConsumer
 
 from lobbies.conf import RelaySettings, relay_settings
-from lobbies.connections import Refused, Send, send_close
-from lobbies.peers import ControlSocket
-from lobbies.pipes import PipeEnd
+from lobbies.engine.connections import Refused, Send, send_close
+from lobbies.engine.peers import ControlSocket
+from lobbies.engine.pipes import PipeEnd
+from lobbies.engine.presence import PipeKey, get_presence
+from lobbies.engine.protocol import (
+    CloseCode,
+    PathError,
+    parse_connection_path,
+    parse_introduction_path,
+)
+from lobbies.engine.ratelimits import RateLimits, get_rate_limits
+from lobbies.engine.splice import splice_handle
 from lobbies.policy import ANONYMOUS, Identity
-from lobbies.presence import PipeKey, get_presence
-from lobbies.protocol import CloseCode, PathError, parse_connection_path, parse_introduction_path
-from lobbies.ratelimits import RateLimits, get_rate_limits
-from lobbies.splice import splice_handle
 
 # One line per connection opened and one per connection closed, never one per frame.
-logger = logging.getLogger("lobbies.connections")
+logger = logging.getLogger("lobbies.engine.connections")
 
 
 class RelaySocket(Protocol):
@@ -158,7 +163,7 @@ class RelayConsumer(AsyncConsumer):
 
 
 class IntroductionConsumer(RelayConsumer):
-    """A peer's control socket (``lobbies.peers``)."""
+    """A peer's control socket (``lobbies.engine.peers``)."""
 
     def socket(self, send: Send, limits: RelaySettings) -> ControlSocket:
         peer_id = parse_introduction_path(_raw_path(self.scope), limits.max_id_length)
@@ -168,7 +173,7 @@ class IntroductionConsumer(RelayConsumer):
 
 
 class ConnectionConsumer(RelayConsumer):
-    """One end of a pipe (``lobbies.pipes``)."""
+    """One end of a pipe (``lobbies.engine.pipes``)."""
 
     def socket(self, send: Send, limits: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), limits.max_id_length)

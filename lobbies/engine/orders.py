@@ -1,9 +1,10 @@
 """Orders for live connections: the one way the product side acts on a socket.
 
 An operator kicks a peer, closes a lobby or bans a user; each becomes an :class:`Order`
-delivered to a control socket by its connection id (``lobbies.connections``), which carries it
-out itself (``ControlSocket.obey``). Presence names sockets by connection id, so the same call
-can later reach a socket held by another worker; today every socket is in this process.
+delivered to a control socket by its connection id (``lobbies.engine.connections``), which
+carries it out itself (``ControlSocket.obey``). Presence names sockets by connection id, so the
+same call can later reach a socket held by another worker; today every socket is in this
+process.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from lobbies import connections
-from lobbies.protocol import CloseCode
+from lobbies.engine import connections
+from lobbies.engine.protocol import CloseCode
 
 
 class Action(Enum):

@@ -6,10 +6,10 @@ combination measured here (docs/design.md, and the README's benchmark). Its WebS
 application has taken the previous frame, so a slow reader slows its sender instead of growing
 memory. daphne does neither (daphne issue 170): :class:`FlowControlledDaphne` adds both.
 
-Both servers get the same connection lifecycle (see ``lobbies.splice`` for uvicorn's WebSocket
-side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``; a close
-never waits for a client to read, and the connection is dropped if the close is not completed
-in time; keepalive never condemns a socket that the relay itself has stopped reading.
+Both servers get the same connection lifecycle (see ``lobbies.engine.splice`` for uvicorn's
+WebSocket side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``;
+a close never waits for a client to read, and the connection is dropped if the close is not
+completed in time; keepalive never condemns a socket that the relay itself has stopped reading.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lobbies import events
 from lobbies.conf import RelaySettings, relay_settings
-from lobbies.splice import RelayWebSocketProtocol
+from lobbies.engine.splice import RelayWebSocketProtocol
 
 # Reading a daphne WebSocket pauses when this much received data waits for the application,
 # and resumes below half of it (uvicorn pauses after every single frame).
@@ -47,7 +47,7 @@ def uvicorn_config(
         app,
         host=host,
         port=port,
-        ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.splice
+        ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.engine.splice
         loop="uvloop",
         http=HandshakeTimeoutHttpProtocol,
         ws_max_size=limits.transport_max_bytes,

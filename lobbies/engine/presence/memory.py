@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from lobbies import discovery
+from lobbies.engine import discovery
 from lobbies.policy import may_take_peer_id
 
 from .base import (

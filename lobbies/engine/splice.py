@@ -1,7 +1,7 @@
 """uvicorn's WebSocket protocol for the relay: the fast path for paired pipes (frames go socket
 to socket inside the server) and a connection lifecycle that frees every socket.
 
-Once a pipe is paired (in ``lobbies.pipes``, by the consumers, as ever), every frame would
+Once a pipe is paired (in ``lobbies.engine.pipes``, by the consumers, as ever), every frame would
 otherwise cross uvicorn's per-connection queue, wake the consumer's task, and be re-sent through
 ASGI ``send``, re-serialised by ``websockets``: most of the relay's per-frame cost. Under uvicorn
 :class:`RelayWebSocketProtocol` offers the ASGI extension ``relay.splice``: the pipe asks its two
@@ -32,8 +32,8 @@ Lifecycle (what uvicorn's own protocol leaves open, each fixed here):
   (backpressure from a slow partner leaves its pong unread) is pinged again instead, and a ping
   written to a client that has vanished is how its loss is noticed while its reads are paused.
 
-daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.pipes``;
-``lobbies.servers`` gives daphne the same lifecycle rules.
+daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.engine.pipes``;
+``lobbies.engine.servers`` gives daphne the same lifecycle rules.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Control sockets: a peer's ``/introduction/<peerId>`` socket, its lobbies and its Introductions.
 
 A peer joins and leaves document ids; whoever shares one with it is introduced to it and it to
-them (``lobbies.discovery`` decides who, ``lobbies.presence`` remembers who is where). An
-Introduction is written straight to a socket that can take it; one that cannot gets an
+them (``lobbies.engine.discovery`` decides who, ``lobbies.engine.presence`` remembers who is
+where). An Introduction is written straight to a socket that can take it; one that cannot gets an
 :class:`Outbox`, bounded in bytes, so a peer that never reads cannot stall a lobby.
 
 A control socket's life is one :class:`PeerState` and one way out, :meth:`ControlSocket.close`.
@@ -20,25 +20,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lobbies import connections, discovery, facts, pipes, signals
+from lobbies import facts, signals
 from lobbies.conf import RelaySettings
-from lobbies.connections import Refused, Send, send_close
-from lobbies.events import emit
-from lobbies.facts import JoinFacts, LobbyView
-from lobbies.orders import Action, Order
-from lobbies.policy import (
-    CreationPolicy,
-    Identity,
-    Refusal,
-    Role,
-    Standing,
-    Topology,
-    may_host,
-    may_join,
-    may_manage,
-)
-from lobbies.presence import PeerIdTaken, Presence
-from lobbies.protocol import (
+from lobbies.engine import connections, discovery, pipes
+from lobbies.engine.connections import Refused, Send, send_close
+from lobbies.engine.orders import Action, Order
+from lobbies.engine.presence import PeerIdTaken, Presence
+from lobbies.engine.protocol import (
     CloseCode,
     Dialect,
     Join,
@@ -50,10 +38,23 @@ from lobbies.protocol import (
     encode_left,
     frame_size,
 )
-from lobbies.ratelimits import get_rate_limits
+from lobbies.engine.ratelimits import get_rate_limits
+from lobbies.engine.splice import SpliceHandle
+from lobbies.engine.tasks import spawn
+from lobbies.events import emit
+from lobbies.facts import JoinFacts, LobbyView
+from lobbies.policy import (
+    CreationPolicy,
+    Identity,
+    Refusal,
+    Role,
+    Standing,
+    Topology,
+    may_host,
+    may_join,
+    may_manage,
+)
 from lobbies.schemas import LobbySpec
-from lobbies.splice import SpliceHandle
-from lobbies.tasks import spawn
 
 logger = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ class ControlSocket:
             )
 
     async def obey(self, order: Order) -> bool:
-        """Carry out an operator's order (``lobbies.orders``): leave a lobby now, or close
+        """Carry out an operator's order (``lobbies.engine.orders``): leave a lobby now, or close
         (its pipes too: they were judged when they opened, and would outlive a ban). False when
         there was nothing to do: the socket is closing, or not in that lobby."""
         async with self.turn:

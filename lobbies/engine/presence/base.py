@@ -4,7 +4,7 @@ Presence is ephemeral state (never written to the database, never touched by a p
 small async interface with interchangeable backends, chosen by the ``RELAY_PRESENCE_BACKEND``
 setting: ``memory`` (one process) now, Redis (many workers) later. A backend stores strings only:
 peer ids, document ids and *connection ids*, which name a live socket (see
-``lobbies.connections``) and tell which worker holds it.
+``lobbies.engine.connections``) and tell which worker holds it.
 
 Every method is atomic with respect to the others: two workers racing to pair the same pipe get
 exactly one winner.
