@@ -151,10 +151,19 @@ _FIELDS = (
 )
 
 
-def _add(model: type[models.Model], key: dict[str, Any], counts: dict[str, Any]) -> None:
-    """Add ``counts`` to the row of ``key``, making it if it is missing (a worker racing to
-    make it too makes the other add)."""
-    changes = {name: F(name) + value for name, value in counts.items() if value}
+def _add(
+    model: type[models.Model],
+    key: dict[str, Any],
+    counts: dict[str, Any],
+    highest: frozenset[str] = frozenset(),
+) -> None:
+    """Add ``counts`` to the row of ``key`` (for the fields in ``highest``: keep the larger
+    value), making it if it is missing (a worker racing to make it too makes the other add)."""
+    changes = {
+        name: Greatest(F(name), value) if name in highest else F(name) + value
+        for name, value in counts.items()
+        if value
+    }
     if not changes:
         return
     for _ in range(2):
@@ -184,13 +193,9 @@ def _write(
         counts: dict[str, Any] = dict(totals.get(hour, {}))
         if session_seconds.get(hour):
             counts["session_seconds"] = session_seconds[hour]
-        _add(HourlyTotals, {"hour": hour}, counts)
         if hour in peaks:
-            updated = HourlyTotals.objects.filter(hour=hour).update(
-                peak_peers=Greatest(F("peak_peers"), peaks[hour])
-            )
-            if not updated:
-                _add(HourlyTotals, {"hour": hour}, {"peak_peers": peaks[hour]})
+            counts["peak_peers"] = peaks[hour]
+        _add(HourlyTotals, {"hour": hour}, counts, highest=frozenset({"peak_peers"}))
     for (hour, document_id), counts in lobbies.items():
         key = {"hour": hour, "document_id": document_id}
         _add(HourlyLobby, key, dict(counts))
