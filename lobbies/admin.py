@@ -15,7 +15,6 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -107,12 +106,13 @@ class LobbyAdmin(admin.ModelAdmin):
 
     def _live_context(self, request: HttpRequest, lobby: Lobby) -> dict[str, Any]:
         now = async_to_sync(moderation.live)(lobby.document_id)
-        user_ids = {int(m.holder[5:]) for m in now.members if m.holder.startswith("user:")}
-        users = get_user_model()._default_manager.in_bulk(user_ids)
+        users = get_user_model()._default_manager.in_bulk(
+            {m.user_id for m in now.members if m.user_id}
+        )
         members = [
             {
                 "peer_id": member.peer_id,
-                "user": users.get(int(member.holder[5:])) if member.holder else None,
+                "user": users.get(member.user_id),
                 "nickname": member.nickname,
                 "role": "host" if member.host else "member",
                 "since": _moment(member.since),
@@ -158,8 +158,7 @@ class LobbyAdmin(admin.ModelAdmin):
             self._done(request, lobby, f"Banned {who} {until}.")
             self.log_addition(request, ban, [{"added": {}}])
         elif action == "transfer":
-            model = get_user_model()
-            owner = model._default_manager.filter(**{model.USERNAME_FIELD: data["owner"]}).first()
+            owner = owners.find_user(data["owner"])
             if owner is None:
                 messages.error(request, f"No user named {data['owner']!r}.")
                 return back
@@ -172,17 +171,9 @@ class LobbyAdmin(admin.ModelAdmin):
 
     def _ban(self, request: HttpRequest, lobby: Lobby, peer_id: str, data: dict) -> Ban:
         """Ban the peer's user if it is signed in (its other peer ids too), else its id."""
-        member = next(
-            (
-                m
-                for m in async_to_sync(moderation.live)(lobby.document_id).members
-                if m.peer_id == peer_id
-            ),
-            None,
-        )
-        user = None
-        if member is not None and member.holder.startswith("user:"):
-            user = get_user_model()._default_manager.filter(pk=int(member.holder[5:])).first()
+        roster = async_to_sync(moderation.live)(lobby.document_id).members
+        user_id = next((m.user_id for m in roster if m.peer_id == peer_id), None)
+        user = get_user_model()._default_manager.filter(pk=user_id).first() if user_id else None
         minutes = int(data["minutes"]) if data["minutes"] else None
         return owners.ban(
             lobby,
@@ -211,18 +202,10 @@ class BanAdmin(admin.ModelAdmin):
     readonly_fields = ["created_by", "created_at"]
 
     def save_model(self, request: HttpRequest, obj: Ban, form: object, change: bool) -> None:
-        """A ban saved here applies to the sockets it names (``owners.enforce``) once it is
-        committed: a peer taken out and back at once must find it in the database."""
+        """(Saved, a ban applies to the sockets it names at once: ``owners.enforce``.)"""
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-
-        def enforce() -> None:
-            reached = owners.enforce(obj, by=request.user.pk)
-            if reached:
-                self.message_user(request, f"{reached} peer(s) online were taken out.")
-
-        transaction.on_commit(enforce)
 
 
 @admin.register(ApiToken)

@@ -9,5 +9,6 @@ class LobbiesConfig(AppConfig):
     verbose_name = "Lobbies"
 
     def ready(self) -> None:
-        # The settings' system check; the facts cache's and the events' model receivers.
-        from lobbies import conf, events, facts  # noqa: F401
+        # The settings' system check; the facts cache's, the events' and the bans' (applied
+        # to live sockets) model receivers.
+        from lobbies import conf, events, facts, owners  # noqa: F401

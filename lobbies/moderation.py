@@ -35,17 +35,14 @@ async def counts(document_ids: list[str]) -> dict[str, int]:
     return await get_presence().counts(document_ids)
 
 
-async def kick(document_id: str, peer_id: str, reason: str = "kicked") -> bool:
+async def kick(document_id: str, peer_id: str) -> bool:
     """Take ``peer_id`` out of ``document_id``: its pipes there close with 4410, it gets
-    ``Left`` with ``reason`` if it opted in, and a host's role passes on as if it had left.
+    ``Left`` with ``kicked`` if it opted in, and a host's role passes on as if it had left.
     False if it was not there. It may Join again unless a ban keeps it out."""
-    presence = get_presence()
-    if peer_id not in await presence.members(document_id):
-        return False
-    online = await presence.connections([peer_id])
-    if peer_id not in online:
-        return False
-    return await deliver(online[peer_id], Order(Action.KICK, reason, document_id))
+    online = await get_presence().connections([peer_id])
+    return peer_id in online and await deliver(
+        online[peer_id], Order(Action.KICK, "kicked", document_id)
+    )
 
 
 async def evict(document_id: str, reason: str) -> int:
@@ -73,8 +70,7 @@ async def enforce_ban(document_id: str | None, holder: str, peer_id: str) -> int
     if peer_id:
         targets.update(await presence.connections([peer_id]))
     if document_id is not None:
-        in_lobby = set(await presence.members(document_id))
-        reached = [await kick(document_id, p, "banned") for p in targets if p in in_lobby]
-        return sum(reached)
-    order = Order(Action.DISCONNECT, "banned from this relay", code=CloseCode.FORBIDDEN)
+        order = Order(Action.KICK, "banned", document_id)
+    else:
+        order = Order(Action.DISCONNECT, "banned from this relay", code=CloseCode.FORBIDDEN)
     return sum([await deliver(connection, order) for connection in targets.values()])

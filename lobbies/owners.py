@@ -15,14 +15,25 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.db.models import Q
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from lobbies import moderation, signals
 from lobbies.engine.presence import get_presence
 from lobbies.events import emit
 from lobbies.models import Ban, Lobby, LobbyGrant
-from lobbies.policy import Identity, LobbyState, Role, Standing, Visibility, may_manage
+from lobbies.policy import (
+    Identity,
+    LobbyState,
+    Role,
+    Standing,
+    Visibility,
+    holder_of,
+    may_manage,
+)
 
 # How a state change is named in ``operator_action``.
 _STATE_ACTIONS = {LobbyState.OPEN: "open", LobbyState.LOCKED: "lock", LobbyState.CLOSED: "close"}
@@ -112,10 +123,10 @@ def ban(
     by: Any = None,
 ) -> Ban:
     """Ban a user or a peer id from ``lobby`` (None: the whole relay) for ``minutes`` (None:
-    until lifted), and apply it to their sockets now (:func:`enforce`). ``by`` is the user
-    who bans."""
+    until lifted); it applies to their sockets at once, as every ban saved does
+    (:func:`enforce`). ``by`` is the user who bans."""
     expires = timezone.now() + timedelta(minutes=minutes) if minutes else None
-    given = Ban.objects.create(
+    return Ban.objects.create(
         lobby=lobby,
         user=user,
         peer_id=peer_id,
@@ -123,24 +134,29 @@ def ban(
         expires_at=expires,
         created_by=by,
     )
-    enforce(given, by=by.pk if by is not None else None)
-    return given
 
 
-def enforce(ban: Ban, by: int | None = None) -> int:
+@receiver(post_save, sender=Ban)
+def _ban_saved(sender: type, instance: Ban, **kwargs: Any) -> None:
+    # Once committed: a peer taken out and straight back must find the ban in the database.
+    transaction.on_commit(lambda: enforce(instance))
+
+
+def enforce(ban: Ban) -> int:
     """Apply ``ban`` to the sockets it names that are online now: kicked from its lobby
-    (``Left`` with ``banned``), or from the relay (4403, its pipes closed too). ``by``: who
-    applies it. Returns how many peers it reached; an expired ban reaches none."""
+    (``Left`` with ``banned``), or from the relay (4403, its pipes closed too). Returns how
+    many peers it reached; an expired ban reaches none. Every ban saved is applied so."""
     if ban.expires_at is not None and ban.expires_at <= timezone.now():
         return 0
     document_id = ban.lobby.document_id if ban.lobby_id else None
-    holder = f"user:{ban.user_id}" if ban.user_id else ""
-    reached = async_to_sync(moderation.enforce_ban)(document_id, holder, ban.peer_id)
+    reached = async_to_sync(moderation.enforce_ban)(
+        document_id, holder_of(ban.user_id), ban.peer_id
+    )
     who = ban.user.get_username() if ban.user_id else ban.peer_id
     _report(
         "ban",
         document_id,
-        by,
+        ban.created_by_id,
         peer_id=ban.peer_id or None,
         banned=who,
         expires_at=ban.expires_at.isoformat() if ban.expires_at else None,
@@ -158,6 +174,12 @@ def transfer(lobby: Lobby, owner: Any, by: int | None = None) -> None:
     _report("transfer", lobby.document_id, by, previous=previous, owner=owner.get_username())
 
 
+def find_user(username: str) -> Any:
+    """The user named ``username``, or None."""
+    model = get_user_model()
+    return model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+
+
 def grant(
     lobby: Lobby, role: Role, username: str | None = None, group: str | None = None
 ) -> LobbyGrant:
@@ -165,8 +187,7 @@ def grant(
     Raises :class:`NotFound` for an unknown name."""
     user = found_group = None
     if username is not None:
-        model = get_user_model()
-        user = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+        user = find_user(username)
         if user is None:
             raise NotFound(f"no user named {username!r}")
     else:

@@ -81,13 +81,23 @@ class Identity:
     def holder(self) -> str:
         """Who holds a peer id this identity takes: ``""`` for anonymous, else the user's key.
         Presence stores it beside the peer's connection."""
-        return "" if self.user_id is None else f"user:{self.user_id}"
+        return holder_of(self.user_id)
 
     def has_permission(self, permission: str) -> bool:
         return self.is_superuser or permission in self.permissions
 
 
 ANONYMOUS = Identity()
+
+
+def holder_of(user_id: int | None) -> str:
+    """The key presence stores for the peers of ``user_id`` (``""``: anonymous)."""
+    return "" if user_id is None else f"user:{user_id}"
+
+
+def user_of(holder: str) -> int | None:
+    """The user whose key ``holder`` is (:func:`holder_of`), or None for anonymous."""
+    return int(holder.removeprefix("user:")) if holder.startswith("user:") else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from lobbies.policy import user_of
+
 
 class PipeKey(NamedTuple):
     """A pipe request: ``seeker`` asks to be piped to ``target`` about ``document_id``."""
@@ -46,6 +48,11 @@ class Member:
     nickname: str | None
     since: float  # when it joined the lobby (``time.time()``)
     host: bool
+
+    @property
+    def user_id(self) -> int | None:
+        """The signed-in user holding this peer id, or None for an anonymous peer."""
+        return user_of(self.holder)
 
 
 @dataclass(frozen=True, slots=True)

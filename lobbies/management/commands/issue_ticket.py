@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from lobbies.auth import issue_ticket
 from lobbies.conf import relay_settings
+from lobbies.owners import find_user
 
 
 class Command(BaseCommand):
@@ -27,8 +27,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, username: str, ttl: float | None, **options: Any) -> None:
         if ttl is not None and ttl <= 0:
             raise CommandError("--ttl must be above 0")
-        model = get_user_model()
-        user = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+        user = find_user(username)
         if user is None:
             raise CommandError(f"no user named {username!r}")
         if not user.is_active:
