@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from analytics.charts import HEIGHT, WIDTH, chart
 from analytics.forms import PERIODS, PeriodForm
 from analytics.models import Dashboard
-from analytics.stats import Period, hours, summary, top_games, top_lobbies, top_nicknames
+from analytics.stats import TOP_LISTS, Period, bytes_relayed, hours, summary
 from lobbies.engine.presence import get_presence
 
 
@@ -45,14 +45,11 @@ class DashboardAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = PeriodForm(request.GET)
         period, label, query = form.period()
-        lobbies = top_lobbies(period)
-        games = top_games(period)
-        nicknames = top_nicknames(period)
+        tops = {top.name: top.rows(period) for top in TOP_LISTS}
         if request.GET.get("format") == "csv":
-            return _csv(period, lobbies, games, nicknames)
+            return _csv(period, tops)
         series = hours(period)
         live = async_to_sync(get_presence().stats)()
-        today = summary(Period.last_days(1))
         totals = summary(period)
         context = {
             **self.admin_site.each_context(request),
@@ -63,12 +60,12 @@ class DashboardAdmin(admin.ModelAdmin):
             "query": query,
             "periods": PERIODS,
             "live": live,
-            "mb_today": today["bytes"] / 1e6,
+            "mb_today": bytes_relayed(Period.last_days(1)) / 1e6,
             "totals": totals,
             "mb_period": totals["bytes"] / 1e6,
-            "lobbies": _bars(lobbies, "document_id"),
-            "games": _bars(games, "game"),
-            "nicknames": _bars(nicknames, "nickname"),
+            "lobbies": _bars(tops["lobby"], "document_id"),
+            "games": _bars(tops["game"], "game"),
+            "nicknames": _bars(tops["nickname"], "nickname"),
             "joins": chart(series, "joins", "joins"),
             "peers": chart(series, "peak_peers", "peers online at the peak"),
             "chart_width": WIDTH,
@@ -78,15 +75,13 @@ class DashboardAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/analytics/dashboard.html", context)
 
 
-def _csv(period: Period, *tables: list[dict]) -> HttpResponse:
+def _csv(period: Period, tops: dict[str, list[dict]]) -> HttpResponse:
     response = HttpResponse(content_type="text/csv")
     name = f"relay-top-{period.start:%Y%m%d%H}-{period.end:%Y%m%d%H}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     writer = csv.writer(response)
     writer.writerow(["list", "name", "joins"])
-    for name, rows, key in zip(
-        ("lobby", "game", "nickname"), tables, ("document_id", "game", "nickname"), strict=True
-    ):
-        for row in rows:
-            writer.writerow([name, row[key], row["joins"]])
+    for top in TOP_LISTS:
+        for row in tops[top.name]:
+            writer.writerow([top.name, row[top.key], row["joins"]])
     return response

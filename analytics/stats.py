@@ -4,6 +4,7 @@ export and ``manage.py relay_stats``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -115,3 +116,26 @@ def summary(period: Period) -> dict:
         "unique_peers": peers,
         "median_session_seconds": median_session_seconds(period),
     }
+
+
+def bytes_relayed(period: Period) -> int:
+    """Bytes relayed in the period (one aggregate; :func:`summary` has it among the rest)."""
+    rows = HourlyTotals.objects.filter(hour__gte=period.start, hour__lt=period.end)
+    return rows.aggregate(total=Sum("bytes"))["total"] or 0
+
+
+@dataclass(frozen=True)
+class TopList:
+    """One of the top lists: its name (in the CSV), its title, its query and its rows' key."""
+
+    name: str
+    title: str
+    rows: Callable[..., list[dict]]
+    key: str
+
+
+TOP_LISTS = (
+    TopList("lobby", "Lobbies", top_lobbies, "document_id"),
+    TopList("game", "Game types", top_games, "game"),
+    TopList("nickname", "Nicknames", top_nicknames, "nickname"),
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from analytics.stats import Period, summary, top_games, top_lobbies, top_nicknames
+from analytics.stats import TOP_LISTS, Period, summary
 
 
 class Command(BaseCommand):
@@ -24,13 +24,10 @@ class Command(BaseCommand):
             f"peak {totals['peak_peers']} online, {totals['pipes']} pipes, "
             f"{totals['bytes'] / 1e6:.1f} MB relayed"
         )
-        for title, rows, key in (
-            ("Lobbies", top_lobbies(period, top), "document_id"),
-            ("Game types", top_games(period, top), "game"),
-            ("Nicknames", top_nicknames(period, top), "nickname"),
-        ):
-            self.stdout.write(f"\n{title} by joins:")
+        for top_list in TOP_LISTS:
+            rows = top_list.rows(period, top)
+            self.stdout.write(f"\n{top_list.title} by joins:")
             if not rows:
                 self.stdout.write("  (none)")
             for rank, row in enumerate(rows, 1):
-                self.stdout.write(f"  {rank:>2}. {row[key]}  {row['joins']}")
+                self.stdout.write(f"  {rank:>2}. {row[top_list.key]}  {row['joins']}")
