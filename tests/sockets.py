@@ -52,3 +52,20 @@ async def received(socket: WebsocketCommunicator) -> dict:
     if message.get("text") is not None:
         return json.loads(message["text"])
     return msgpack.unpackb(message["bytes"])
+
+
+async def met(
+    document_id: str, first: str, second: str, *, prefix: str = "", nickname: str | None = None
+) -> tuple[WebsocketCommunicator, WebsocketCommunicator]:
+    """Peers ``first`` (opted in to the extended messages, with ``nickname``, through
+    ``prefix``: a ticket's, say) and then ``second`` join ``document_id`` and are introduced to
+    each other. Returns their control sockets, with nothing left to read."""
+    a = await opened(f"{prefix}/introduction/{first}")
+    extras: dict[str, Any] = {"ext": 1} | ({"nickname": nickname} if nickname else {})
+    await a.send_to(text_data=join(document_id, **extras))
+    assert (await received(a))["type"] == "Joined"
+    b = await opened(f"/introduction/{second}")
+    await b.send_to(text_data=join(document_id))
+    assert (await received(a))["type"] == "Introduction"
+    assert (await received(b))["type"] == "Introduction"
+    return a, b

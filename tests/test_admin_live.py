@@ -8,27 +8,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async as db
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 
 from lobbies.auth import issue_ticket
 from lobbies.engine.presence import get_presence
 from lobbies.models import Ban, Lobby
-from tests.sockets import closed_with, join, opened, received, stays_open
+from tests.accounts import staff_client
+from tests.sockets import closed_with, join, met, opened, received, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
-
-
-def staff(name: str, *codenames: str, superuser: bool = False) -> Client:
-    """A signed-in admin client for a staff user holding these permissions."""
-    user = User.objects.create_user(
-        name, password="a long password 5", is_staff=True, is_superuser=superuser
-    )
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 async def request(client: Client, method: str, url: str, data: dict | None = None):
@@ -49,12 +38,7 @@ async def arena(lobby):
     open between them."""
     ann = await db(User.objects.create_user)("ann", password="a long password 6")
     ticket = await db(issue_ticket)(ann)
-    a = await opened(f"/t/{ticket}/introduction/a")
-    await a.send_to(text_data=join("arena", ext=1, nickname="Ace"))
-    assert (await received(a))["type"] == "Joined"
-    b = await opened("/introduction/b")
-    await b.send_to(text_data=join("arena"))
-    assert (await received(a))["type"] == "Introduction"
+    a, b = await met("arena", "a", "b", prefix=f"/t/{ticket}", nickname="Ace")
     end_a = await opened(f"/t/{ticket}/connection/a/b/arena")
     end_b = await opened("/connection/b/a/arena")
     await end_b.send_to(text_data="hi")
@@ -65,7 +49,7 @@ async def arena(lobby):
 
 
 async def test_the_lobby_page_shows_who_is_in_it_now(lobby, arena):
-    client = await db(staff)("viewer", "view_lobby")
+    client = await db(staff_client)("viewer", "view_lobby")
     page = (await request(client, "get", f"/admin/lobbies/lobby/{lobby.pk}/change/")).content
     page = page.decode()
     live = page[page.index('id="live-panel"') :]
@@ -84,7 +68,7 @@ async def test_the_lobby_page_shows_who_is_in_it_now(lobby, arena):
 
 
 async def test_an_operator_kicks_a_peer_from_the_lobby_page(lobby, arena):
-    client = await db(staff)("root", superuser=True)
+    client = await db(staff_client)("root", superuser=True)
     url = f"/admin/lobbies/lobby/{lobby.pk}/live/"
     response = await request(client, "post", url, {"action": "kick", "peer_id": "a"})
     assert response.status_code == 302
@@ -104,7 +88,7 @@ async def test_an_operator_kicks_a_peer_from_the_lobby_page(lobby, arena):
 
 
 async def test_a_view_only_operator_cannot_kick(lobby, arena):
-    client = await db(staff)("viewer", "view_lobby")
+    client = await db(staff_client)("viewer", "view_lobby")
     url = f"/admin/lobbies/lobby/{lobby.pk}/live/"
     response = await request(client, "post", url, {"action": "kick", "peer_id": "a"})
     assert response.status_code == 403
@@ -112,17 +96,17 @@ async def test_a_view_only_operator_cannot_kick(lobby, arena):
     assert await get_presence().members("arena") == ["a", "b"]
     assert not await db(LogEntry.objects.exists)()
     # Without even the view permission, the live view is not shown at all.
-    outsider = await db(staff)("outsider")
+    outsider = await db(staff_client)("outsider")
     assert (await request(outsider, "get", url)).status_code == 403
 
 
 async def test_banning_takes_the_ban_permission_and_keeps_the_user_out(lobby, arena):
-    moderator = await db(staff)("moderator", "view_lobby", "change_lobby")
+    moderator = await db(staff_client)("moderator", "view_lobby", "change_lobby")
     url = f"/admin/lobbies/lobby/{lobby.pk}/live/"
     ban = {"action": "ban", "peer_id": "a", "minutes": "60", "reason": "spam"}
     assert (await request(moderator, "post", url, ban)).status_code == 403
     assert await get_presence().members("arena") == ["a", "b"]
-    root = await db(staff)("root", superuser=True)
+    root = await db(staff_client)("root", superuser=True)
     assert (await request(root, "post", url, ban)).status_code == 302
     assert await closed_with(arena["end_a"]) == 4410
     assert (await received(arena["a"]))["reason"] == "banned"
@@ -137,7 +121,7 @@ async def test_banning_takes_the_ban_permission_and_keeps_the_user_out(lobby, ar
 
 
 async def test_lock_close_and_transfer_from_the_lobby_page(lobby, arena):
-    root = await db(staff)("root", superuser=True)
+    root = await db(staff_client)("root", superuser=True)
     await db(User.objects.create_user)("heir", password="a long password 7")
     url = f"/admin/lobbies/lobby/{lobby.pk}/live/"
     await request(root, "post", url, {"action": "lock"})
@@ -162,7 +146,7 @@ async def test_lock_close_and_transfer_from_the_lobby_page(lobby, arena):
 
 
 async def test_an_action_without_its_peer_changes_nothing(lobby, arena):
-    root = await db(staff)("root", superuser=True)
+    root = await db(staff_client)("root", superuser=True)
     url = f"/admin/lobbies/lobby/{lobby.pk}/live/"
     response = await request(root, "post", url, {"action": "kick"})
     assert response.status_code == 302
@@ -173,19 +157,18 @@ async def test_an_action_without_its_peer_changes_nothing(lobby, arena):
 
 
 async def test_a_ban_saved_in_the_ban_admin_applies_to_live_sockets(lobby, arena):
-    root = await db(staff)("root", superuser=True)
+    root = await db(staff_client)("root", superuser=True)
     form = {"lobby": lobby.pk, "peer_id": "b", "reason": "", "expires_at_0": "", "expires_at_1": ""}
     response = await request(root, "post", "/admin/lobbies/ban/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert await closed_with(arena["end_b"]) == 4410
     assert await get_presence().members("arena") == ["a"]
-    assert (await received(arena["b"]))["type"] == "Introduction"  # (of a, when b joined)
     await arena["b"].send_to(text_data=join("arena", ext=1))
     assert (await received(arena["b"]))["code"] == "forbidden"  # and it holds
 
 
 async def test_lifting_a_ban_in_the_ban_admin_takes_nobody_out(lobby, arena):
-    root = await db(staff)("root", superuser=True)
+    root = await db(staff_client)("root", superuser=True)
     ban = await db(Ban.objects.create)(lobby=lobby, peer_id="elsewhere")
     lifted = {"lobby": lobby.pk, "peer_id": "b", "reason": "", "expires_at_0": "2020-01-01"}
     lifted["expires_at_1"] = "00:00:00"

@@ -14,9 +14,10 @@ from django.test import Client
 from lobbies.auth import resolve
 from lobbies.engine.presence import get_presence
 from lobbies.models import ApiToken, Lobby, LobbyGrant
-from tests.sockets import closed_with, join, opened, received
+from tests.accounts import signed_in
+from tests.sockets import closed_with, met, opened, received
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
 
 @pytest.fixture
@@ -27,12 +28,6 @@ def owner() -> User:
 @pytest.fixture
 def other() -> User:
     return User.objects.create_user("other", password="a long password 2")
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def bearer(user: User) -> dict[str, str]:
@@ -53,13 +48,6 @@ def in_lobby(document_id: str, *peers: str) -> None:
     for peer in peers:
         async_to_sync(presence.connect_peer)(peer, f"c-{peer}", "")
         async_to_sync(presence.join)(peer, f"c-{peer}", (document_id,))
-
-
-@pytest.fixture(autouse=True)
-def empty_presence():
-    async_to_sync(get_presence().flush)()
-    yield
-    async_to_sync(get_presence().flush)()
 
 
 def test_the_openapi_schema_and_the_docs_are_served():
@@ -234,11 +222,7 @@ def test_tokens_are_made_by_a_session_shown_once_and_revoked(owner):
 
 async def test_closing_a_lobby_takes_its_peers_out(owner):
     lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
-    alice, bob = await opened("/introduction/alice"), await opened("/introduction/bob")
-    await alice.send_to(text_data=join("arena", ext=1))
-    assert (await received(alice))["type"] == "Joined"
-    await bob.send_to(text_data=join("arena"))
-    assert (await received(alice))["type"] == "Introduction"
+    alice, bob = await met("arena", "alice", "bob")
     pipe = await opened("/connection/alice/bob/arena")
     client = await sync_to_async(signed_in)(owner)
     response = await sync_to_async(post, thread_sensitive=False)(
@@ -254,11 +238,7 @@ async def test_closing_a_lobby_takes_its_peers_out(owner):
 
 async def test_an_owner_kicks_a_peer_through_the_api(owner, other):
     lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
-    alice, bob = await opened("/introduction/alice"), await opened("/introduction/bob")
-    await alice.send_to(text_data=join("arena", ext=1))
-    assert (await received(alice))["type"] == "Joined"
-    await bob.send_to(text_data=join("arena"))
-    assert (await received(alice))["type"] == "Introduction"
+    alice, bob = await met("arena", "alice", "bob")
     pipe = await opened("/connection/alice/bob/arena")
     kick = f"/api/lobbies/{lobby.pk}/kick"
 

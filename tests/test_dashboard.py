@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from analytics.buffer import Buffer
+from tests.accounts import staff_client
 
 # The writer closes its thread's connection after a flush, as a worker thread should: a
 # transaction around the test would not survive it.
@@ -29,12 +29,7 @@ def statistics() -> None:
 
 
 def operator(*permissions: str) -> Client:
-    user = User.objects.create_user("op", password="a long password 1", is_staff=True)
-    for codename in permissions:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
+    return staff_client("op", *permissions)
 
 
 def test_the_dashboard_shows_the_top_lists_totals_and_charts(statistics):

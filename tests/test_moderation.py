@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from lobbies import moderation, owners, signals
 from lobbies.auth import issue_ticket
 from lobbies.models import Lobby
-from tests.sockets import closed_with, join, opened, received, stays_open
+from tests.sockets import closed_with, join, met, opened, received, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
@@ -35,15 +35,10 @@ def actions() -> list[dict]:
     signals.operator_action.disconnect(dispatch_uid="test-actions")
 
 
-async def piped(a: str, b: str, document_id: str = "game", ext: bool = True):
-    """Peers ``a`` (opted in to the extended messages) and ``b`` in ``document_id``, with a
-    pipe open between them: their control sockets and the two pipe ends."""
-    first, second = await opened(f"/introduction/{a}"), await opened(f"/introduction/{b}")
-    await first.send_to(text_data=join(document_id, ext=1, nickname="Ace"))
-    assert (await received(first))["type"] == "Joined"
-    await second.send_to(text_data=join(document_id))
-    assert (await received(first))["type"] == "Introduction"
-    assert (await received(second))["type"] == "Introduction"
+async def piped(a: str, b: str, document_id: str = "game"):
+    """Peers ``a`` (opted in to the extended messages, nickname "Ace") and ``b`` in
+    ``document_id``, with a pipe open between them: their control sockets and the pipe ends."""
+    first, second = await met(document_id, a, b, nickname="Ace")
     end_a = await opened(f"/connection/{a}/{b}/{document_id}")
     end_b = await opened(f"/connection/{b}/{a}/{document_id}")
     await end_a.send_to(text_data="hello")

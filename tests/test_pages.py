@@ -13,8 +13,9 @@ from django.test import Client
 from lobbies.auth import resolve
 from lobbies.engine.presence import get_presence
 from lobbies.models import ApiToken, Lobby, LobbyGrant
+from tests import accounts
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
 
 @pytest.fixture
@@ -24,16 +25,7 @@ def owner() -> User:
 
 @pytest.fixture
 def signed_in(owner) -> Client:
-    client = Client()
-    client.force_login(owner)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def empty_presence():
-    async_to_sync(get_presence().flush)()
-    yield
-    async_to_sync(get_presence().flush)()
+    return accounts.signed_in(owner)
 
 
 def test_the_pages_ask_to_sign_in_and_signing_in_leads_to_my_lobbies(owner):
