@@ -63,7 +63,7 @@ class LobbyAdmin(admin.ModelAdmin):
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
         page = list(changelist.result_list)
-        counts = async_to_sync(moderation.counts)([lobby.document_id for lobby in page])
+        counts = owners.counts([lobby.document_id for lobby in page])
         for lobby in page:
             lobby.peers_online = counts.get(lobby.document_id, 0)
         changelist.result_list = page

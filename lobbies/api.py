@@ -7,6 +7,7 @@ grant roles in them, issue tickets for their game clients and manage their API t
 is asked of ``lobbies.policy``; errors are JSON, ``{"detail": "..."}``, with the right status.
 """
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,22 +97,19 @@ class LobbyOut(Schema):
     model_config = ConfigDict(populate_by_name=True)
 
     @staticmethod
-    def of(lobby: Lobby) -> dict[str, Any]:
-        return {
-            "id": lobby.pk,
-            "document_id": lobby.document_id,
-            "game": lobby.game,
-            "title": lobby.title,
-            "max_peers": lobby.max_peers,
-            "topology": lobby.topology,
-            "visibility": lobby.visibility,
-            "state": lobby.state,
-            "host_transferable": lobby.host_transferable,
-            "data": lobby.data,
-            "owner": lobby.owner.get_username() if lobby.owner else None,
-            "peers": len(owners.members(lobby.document_id)),
-            "created_at": lobby.created_at,
-        }
+    def of(lobby: Lobby, peers: int | None = None) -> dict[str, Any]:
+        """``lobby`` as the API shows it: its public metadata (``Lobby.public``), with its id,
+        when it was made and how many peers are in it now (counted here unless given)."""
+        if peers is None:
+            peers = owners.counts([lobby.document_id])[lobby.document_id]
+        return {**lobby.public(), "id": lobby.pk, "peers": peers, "createdAt": lobby.created_at}
+
+    @staticmethod
+    def listed(lobbies: Iterable[Lobby]) -> list[dict[str, Any]]:
+        """Several lobbies, their peers counted in one presence call."""
+        found = list(lobbies)
+        counts = owners.counts([lobby.document_id for lobby in found])
+        return [LobbyOut.of(lobby, counts[lobby.document_id]) for lobby in found]
 
 
 class LobbyDetail(LobbyOut):
@@ -238,9 +236,9 @@ def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> list[dic
         lobbies = lobbies.filter(
             Q(title__icontains=filters.q) | Q(document_id__icontains=filters.q)
         )
-    found = [LobbyOut.of(lobby) for lobby in lobbies]
+    found = LobbyOut.listed(lobbies)
     if filters.has_room:
-        found = [f for f in found if f["max_peers"] is None or f["peers"] < f["max_peers"]]
+        found = [f for f in found if f["maxPeers"] is None or f["peers"] < f["maxPeers"]]
     return found
 
 
@@ -248,7 +246,7 @@ def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> list[dic
 def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
     """The lobbies the signed-in user owns."""
     lobbies = Lobby.objects.select_related("owner").filter(owner=request.auth)
-    return [LobbyOut.of(lobby) for lobby in lobbies]
+    return LobbyOut.listed(lobbies)
 
 
 @api.get("/lobbies/{lobby_id}", response=LobbyDetail, tags=["lobbies"], by_alias=True)

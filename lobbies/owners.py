@@ -65,6 +65,11 @@ def manages(identity: Identity, lobby: Lobby) -> bool:
     return may_manage(identity, lobby.facts(), standing(identity, lobby))
 
 
+def counts(document_ids: list[str]) -> dict[str, int]:
+    """How many peers are in each of these lobbies now."""
+    return async_to_sync(moderation.counts)(document_ids)
+
+
 def members(document_id: str) -> list[str]:
     """The peer ids in the lobby now, the one present longest first."""
     return async_to_sync(get_presence().members)(document_id)

@@ -35,10 +35,9 @@ def my_lobbies(request: HttpRequest) -> HttpResponse:
             lobby = form.save()
             messages.success(request, f"Lobby {lobby.document_id} created.")
             return redirect("my-lobby", lobby_id=lobby.pk)
-    lobbies = [
-        (lobby, len(owners.members(lobby.document_id)))
-        for lobby in Lobby.objects.filter(owner=request.user)
-    ]
+    mine = list(Lobby.objects.filter(owner=request.user))
+    counts = owners.counts([lobby.document_id for lobby in mine])
+    lobbies = [(lobby, counts[lobby.document_id]) for lobby in mine]
     context = {"lobbies": lobbies, "form": form, "may_create": allowed}
     return render(request, "my/lobbies.html", context)
 
