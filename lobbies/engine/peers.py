@@ -218,7 +218,7 @@ class ControlSocket:
             return
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
-        admitted = await self._admit(document_ids, join)
+        admitted = await self._admit(document_ids, fresh, join)
         if not admitted or self.state is not PeerState.OPEN:
             return
         members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
@@ -288,10 +288,12 @@ class ControlSocket:
         allowed = set(new[: max(room, 0)])
         return tuple(d for d in document_ids if d in self.lobbies or d in allowed)
 
-    async def _admit(self, document_ids: tuple[str, ...], join: Join) -> tuple[str, ...]:
+    async def _admit(
+        self, document_ids: tuple[str, ...], fresh: list[str], join: Join
+    ) -> tuple[str, ...]:
         """The ids of this Join that the policy lets in; the others are refused (an ``Error``
-        for an ext client) and not applied. Ids joined before are let in again unasked."""
-        new = [d for d in document_ids if d not in self.lobbies]
+        for an ext client) and not applied. Ids joined before (not ``fresh``) are let in again
+        unasked."""
         spec = None
         if join.lobby is not None:
             try:
@@ -300,19 +302,19 @@ class ControlSocket:
                 for document_id in document_ids:
                     self._refuse(document_id, Refusal.INVALID, _first_error(exc))
                 return ()
-        if not new and spec is None:
+        if not fresh and spec is None:
             return document_ids
-        found = await facts.join_facts(
-            self.identity, self.peer_id, list(dict.fromkeys(document_ids))
-        )
+        found = await facts.join_facts(self.identity, self.peer_id, list(document_ids))
+        # Capacity is only a question for lobby rows: one presence call counts them all.
+        rows = [d for d in document_ids if d not in self.lobbies and found[d].lobby is not None]
+        present = await self.presence.counts(rows) if rows else {}
         policy_name = CreationPolicy(self.limits.creation_policy)
         admitted = []
         for document_id in document_ids:
             about = found[document_id]
             lobby = about.lobby
             if document_id not in self.lobbies:
-                present = len(await self.presence.members(document_id)) if lobby else 0
-                standing = Standing(about.roles, about.banned, present)
+                standing = Standing(about.roles, about.banned, present.get(document_id, 0))
                 decision = may_join(
                     self.identity, lobby.facts if lobby else None, standing, policy_name
                 )
