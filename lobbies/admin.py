@@ -14,7 +14,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -25,6 +25,7 @@ from lobbies import moderation, owners
 from lobbies.forms import BAN_DURATIONS, LiveActionForm
 from lobbies.models import ApiToken, Ban, Lobby, LobbyGrant
 from lobbies.policy import LobbyState
+from lobbies.schemas import FIELDS, MAX_DATA_DEPTH, depth
 
 
 class LobbyGrantInline(admin.TabularInline):
@@ -38,6 +39,8 @@ admin.site.site_title = "Relay admin"
 admin.site.index_title = "Lobbies, bans, tokens and statistics"
 
 _STATES = {"lock": LobbyState.LOCKED, "open": LobbyState.OPEN, "close": LobbyState.CLOSED}
+# The lobby fields an operator's form may change (the rest are set by the relay).
+_EDITABLE = {"document_id", "owner", "state", *FIELDS.values()}
 
 
 @admin.register(Lobby)
@@ -55,6 +58,43 @@ class LobbyAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     inlines = [LobbyGrantInline]
     change_form_template = "admin/lobbies/lobby/change_form.html"
+
+    def get_form(self, request: HttpRequest, obj: Lobby | None = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+
+        class CheckedLobbyForm(form):  # type: ignore[misc, valid-type]
+            """The admin's form, refusing what ``lobbies.owners`` would (a field error, not
+            a 500)."""
+
+            def clean(self) -> dict[str, Any]:
+                cleaned = super().clean()
+                if not self.errors:
+                    try:
+                        owners.check(self.instance)
+                    except owners.Rejected as rejected:
+                        raise ValidationError(rejected.message) from None
+                    data = self.instance.data
+                    if depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+                        self.add_error("data", f"nested deeper than {MAX_DATA_DEPTH} levels")
+                return cleaned
+
+        return CheckedLobbyForm
+
+    def save_model(self, request: HttpRequest, obj: Lobby, form: Any, change: bool) -> None:
+        """Every write goes through ``lobbies.owners`` (its peers taken out where the change
+        requires it, the caches told once committed)."""
+        if not change:
+            owners.add(obj, by=request.user.pk)
+            return
+        current = Lobby.objects.get(pk=obj.pk)
+        changed = {name: getattr(obj, name) for name in form.changed_data if name in _EDITABLE}
+        owners.update(current, changed, by=request.user.pk)
+
+    def delete_model(self, request: HttpRequest, obj: Lobby) -> None:
+        owners.delete(obj, by=request.user.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Lobby]) -> None:
+        owners.delete_many(queryset, by=request.user.pk)
 
     @admin.display(description="peers online")
     def online(self, lobby: Lobby) -> int | str:
@@ -165,7 +205,11 @@ class LobbyAdmin(admin.ModelAdmin):
             owners.transfer(lobby, owner, by=by)
             self._done(request, lobby, f"Owner is now {owner.get_username()!r}.")
         else:
-            owners.set_state(lobby, _STATES[action], by=by)
+            try:
+                owners.set_state(lobby, _STATES[action], by=by)
+            except owners.Rejected as rejected:
+                messages.error(request, rejected.message)
+                return back
             self._done(request, lobby, f"The lobby is {lobby.state} now.")
         return back
 

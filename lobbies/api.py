@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
@@ -27,15 +26,7 @@ from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
 from lobbies.models import ApiToken, Lobby, LobbyGrant
-from lobbies.policy import (
-    CreationPolicy,
-    Identity,
-    LobbyState,
-    Role,
-    Topology,
-    Visibility,
-    may_create,
-)
+from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
 from lobbies.schemas import LobbySpec
 
 api = NinjaAPI(
@@ -80,7 +71,7 @@ def _identity(request: HttpRequest) -> Identity:
 
 
 class LobbyOut(Schema):
-    id: int
+    id: str = Field(description="The lobby's opaque id in this API's URLs.")
     document_id: str = Field(alias="documentId")
     game: str
     title: str
@@ -102,7 +93,12 @@ class LobbyOut(Schema):
         when it was made and how many peers are in it now (counted here unless given)."""
         if peers is None:
             peers = owners.counts([lobby.document_id])[lobby.document_id]
-        return {**lobby.public(), "id": lobby.pk, "peers": peers, "createdAt": lobby.created_at}
+        return {
+            **lobby.public(),
+            "id": lobby.public_id,
+            "peers": peers,
+            "createdAt": lobby.created_at,
+        }
 
     @staticmethod
     def listed(lobbies: Iterable[Lobby]) -> list[dict[str, Any]]:
@@ -127,20 +123,6 @@ class LobbyCreate(LobbySpec):
         if not is_valid_id(value, relay_settings().max_id_length):
             raise ValueError("not a valid document id (1 to RELAY_MAX_ID_LENGTH characters)")
         return value
-
-
-class LobbyPatch(Schema):
-    """Only the fields given change."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    game: str | None = Field(None, max_length=100)
-    title: str | None = Field(None, max_length=200)
-    max_peers: int | None = Field(None, alias="maxPeers", ge=1, le=100_000)
-    topology: Topology | None = None
-    visibility: Visibility | None = None
-    host_transferable: bool | None = Field(None, alias="hostTransferable")
-    data: dict[str, Any] | None = None
 
 
 class LobbyFilters(Schema):
@@ -212,19 +194,49 @@ class Message(Schema):
 # -- lobbies ------------------------------------------------------------------------------------
 
 
-def _managed(request: HttpRequest, lobby_id: int) -> tuple[Identity, Lobby]:
-    identity = identity_of(request.auth)
-    lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
-    if not owners.visible(identity, lobby):
+def _rejected(rejected: owners.Rejected) -> HttpError:
+    return HttpError(rejected.status, rejected.message)
+
+
+def _visible_lobby(identity: Identity, lobby_id: str) -> Lobby:
+    """The lobby ``lobby_id`` names, if ``identity`` may know it exists; else 404, as for an id
+    that names nothing (a private lobby is not confirmed to outsiders)."""
+    lobby = Lobby.objects.select_related("owner").filter(public_id=lobby_id).first()
+    if lobby is None or not owners.visible(identity, lobby):
         raise HttpError(404, "no such lobby")
+    return lobby
+
+
+def _managed(request: HttpRequest, lobby_id: str) -> tuple[Identity, Lobby]:
+    identity = identity_of(request.auth)
+    lobby = _visible_lobby(identity, lobby_id)
     if not owners.manages(identity, lobby):
         raise HttpError(403, "only the lobby's owner, its moderators and operators may do this")
     return identity, lobby
 
 
+class LobbyPages(PageNumberPagination):
+    """Page numbers, with the peers of the page's lobbies counted in one presence call: only
+    the page is built, however many lobbies are listed."""
+
+    def paginate_queryset(self, queryset: Any, pagination: Any, **params: Any) -> Any:
+        page = super().paginate_queryset(queryset, pagination, **params)
+        page[self.items_attribute] = LobbyOut.listed(page[self.items_attribute])
+        return page
+
+
+def _without_full(lobbies: QuerySet[Lobby]) -> QuerySet[Lobby]:
+    """``lobbies`` less those with no room for one more peer now. Only lobbies with a capacity
+    are counted (as tuples, not rows), in one presence call."""
+    limited = dict(lobbies.filter(max_peers__isnull=False).values_list("document_id", "max_peers"))
+    present = owners.counts(list(limited))
+    full = [d for d, most in limited.items() if present.get(d, 0) >= most]
+    return lobbies.exclude(document_id__in=full) if full else lobbies
+
+
 @api.get("/lobbies", response=list[LobbyOut], tags=["lobbies"], by_alias=True)
-@paginate(PageNumberPagination, page_size=20)
-def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> list[dict[str, Any]]:
+@paginate(LobbyPages, page_size=20)
+def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet[Lobby]:
     """Public lobbies that are open or locked, newest first."""
     _user(request)  # a bad token is refused (401) here too, rather than taken as anonymous
     lobbies: QuerySet[Lobby] = Lobby.objects.select_related("owner").filter(
@@ -236,10 +248,7 @@ def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> list[dic
         lobbies = lobbies.filter(
             Q(title__icontains=filters.q) | Q(document_id__icontains=filters.q)
         )
-    found = LobbyOut.listed(lobbies)
-    if filters.has_room:
-        found = [f for f in found if f["maxPeers"] is None or f["peers"] < f["maxPeers"]]
-    return found
+    return _without_full(lobbies) if filters.has_room else lobbies
 
 
 @api.get("/lobbies/mine", response=list[LobbyOut], auth=SIGNED_IN, tags=["lobbies"], by_alias=True)
@@ -250,77 +259,92 @@ def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @api.get("/lobbies/{lobby_id}", response=LobbyDetail, tags=["lobbies"], by_alias=True)
-def lobby_detail(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+def lobby_detail(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """One lobby, with its live peer count (and its members, to those who manage it). A private
     lobby is not found by those without a grant."""
     identity = _identity(request)
-    lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
-    if not owners.visible(identity, lobby):
-        raise HttpError(404, "no such lobby")
+    lobby = _visible_lobby(identity, lobby_id)
     members = owners.members(lobby.document_id) if owners.manages(identity, lobby) else None
     return {**LobbyOut.of(lobby), "members": members}
 
 
 @api.post(
     "/lobbies",
-    response={201: LobbyOut},
+    response={201: LobbyOut, 403: Message, 409: Message, 422: Message},
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
 )
 def create_lobby(request: HttpRequest, body: LobbyCreate) -> Status:
-    """A lobby owned by the signed-in user, as RELAY_CREATION_POLICY allows."""
-    identity = identity_of(request.auth)
-    policy = CreationPolicy(relay_settings().creation_policy)
-    if not may_create(identity, policy):
-        raise HttpError(403, "you may not create lobbies (RELAY_CREATION_POLICY)")
+    """A lobby owned by the signed-in user, as RELAY_CREATION_POLICY allows. 409 when the
+    document id is taken (by any lobby: whether it is private is not said)."""
     try:
-        lobby = Lobby.objects.create(
-            document_id=body.document_id, owner=request.auth, **body.model_fields_for_row()
-        )
-    except IntegrityError:
-        raise HttpError(409, "a lobby with this document id exists") from None
+        lobby = owners.create(identity_of(request.auth), body.document_id, body)
+    except owners.Rejected as rejected:
+        raise _rejected(rejected) from None
     return Status(201, LobbyOut.of(lobby))
 
 
 @api.patch(
-    "/lobbies/{lobby_id}", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+    "/lobbies/{lobby_id}",
+    response={200: LobbyOut, 422: Message},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
 )
-def update_lobby(request: HttpRequest, lobby_id: int, body: LobbyPatch) -> dict[str, Any]:
-    """Change a lobby's metadata (only the fields given)."""
-    _, lobby = _managed(request, lobby_id)
-    for name, value in body.model_dump(exclude_unset=True).items():
-        setattr(lobby, name, value.value if hasattr(value, "value") else value)
-    lobby.save()
+def update_lobby(request: HttpRequest, lobby_id: str, body: LobbySpec) -> dict[str, Any]:
+    """Change a lobby's metadata: only the fields given (``null`` is refused for all but
+    ``maxPeers``, where it means no limit). Peers the change leaves without a right to stay
+    (made private, capacity lowered) are taken out."""
+    identity, lobby = _managed(request, lobby_id)
+    try:
+        owners.update(lobby, body.changes(), by=identity.user_id)
+    except owners.Rejected as rejected:
+        raise _rejected(rejected) from None
     return LobbyOut.of(lobby)
 
 
-def _set_state(request: HttpRequest, lobby_id: int, state: LobbyState) -> dict[str, Any]:
+def _set_state(request: HttpRequest, lobby_id: str, state: LobbyState) -> dict[str, Any]:
     identity, lobby = _managed(request, lobby_id)
-    owners.set_state(lobby, state, by=identity.user_id)
+    try:
+        owners.set_state(lobby, state, by=identity.user_id)
+    except owners.Rejected as rejected:
+        raise _rejected(rejected) from None
     return LobbyOut.of(lobby)
 
 
 @api.post(
-    "/lobbies/{lobby_id}/lock", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+    "/lobbies/{lobby_id}/lock",
+    response={200: LobbyOut, 422: Message},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
 )
-def lock_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+def lock_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """Nobody new joins; those inside stay."""
     return _set_state(request, lobby_id, LobbyState.LOCKED)
 
 
 @api.post(
-    "/lobbies/{lobby_id}/open", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+    "/lobbies/{lobby_id}/open",
+    response={200: LobbyOut, 422: Message},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
 )
-def open_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+def open_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """Open a locked or closed lobby again."""
     return _set_state(request, lobby_id, LobbyState.OPEN)
 
 
 @api.post(
-    "/lobbies/{lobby_id}/close", response=LobbyOut, auth=SIGNED_IN, tags=["lobbies"], by_alias=True
+    "/lobbies/{lobby_id}/close",
+    response={200: LobbyOut, 422: Message},
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
 )
-def close_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
+def close_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """Nobody joins, and the peers inside are taken out: their pipes in the lobby are closed
     (4410) and those that opted in get ``Left`` with ``closed``."""
     return _set_state(request, lobby_id, LobbyState.CLOSED)
@@ -332,7 +356,7 @@ def close_lobby(request: HttpRequest, lobby_id: int) -> dict[str, Any]:
     auth=SIGNED_IN,
     tags=["lobbies"],
 )
-def kick_peer(request: HttpRequest, lobby_id: int, body: KickIn) -> Status:
+def kick_peer(request: HttpRequest, lobby_id: str, body: KickIn) -> Status:
     """Take a peer out of the lobby now: its pipes there close (4410) and, if it opted in, it
     gets ``Left`` with ``kicked``. It may Join again; a ban keeps it out. 404 if it is not in
     the lobby."""
@@ -343,7 +367,7 @@ def kick_peer(request: HttpRequest, lobby_id: int, body: KickIn) -> Status:
 
 
 @api.delete("/lobbies/{lobby_id}", response={204: None}, auth=SIGNED_IN, tags=["lobbies"])
-def delete_lobby(request: HttpRequest, lobby_id: int) -> Status:
+def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
     """Delete the lobby's row (peers inside are taken out as by close); its document id then
     behaves like an LF channel again."""
     identity, lobby = _managed(request, lobby_id)
@@ -355,14 +379,14 @@ def delete_lobby(request: HttpRequest, lobby_id: int) -> Status:
 
 
 @api.get("/lobbies/{lobby_id}/grants", response=list[GrantOut], auth=SIGNED_IN, tags=["grants"])
-def list_grants(request: HttpRequest, lobby_id: int) -> list[dict[str, Any]]:
+def list_grants(request: HttpRequest, lobby_id: str) -> list[dict[str, Any]]:
     """Who holds a role in the lobby."""
     _, lobby = _managed(request, lobby_id)
     return [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")]
 
 
 @api.post("/lobbies/{lobby_id}/grants", response={201: GrantOut}, auth=SIGNED_IN, tags=["grants"])
-def add_grant(request: HttpRequest, lobby_id: int, body: GrantIn) -> Status:
+def add_grant(request: HttpRequest, lobby_id: str, body: GrantIn) -> Status:
     """Give a user (an invitation to a private lobby) or a group a role in the lobby."""
     _, lobby = _managed(request, lobby_id)
     if (body.username is None) == (body.group is None):
@@ -377,7 +401,7 @@ def add_grant(request: HttpRequest, lobby_id: int, body: GrantIn) -> Status:
 @api.delete(
     "/lobbies/{lobby_id}/grants/{grant_id}", response={204: None}, auth=SIGNED_IN, tags=["grants"]
 )
-def remove_grant(request: HttpRequest, lobby_id: int, grant_id: int) -> Status:
+def remove_grant(request: HttpRequest, lobby_id: str, grant_id: int) -> Status:
     """Take a role back."""
     _, lobby = _managed(request, lobby_id)
     get_object_or_404(LobbyGrant, pk=grant_id, lobby=lobby).delete()

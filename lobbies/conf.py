@@ -42,6 +42,9 @@ class RelaySettings:
     handshake_timeout: float
     ticket_ttl: float
     creation_policy: str
+    max_new_lobbies_per_join: int
+    lobby_creation_rate: str
+    orphan_lobby_ttl: float
     max_connections_per_address: int
     handshake_rate: str
     join_rate: str
@@ -81,6 +84,7 @@ _MINIMUMS: dict[str, float] = {
     "max_held_bytes": 1,
     "max_held_bytes_total": 1,
     "max_held_pipes": 1,
+    "max_new_lobbies_per_join": 0,  # 0: Join extras create no lobby (the API and pages do)
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
@@ -89,8 +93,15 @@ _MINIMUMS: dict[str, float] = {
     "event_queue": 1,
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
 }
-_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
-_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
+_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate", "lobby_creation_rate")
+_POSITIVE = (
+    "pair_timeout",
+    "close_timeout",
+    "ping_timeout",
+    "handshake_timeout",
+    "ticket_ttl",
+    "orphan_lobby_ttl",
+)
 
 
 def setting_errors(values: RelaySettings) -> list[str]:

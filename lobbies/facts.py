@@ -14,24 +14,34 @@ call, as consumers that skip ``AsyncConsumer``'s per-message cleanup must).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from lobbies import owners
 from lobbies.conf import relay_settings
+from lobbies.engine.presence import get_presence
+from lobbies.engine.tasks import spawn
 from lobbies.models import Ban, Lobby, LobbyGrant
+from lobbies.owners import Rejected as Rejected  # (for the sockets: they ask facts only)
 from lobbies.policy import Identity, LobbyFacts, Role
 from lobbies.schemas import LobbySpec
 
+logger = logging.getLogger(__name__)
+
 # At most this many lobbies' answers are kept; the oldest go first.
 _CACHED_LOBBIES = 10_000
+# Values named in one query (see _chunks).
+_QUERY_VALUES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +108,26 @@ def _load_global_bans() -> tuple[BanRecord, ...]:
     return tuple(_ban_record(ban) for ban in bans)
 
 
+def _chunks(values: list[Any]) -> Iterator[list[Any]]:
+    # A query names at most this many values: under every database's parameter limit (SQLite's
+    # is 999 before 3.32), however many sockets Joined in one turn.
+    for start in range(0, len(values), _QUERY_VALUES):
+        yield values[start : start + _QUERY_VALUES]
+
+
 def _load_lobbies(document_ids: list[str]) -> dict[str, LobbyRecord]:
-    """The records of these ids, in three queries whatever their number."""
+    """The records of these ids, in three queries per 500 of them."""
     rows = {
         lobby.document_id: lobby
-        for lobby in Lobby.objects.select_related("owner").filter(document_id__in=document_ids)
+        for chunk in _chunks(document_ids)
+        for lobby in Lobby.objects.select_related("owner").filter(document_id__in=chunk)
     }
     bans: dict[int, list[BanRecord]] = {}
     grants: dict[int, list[tuple[int | None, int | None, Role]]] = {}
-    if rows:
-        for ban in Ban.objects.active().filter(lobby__in=rows.values()):
+    for chunk in _chunks([lobby.pk for lobby in rows.values()]):
+        for ban in Ban.objects.active().filter(lobby_id__in=chunk):
             bans.setdefault(ban.lobby_id, []).append(_ban_record(ban))
-        for grant in LobbyGrant.objects.filter(lobby__in=rows.values()):
+        for grant in LobbyGrant.objects.filter(lobby_id__in=chunk):
             grants.setdefault(grant.lobby_id, []).append(
                 (grant.user_id, grant.group_id, Role(grant.role))
             )
@@ -240,6 +258,7 @@ async def join_facts(
     identity: Identity, peer_id: str, document_ids: list[str]
 ) -> dict[str, JoinFacts]:
     """The facts of each id for this identity and peer id."""
+    orphans.start()
     everywhere = await banned_everywhere(identity, peer_id)
     records = await directory.records(document_ids)
     now = timezone.now()
@@ -254,48 +273,113 @@ async def join_facts(
 
 
 def _create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
-    try:
-        with transaction.atomic():
-            lobby = Lobby.objects.create(
-                document_id=document_id, owner_id=identity.user_id, **spec.model_fields_for_row()
-            )
-    except IntegrityError:
-        lobby = Lobby.objects.get(document_id=document_id)
-    return _view(Lobby.objects.select_related("owner").get(pk=lobby.pk))
+    return _view(owners.create(identity, document_id, spec))
 
 
 async def create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
-    """Make the row of a lobby that a Join creates, owned by ``identity`` (nobody, when
-    anonymous). If another request created it first, that row wins and is returned."""
+    """Make the row of a lobby that a Join's ``lobby`` extra creates, owned by ``identity``
+    (nobody, when anonymous), through ``lobbies.owners.create``. Raises :class:`Rejected`, as
+    it does: when the rules refuse, or another request made the row first (409)."""
     return await database_sync_to_async(_create_lobby)(identity, document_id, spec)
 
 
-def _update_lobby(document_id: str, spec: LobbySpec) -> LobbyView:
+def _update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> LobbyView:
     lobby = Lobby.objects.select_related("owner").get(document_id=document_id)
-    for name, value in spec.model_fields_for_row().items():
-        setattr(lobby, name, value)
-    lobby.save()
-    return _view(lobby)
+    return _view(owners.update(lobby, spec.changes(), by=by))
 
 
-async def update_lobby(document_id: str, spec: LobbySpec) -> LobbyView:
-    """Apply an owner's new metadata to its lobby."""
-    return await database_sync_to_async(_update_lobby)(document_id, spec)
+async def update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> LobbyView:
+    """Apply the fields a manager's Join extra names to its lobby (``lobbies.owners.update``;
+    raises :class:`Rejected` as it does)."""
+    return await database_sync_to_async(_update_lobby)(document_id, spec, by)
+
+
+def changed_since(generation: int) -> bool:
+    """Whether any lobby, grant or ban changed since :attr:`Directory.generation` was
+    ``generation``: a Join that read its facts before must be judged again."""
+    return directory.generation != generation
+
+
+# -- forgetting what changed, once it is committed ----------------------------------------------
+# Not before: a Join between the save and the commit would load the old row again and keep it.
+
+
+def _forget_on_commit(document_id: str | None) -> None:
+    transaction.on_commit(lambda: directory.forget(document_id))
 
 
 @receiver([post_save, post_delete], sender=Lobby)
 def _lobby_changed(sender: type, instance: Lobby, **kwargs: Any) -> None:
-    directory.forget(instance.document_id)
+    _forget_on_commit(instance.document_id)
 
 
 @receiver([post_save, post_delete], sender=Ban)
 @receiver([post_save, post_delete], sender=LobbyGrant)
 def _lobby_rule_changed(sender: type, instance: Ban | LobbyGrant, **kwargs: Any) -> None:
     if instance.lobby_id is None:
-        directory.forget(None)
+        _forget_on_commit(None)
         return
     # (When the lobby itself is being deleted, its own signal forgets it.)
     document_id = Lobby.objects.filter(pk=instance.lobby_id).values_list("document_id", flat=True)
     found = document_id.first()
     if found is not None:
-        directory.forget(found)
+        _forget_on_commit(found)
+
+
+# -- ownerless lobbies age out -------------------------------------------------------------------
+
+
+class OrphanSweeper:
+    """Deletes lobbies without an owner that nobody has been in for ``RELAY_ORPHAN_LOBBY_TTL``
+    seconds (made by anonymous Joins, or left by a deleted owner), so that ids taken by
+    strangers come back. Runs in the event loop where presence lives, started by the first Join
+    of the process; one pass every quarter of the TTL (at most every 5 minutes)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.empty_since: dict[str, float] = {}  # lobbies seen empty, and since when
+
+    def start(self) -> None:
+        """Make sure a sweep runs in this event loop (cheap: called by every Join)."""
+        task = self.task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self.task = spawn(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            ttl = relay_settings().orphan_lobby_ttl
+            await asyncio.sleep(min(max(ttl / 4, 0.2), 300.0))
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("sweeping ownerless lobbies failed; trying again later")
+
+    async def sweep(self, now: float | None = None) -> int:
+        """One pass: note which ownerless lobbies are empty, delete those empty for the TTL.
+        Returns how many were deleted."""
+        now = time.monotonic() if now is None else now
+        ttl = relay_settings().orphan_lobby_ttl
+        ids = await database_sync_to_async(_ownerless_ids)(timezone.now() - timedelta(seconds=ttl))
+        present = await get_presence().counts(ids) if ids else {}
+        empty = {d: self.empty_since.get(d, now) for d in ids if not present.get(d)}
+        self.empty_since = empty
+        expired = [d for d, since in empty.items() if now - since >= ttl]
+        if not expired:
+            return 0
+        for document_id in expired:
+            del self.empty_since[document_id]
+        pruned = await database_sync_to_async(owners.prune_orphans)(expired)
+        logger.info("%s ownerless lobbies nobody was in for %g s deleted", pruned, ttl)
+        return pruned
+
+
+# One pass looks at this many ownerless lobbies at most (the oldest first).
+_SWEPT_PER_PASS = 5_000
+
+
+def _ownerless_ids(changed_before: datetime) -> list[str]:
+    rows = Lobby.objects.filter(owner__isnull=True, updated_at__lte=changed_before)
+    return list(rows.order_by("updated_at").values_list("document_id", flat=True)[:_SWEPT_PER_PASS])
+
+
+orphans = OrphanSweeper()

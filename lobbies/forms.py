@@ -12,22 +12,13 @@ from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
 from lobbies.models import Lobby
 from lobbies.policy import LobbyState, Role
-from lobbies.schemas import LobbySpec
-
-# Form field -> the schema's (wire) name, for putting its errors on the right field.
-_SPEC_FIELDS = {
-    "game": "game",
-    "title": "title",
-    "max_peers": "maxPeers",
-    "topology": "topology",
-    "visibility": "visibility",
-    "host_transferable": "hostTransferable",
-    "data": "data",
-}
+from lobbies.schemas import FIELDS, LobbySpec, field_named
 
 
 class LobbyForm(forms.ModelForm):
-    """A lobby's metadata; its document id only when it is created."""
+    """A lobby's metadata; its document id only when it is created. Validated by
+    ``LobbySpec`` too (:attr:`spec`), and saved through ``lobbies.owners`` by the caller: the
+    form itself never writes."""
 
     class Meta:
         model = Lobby
@@ -38,6 +29,7 @@ class LobbyForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["data"].required = False
+        self.spec: LobbySpec | None = None
         if self.instance.pk is not None:
             del self.fields["document_id"]
 
@@ -47,21 +39,28 @@ class LobbyForm(forms.ModelForm):
             raise forms.ValidationError("Not a valid document id.")
         return value
 
+    def validate_unique(self) -> None:
+        # A taken document id is answered by lobbies.owners.create, as the API answers it.
+        pass
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         values = {
-            wire: cleaned.get(field)
-            for field, wire in _SPEC_FIELDS.items()
-            if cleaned.get(field) is not None
+            name: value
+            for name, value in cleaned.items()
+            if name in FIELDS and not (name == "data" and value is None)
         }
         try:
-            LobbySpec.model_validate(values)
+            self.spec = LobbySpec.model_validate(values)
         except ValidationError as exc:
-            by_wire = {wire: field for field, wire in _SPEC_FIELDS.items()}
             for error in exc.errors():
-                field = by_wire.get(str(error["loc"][0])) if error["loc"] else None
-                self.add_error(field, error["msg"])
+                where = field_named(str(error["loc"][0])) if error["loc"] else None
+                self.add_error(where if where in self.fields else None, error["msg"])
         return cleaned
+
+    def _post_clean(self) -> None:
+        # The instance is not touched: lobbies.owners applies the changes (and only them).
+        pass
 
 
 class StateForm(forms.Form):

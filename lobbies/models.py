@@ -18,9 +18,22 @@ from django.utils import timezone
 from lobbies.policy import LobbyFacts, LobbyState, Role, Topology, Visibility
 
 
+def new_public_id() -> str:
+    """An opaque, unguessable id for a lobby in URLs (the API, the owners' pages): unlike the
+    row's sequential key, walking it reveals nothing."""
+    return secrets.token_urlsafe(9)
+
+
 class Lobby(models.Model):
     """A document id with an owner and metadata. Ids without a row behave like LF channels."""
 
+    public_id = models.CharField(
+        max_length=16,
+        unique=True,
+        default=new_public_id,
+        editable=False,
+        help_text="The lobby's id in the API and the owners' pages (opaque).",
+    )
     document_id = models.CharField(
         max_length=256, unique=True, help_text="The id clients Join (LF's documentId)."
     )

@@ -35,13 +35,14 @@ async def counts(document_ids: list[str]) -> dict[str, int]:
     return await get_presence().counts(document_ids)
 
 
-async def kick(document_id: str, peer_id: str) -> bool:
+async def kick(document_id: str, peer_id: str, reason: str = "kicked") -> bool:
     """Take ``peer_id`` out of ``document_id``: its pipes there close with 4410, it gets
-    ``Left`` with ``kicked`` if it opted in, and a host's role passes on as if it had left.
-    False if it was not there. It may Join again unless a ban keeps it out."""
+    ``Left`` with ``reason`` (``kicked``; ``private`` or ``full`` after a change to the lobby)
+    if it opted in, and a host's role passes on as if it had left. False if it was not there.
+    It may Join again unless a ban (or the change) keeps it out."""
     online = await get_presence().connections([peer_id])
     return peer_id in online and await deliver(
-        online[peer_id], Order(Action.KICK, "kicked", document_id)
+        online[peer_id], Order(Action.KICK, reason, document_id)
     )
 
 

@@ -1,10 +1,17 @@
-"""What owners (and moderators, and operators) do to lobbies, shared by the JSON API, the
-owners' pages and the admin: see a lobby, change its state, delete it, grant roles, look at who
-is in it, kick, ban, hand it to another owner.
+"""Every change to a lobby, in one place: creating one (a Join's ``lobby`` extra, the API, the
+owners' pages, the admin), changing its metadata or state, deleting it, granting roles, kicking,
+banning, handing it to another owner; and what owners may see of lobbies.
 
-Blocking code (the ORM), for views; the live side (``lobbies.moderation``: who is in a lobby,
-taking peers out) is reached through ``async_to_sync``, on the server's event loop where the
-sockets live. Each action is reported as ``signals.operator_action`` with who did it (``by``).
+Each write asks ``lobbies.policy`` once, takes out the live peers the change leaves without a
+right to be there (closed, deleted, made private, capacity lowered), and does so once the change
+is committed, as the facts cache forgets the old row then too (``lobbies.facts``): a Join that
+raced the change is judged again against the new row. A write the rules refuse raises
+:class:`Rejected`, which the API turns into its status and the pages into a message.
+
+Blocking code (the ORM), for views and for the sockets' own thread hops; the live side
+(``lobbies.moderation``: who is in a lobby, taking peers out) is reached through
+``async_to_sync``, on the server's event loop where the sockets live. Each operator's action is
+reported as ``signals.operator_action`` with who did it (``by``).
 """
 
 from __future__ import annotations
@@ -15,32 +22,56 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
 from lobbies import moderation, signals
+from lobbies.conf import relay_settings
 from lobbies.engine.presence import get_presence
+from lobbies.engine.protocol import is_valid_id
 from lobbies.events import emit
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import (
+    CreationPolicy,
     Identity,
     LobbyState,
     Role,
     Standing,
     Visibility,
     holder_of,
+    may_create,
+    may_describe,
     may_manage,
+    may_see,
+    may_stay,
 )
+from lobbies.schemas import LobbySpec
 
-# How a state change is named in ``operator_action``.
+# How a state change is named in ``operator_action`` (besides "create", "update", "delete",
+# "kick", "ban" and "transfer").
 _STATE_ACTIONS = {LobbyState.OPEN: "open", LobbyState.LOCKED: "lock", LobbyState.CLOSED: "close"}
 
 
 class NotFound(Exception):
     """No such user or group (its message says which)."""
+
+
+class Rejected(Exception):
+    """A write the rules do not allow. ``status`` is what the API answers (403: not allowed,
+    409: the document id is taken, 422: the lobby cannot be so)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_OWNERLESS = (
+    "a lobby without an owner can only be open, and public or unlisted: give it an owner first"
+)
 
 
 def standing(identity: Identity, lobby: Lobby) -> Standing:
@@ -52,12 +83,10 @@ def standing(identity: Identity, lobby: Lobby) -> Standing:
 
 
 def visible(identity: Identity, lobby: Lobby) -> bool:
-    """Whether ``identity`` may know ``lobby`` exists: a private lobby only to those it
-    grants a role and those who manage it."""
+    """Whether ``identity`` may know ``lobby`` exists (``lobbies.policy.may_see``)."""
     if lobby.visibility != Visibility.PRIVATE:
-        return True
-    held = standing(identity, lobby)
-    return bool(held.roles) or may_manage(identity, lobby.facts(), held)
+        return True  # (no query for the common case)
+    return may_see(identity, lobby.facts(), standing(identity, lobby))
 
 
 def manages(identity: Identity, lobby: Lobby) -> bool:
@@ -75,8 +104,52 @@ def members(document_id: str) -> list[str]:
     return async_to_sync(get_presence().members)(document_id)
 
 
-def _take_peers_out(document_id: str) -> None:
-    async_to_sync(moderation.evict)(document_id, "closed")
+def _after_commit(action: Any) -> None:
+    # Live sockets are acted on once the change is in the database: a peer taken out that
+    # comes straight back must find the new row, not the old one.
+    transaction.on_commit(action)
+
+
+def _take_peers_out(document_id: str, reason: str) -> None:
+    _after_commit(lambda: async_to_sync(moderation.evict)(document_id, reason))
+
+
+def _take_out_who_may_not_stay(lobby: Lobby) -> None:
+    """After ``lobby`` became private or smaller: its peers without a right to stay leave
+    (``Left`` with ``private``), then the newest past its capacity (``Left`` with ``full``)."""
+    facts = lobby.facts()
+    grants = list(lobby.grants.values_list("user_id", "group_id", "role"))
+
+    def judge() -> None:
+        roster = async_to_sync(moderation.live)(lobby.document_id).members
+        users = {
+            user.pk: user
+            for user in get_user_model()._default_manager.filter(
+                pk__in={m.user_id for m in roster if m.user_id}
+            )
+        }
+        from lobbies.auth import identity_of  # (auth imports the models; late, as facts does)
+
+        out, staying = [], []
+        for member in roster:
+            identity = identity_of(users.get(member.user_id))
+            roles = frozenset(
+                Role(role)
+                for user_id, group_id, role in grants
+                if (user_id is not None and user_id == identity.user_id)
+                or group_id in identity.group_ids
+            )
+            if may_stay(identity, facts, Standing(roles=roles)):
+                staying.append(member.peer_id)
+            else:
+                out.append(member.peer_id)
+        for peer_id in out:
+            async_to_sync(moderation.kick)(lobby.document_id, peer_id, "private")
+        if facts.max_peers is not None:
+            for peer_id in staying[facts.max_peers :]:  # the roster lists the longest present first
+                async_to_sync(moderation.kick)(lobby.document_id, peer_id, "full")
+
+    _after_commit(judge)
 
 
 def _report(action: str, document_id: str | None, by: int | None, **detail: Any) -> None:
@@ -90,29 +163,124 @@ def _report(action: str, document_id: str | None, by: int | None, **detail: Any)
     )
 
 
+def create(
+    identity: Identity,
+    document_id: str,
+    spec: LobbySpec,
+) -> Lobby:
+    """Make a lobby for ``document_id`` with ``spec``'s metadata, owned by ``identity``'s user
+    (nobody, when anonymous: then it can only be public or unlisted). Raises :class:`Rejected`:
+    403 when the creation policy does not let ``identity`` create, 409 when the id has a row
+    already (whatever that row is: a private lobby is not confirmed as such), 422 for an
+    impossible lobby."""
+    if not may_create(identity, CreationPolicy(relay_settings().creation_policy)):
+        raise Rejected(403, "you may not create lobbies (RELAY_CREATION_POLICY)")
+    if not is_valid_id(document_id, relay_settings().max_id_length):
+        raise Rejected(422, "not a valid document id (1 to RELAY_MAX_ID_LENGTH characters)")
+    lobby = Lobby(document_id=document_id, owner_id=identity.user_id, **spec.row())
+    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), LobbyState.OPEN):
+        raise Rejected(403, "an anonymous peer can create only public or unlisted lobbies")
+    add(lobby)
+    return Lobby.objects.select_related("owner").get(pk=lobby.pk)
+
+
+def add(lobby: Lobby, by: int | None = None) -> None:
+    """Save a new ``lobby`` row made elsewhere (by :func:`create`, or the admin's form, whose
+    operators are not bound by the creation policy). Raises :class:`Rejected`: 409 when its
+    document id is taken, 422 when it cannot be so (:func:`check`)."""
+    check(lobby)
+    try:
+        with transaction.atomic():
+            lobby.save(force_insert=True)
+    except IntegrityError:
+        raise Rejected(409, "a lobby with this document id exists") from None
+    if by is not None:
+        _report("create", lobby.document_id, by)
+
+
+def check(lobby: Lobby) -> None:
+    """Raise :class:`Rejected` (422) if ``lobby`` as it is now may not be saved: one without an
+    owner can only be open, and public or unlisted (``lobbies.policy.may_describe``)."""
+    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), LobbyState(lobby.state)):
+        raise Rejected(422, _OWNERLESS)
+
+
+def update(lobby: Lobby, changes: dict[str, Any], by: int | None = None) -> Lobby:
+    """Apply ``changes`` (``lobbies.models.Lobby`` field names, e.g. from
+    :meth:`LobbySpec.changes`) to ``lobby``: only those fields are written. Peers that the
+    change leaves without a right to stay are taken out once it is committed. Raises
+    :class:`Rejected` (422) when the lobby cannot be so (an ownerless one made private)."""
+    changes = {name: value for name, value in changes.items() if getattr(lobby, name) != value}
+    if not changes:
+        return lobby
+    was = lobby.facts()
+    for name, value in changes.items():
+        setattr(lobby, name, value)
+    try:
+        check(lobby)
+    except Rejected:
+        lobby.refresh_from_db()
+        raise
+    lobby.save(update_fields=[*changes, "updated_at"])
+    emit(signals.lobby_changed, document_id=lobby.document_id, state=lobby.state)
+    _report("update", lobby.document_id, by, fields=sorted(changes))
+    now = lobby.facts()
+    if now.state is LobbyState.CLOSED and was.state is not LobbyState.CLOSED:
+        _take_peers_out(lobby.document_id, "closed")
+        return lobby
+    made_private = now.visibility is Visibility.PRIVATE and was.visibility is not Visibility.PRIVATE
+    smaller = now.max_peers is not None and (was.max_peers is None or now.max_peers < was.max_peers)
+    if made_private or smaller or now.owner_id != was.owner_id:
+        _take_out_who_may_not_stay(lobby)
+    return lobby
+
+
 def set_state(lobby: Lobby, state: LobbyState, by: int | None = None) -> None:
     """Open, lock or close ``lobby`` (``by``: the user who did it). Closing takes its peers out:
-    their pipes in it are closed (4410) and those that opted in get ``Left`` with ``closed``."""
+    their pipes in it are closed (4410) and those that opted in get ``Left`` with ``closed``.
+    Raises :class:`Rejected` (422) for a lobby without an owner, which stays open."""
+    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), state):
+        raise Rejected(422, _OWNERLESS)
     lobby.state = state.value
     lobby.save(update_fields=["state", "updated_at"])
     emit(signals.lobby_changed, document_id=lobby.document_id, state=state.value)
     _report(_STATE_ACTIONS[state], lobby.document_id, by)
     if state is LobbyState.CLOSED:
-        _take_peers_out(lobby.document_id)
+        _take_peers_out(lobby.document_id, "closed")
 
 
-def delete(lobby: Lobby, by: int | None = None) -> None:
-    """Delete ``lobby``'s row, taking its peers out as :func:`set_state` closing does; its
-    document id then behaves like an LF channel again."""
-    _take_peers_out(lobby.document_id)
-    _report("delete", lobby.document_id, by)
+def delete(lobby: Lobby, by: int | None = None, reason: str = "deleted") -> None:
+    """Delete ``lobby``'s row, taking its peers out as :func:`set_state` closing does (``Left``
+    with ``closed``); its document id then behaves like an LF channel again."""
+    _report("delete", lobby.document_id, by, reason=reason)
+    document_id = lobby.document_id
     lobby.delete()
+    _take_peers_out(document_id, "closed")
+
+
+def delete_many(lobbies: QuerySet[Lobby], by: int | None = None) -> int:
+    """Delete each of ``lobbies`` as :func:`delete` does (the admin's bulk delete)."""
+    count = 0
+    for lobby in lobbies:
+        delete(lobby, by=by)
+        count += 1
+    return count
+
+
+def prune_orphans(document_ids: list[str]) -> int:
+    """Delete those of these lobbies that still have no owner (``lobbies.facts`` found them
+    empty for ``RELAY_ORPHAN_LOBBY_TTL``). Returns how many went."""
+    pruned = 0
+    for lobby in Lobby.objects.filter(document_id__in=document_ids, owner__isnull=True):
+        delete(lobby, reason="orphan")
+        pruned += 1
+    return pruned
 
 
 def kick(document_id: str, peer_id: str, by: int | None = None) -> bool:
     """Take ``peer_id`` out of the lobby now (``lobbies.moderation.kick``); False if it was
     not in it. It may come back: a ban keeps it out."""
-    kicked = async_to_sync(moderation.kick)(document_id, peer_id)
+    kicked = async_to_sync(moderation.kick)(document_id, peer_id, "kicked")
     if kicked:
         _report("kick", document_id, by, peer_id=peer_id)
     return kicked

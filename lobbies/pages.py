@@ -5,20 +5,26 @@ build; every rule is asked of ``lobbies.policy`` through ``lobbies.owners``."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from lobbies import owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.forms import GrantForm, LobbyForm, StateForm, TicketForm, TokenForm
-from lobbies.models import ApiToken, Lobby, LobbyGrant
+from lobbies.models import ApiToken, Lobby
 from lobbies.policy import CreationPolicy, LobbyState, Role, may_create
 from lobbies.views import relay_url
+
+
+def _invalid(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    """The page again with its form's errors: a 400, as every bad form input is."""
+    return render(request, template, context, status=400)
 
 
 @login_required
@@ -27,46 +33,72 @@ def my_lobbies(request: HttpRequest) -> HttpResponse:
     identity = identity_of(request.user)
     allowed = bool(may_create(identity, CreationPolicy(relay_settings().creation_policy)))
     form = LobbyForm(request.POST or None)
-    if request.method == "POST":
-        if not allowed:
-            messages.error(request, "You may not create lobbies on this relay.")
-        elif form.is_valid():
-            form.instance.owner = request.user
-            lobby = form.save()
+    if request.method == "POST" and form.is_valid() and form.spec is not None:
+        try:
+            lobby = owners.create(identity, form.cleaned_data["document_id"], form.spec)
+        except owners.Rejected as rejected:
+            form.add_error("document_id" if rejected.status == 409 else None, rejected.message)
+        else:
             messages.success(request, f"Lobby {lobby.document_id} created.")
-            return redirect("my-lobby", lobby_id=lobby.pk)
+            return redirect("my-lobby", lobby_id=lobby.public_id)
     mine = list(Lobby.objects.filter(owner=request.user))
     counts = owners.counts([lobby.document_id for lobby in mine])
     lobbies = [(lobby, counts[lobby.document_id]) for lobby in mine]
     context = {"lobbies": lobbies, "form": form, "may_create": allowed}
+    if request.method == "POST":
+        return _invalid(request, "my/lobbies.html", context)
     return render(request, "my/lobbies.html", context)
 
 
 @login_required
-def my_lobby(request: HttpRequest, lobby_id: int) -> HttpResponse:
+def my_lobby(request: HttpRequest, lobby_id: str) -> HttpResponse:
     """One lobby for those who manage it: its metadata, state, live members and grants."""
     identity = identity_of(request.user)
-    lobby = get_object_or_404(Lobby.objects.select_related("owner"), pk=lobby_id)
-    if not owners.visible(identity, lobby) or not owners.manages(identity, lobby):
+    lobby = Lobby.objects.select_related("owner").filter(public_id=lobby_id).first()
+    if lobby is None or not owners.visible(identity, lobby) or not owners.manages(identity, lobby):
         raise Http404("no such lobby")
     form = LobbyForm(instance=lobby)
     grant_form = GrantForm()
     if request.method == "POST":
-        action = request.POST.get("action")
+        done = _act(request, lobby, identity.user_id)
+        if isinstance(done, HttpResponse):
+            return done
+        form, grant_form = done
+    context = {
+        "lobby": lobby,
+        "form": form,
+        "grant_form": grant_form,
+        "members": owners.members(lobby.document_id),
+        "grants": [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")],
+        "states": [s.value for s in LobbyState if s.value != lobby.state],
+    }
+    if request.method == "POST":
+        return _invalid(request, "my/lobby.html", context)
+    return render(request, "my/lobby.html", context)
+
+
+def _act(
+    request: HttpRequest, lobby: Lobby, by: int | None
+) -> HttpResponse | tuple[LobbyForm, GrantForm]:
+    """One action posted on a lobby's page: a redirect once done, or the forms with what was
+    wrong (shown again with a 400)."""
+    form, grant_form = LobbyForm(instance=lobby), GrantForm()
+    back = redirect("my-lobby", lobby_id=lobby.public_id)
+    action = request.POST.get("action")
+    try:
         if action == "save":
             form = LobbyForm(request.POST, instance=lobby)
-            if form.is_valid():
-                form.save()
+            if form.is_valid() and form.spec is not None:
+                owners.update(lobby, form.spec.changes(), by=by)
                 messages.success(request, "Saved.")
-                return redirect("my-lobby", lobby_id=lobby.pk)
+                return back
         elif action == "state":
             state_form = StateForm(request.POST)
             if state_form.is_valid():
-                owners.set_state(
-                    lobby, LobbyState(state_form.cleaned_data["state"]), by=request.user.pk
-                )
+                owners.set_state(lobby, LobbyState(state_form.cleaned_data["state"]), by=by)
                 messages.success(request, f"The lobby is {lobby.state} now.")
-                return redirect("my-lobby", lobby_id=lobby.pk)
+                return back
+            messages.error(request, "No such state.")
         elif action == "grant":
             grant_form = GrantForm(request.POST)
             if grant_form.is_valid():
@@ -77,31 +109,30 @@ def my_lobby(request: HttpRequest, lobby_id: int) -> HttpResponse:
                     grant_form.add_error("username", str(exc))
                 else:
                     messages.success(request, f"{data['username']} is {data['role']} now.")
-                    return redirect("my-lobby", lobby_id=lobby.pk)
+                    return back
         elif action == "revoke":
-            get_object_or_404(LobbyGrant, pk=request.POST.get("grant"), lobby=lobby).delete()
-            messages.success(request, "Grant removed.")
-            return redirect("my-lobby", lobby_id=lobby.pk)
+            grant = lobby.grants.filter(pk=_posted_id(request, "grant")).first()
+            if grant is not None:
+                grant.delete()
+                messages.success(request, "Grant removed.")
+                return back
+            messages.error(request, "No such grant.")
         elif action == "kick":
             peer_id = request.POST.get("peer", "")
-            if owners.kick(lobby.document_id, peer_id, by=request.user.pk):
+            if owners.kick(lobby.document_id, peer_id, by=by):
                 messages.success(request, f"{peer_id} was taken out of the lobby.")
             else:
                 messages.warning(request, f"{peer_id} is not in the lobby (any more).")
-            return redirect("my-lobby", lobby_id=lobby.pk)
+            return back
         elif action == "delete":
-            owners.delete(lobby, by=request.user.pk)
+            owners.delete(lobby, by=by)
             messages.success(request, f"Lobby {lobby.document_id} deleted.")
             return redirect("my-lobbies")
-    context = {
-        "lobby": lobby,
-        "form": form,
-        "grant_form": grant_form,
-        "members": owners.members(lobby.document_id),
-        "grants": [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")],
-        "states": [s.value for s in LobbyState if s.value != lobby.state],
-    }
-    return render(request, "my/lobby.html", context)
+        else:
+            messages.error(request, "No such action.")
+    except owners.Rejected as rejected:
+        messages.error(request, rejected.message)
+    return form, grant_form
 
 
 @login_required
@@ -109,8 +140,8 @@ def my_access(request: HttpRequest) -> HttpResponse:
     """Tickets for game clients, and API tokens (each secret shown once)."""
     ticket_form, token_form = TicketForm(), TokenForm()
     shown: dict[str, object] = {}
+    action = request.POST.get("action")
     if request.method == "POST":
-        action = request.POST.get("action")
         if action == "ticket":
             ticket_form = TicketForm(request.POST)
             if ticket_form.is_valid():
@@ -129,9 +160,12 @@ def my_access(request: HttpRequest) -> HttpResponse:
                 shown = {"secret": secret, "secret_name": token.name}
                 token_form = TokenForm()
         elif action == "revoke":
-            get_object_or_404(ApiToken, pk=request.POST.get("token"), user=request.user).revoke()
-            messages.success(request, "Token revoked: it no longer works.")
-            return redirect("my-access")
+            token = ApiToken.objects.filter(pk=_posted_id(request, "token"), user=request.user)
+            if token.exists():
+                token.get().revoke()
+                messages.success(request, "Token revoked: it no longer works.")
+                return redirect("my-access")
+            messages.error(request, "No such token.")
     context = {
         "ticket_form": ticket_form,
         "token_form": token_form,
@@ -139,4 +173,14 @@ def my_access(request: HttpRequest) -> HttpResponse:
         "relay_url": relay_url(request),
         **shown,
     }
-    return render(request, "my/access.html", context)
+    # A POST that shows the page again without a result was bad input.
+    status = 400 if request.method == "POST" and not shown and action != "token" else 200
+    return render(request, "my/access.html", context, status=status)
+
+
+def _posted_id(request: HttpRequest, name: str) -> int | None:
+    """The row id posted as ``name``, or None when it is not one (never a 500)."""
+    try:
+        return int(request.POST.get(name, ""))
+    except ValueError:
+        return None

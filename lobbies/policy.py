@@ -173,6 +173,10 @@ def may_join(
         return _refuse(Refusal.FORBIDDEN)
     if lobby is None:
         return may_create(identity, policy)
+    if lobby.owner_id is None:
+        # Nobody could grant a role in it or open it again: an ownerless lobby (made by an
+        # anonymous Join, or whose owner was deleted) refuses nobody for good.
+        return _within_capacity(lobby, standing)
     privileged = may_manage(identity, lobby, standing)
     if lobby.state is LobbyState.CLOSED and not privileged:
         return _refuse(Refusal.LOCKED)
@@ -183,8 +187,43 @@ def may_join(
     if lobby.visibility is Visibility.PRIVATE and not (privileged or standing.roles):
         # Not even its existence is confirmed to someone without a grant.
         return _refuse(Refusal.NOT_FOUND)
+    return _within_capacity(lobby, standing)
+
+
+def _within_capacity(lobby: LobbyFacts, standing: Standing) -> Decision:
+    if standing.already_in:
+        return ALLOW
     if lobby.max_peers is not None and standing.peers_present >= lobby.max_peers:
         return _refuse(Refusal.LOBBY_FULL)
+    return ALLOW
+
+
+def may_stay(identity: Identity, lobby: LobbyFacts | None, standing: Standing) -> bool:
+    """Whether a peer already in a lobby may stay after the lobby changed (closed, made
+    private, a ban): the question asked of everyone inside when such a change is saved, and of
+    a Join that raced it."""
+    if standing.banned:
+        return False
+    if lobby is None or lobby.owner_id is None or may_manage(identity, lobby, standing):
+        return True
+    if lobby.state is LobbyState.CLOSED:
+        return False
+    return lobby.visibility is not Visibility.PRIVATE or bool(standing.roles)
+
+
+def may_see(identity: Identity, lobby: LobbyFacts, standing: Standing) -> bool:
+    """Whether ``identity`` may know ``lobby`` exists: a private lobby only to those it grants
+    a role and those who manage it (to anyone else it answers as a missing one would)."""
+    if lobby.visibility is not Visibility.PRIVATE or lobby.owner_id is None:
+        return True
+    return bool(standing.roles) or may_manage(identity, lobby, standing)
+
+
+def may_describe(owner_id: int | None, visibility: Visibility, state: LobbyState) -> Decision:
+    """Whether a lobby may be made ``visibility`` and ``state``: one without an owner can only
+    be open and public or unlisted, so that an anonymous Join cannot lock an id away."""
+    if owner_id is None and (visibility is Visibility.PRIVATE or state is not LobbyState.OPEN):
+        return _refuse(Refusal.FORBIDDEN)
     return ALLOW
 
 

@@ -190,6 +190,13 @@ RELAY_FACTS_CACHE_SECONDS = env.float("RELAY_FACTS_CACHE_SECONDS", default=2.0)
 # Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")
+# Lobby rows one Join's `lobby` extra may create (its other new ids are refused, rate_limited).
+RELAY_MAX_NEW_LOBBIES_PER_JOIN = env.int("RELAY_MAX_NEW_LOBBIES_PER_JOIN", default=4)
+# Lobby rows one identity (a user, or an anonymous client's address) may create by Joins.
+RELAY_LOBBY_CREATION_RATE = env.str("RELAY_LOBBY_CREATION_RATE", default="60/hour")
+# Seconds after which a lobby without an owner (made by an anonymous Join, or whose owner was
+# deleted) that nobody is in is deleted: an id a stranger took comes back.
+RELAY_ORPHAN_LOBBY_TTL = env.float("RELAY_ORPHAN_LOBBY_TTL", default=3600.0)
 
 # Abuse limits (lobbies/engine/ratelimits.py). Rates are written as the `limits` library reads them,
 # "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a

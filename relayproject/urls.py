@@ -16,6 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("my/", pages.my_lobbies, name="my-lobbies"),
-    path("my/lobbies/<int:lobby_id>/", pages.my_lobby, name="my-lobby"),
+    path("my/lobbies/<str:lobby_id>/", pages.my_lobby, name="my-lobby"),
     path("my/access/", pages.my_access, name="my-access"),
 ]

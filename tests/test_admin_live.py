@@ -29,7 +29,11 @@ async def request(client: Client, method: str, url: str, data: dict | None = Non
 
 @pytest.fixture
 async def lobby() -> Lobby:
-    return await db(Lobby.objects.create)(document_id="arena", title="Arena", game="racer")
+    # Owned: an ownerless lobby can be neither locked nor closed (tests/test_squatting.py).
+    maker = await db(User.objects.create_user)("maker", password="a long password 5")
+    return await db(Lobby.objects.create)(
+        document_id="arena", title="Arena", game="racer", owner=maker
+    )
 
 
 @pytest.fixture

@@ -89,12 +89,12 @@ def test_the_public_list_filters_and_pages(owner):
 def test_a_private_lobby_is_found_only_by_its_owner_and_grant_holders(owner, other):
     lobby = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
     in_lobby("secret", "p1")
-    assert Client().get(f"/api/lobbies/{lobby.pk}").status_code == 404
-    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 404
-    mine = signed_in(owner).get(f"/api/lobbies/{lobby.pk}").json()
+    assert Client().get(f"/api/lobbies/{lobby.public_id}").status_code == 404
+    assert signed_in(other).get(f"/api/lobbies/{lobby.public_id}").status_code == 404
+    mine = signed_in(owner).get(f"/api/lobbies/{lobby.public_id}").json()
     assert (mine["peers"], mine["members"]) == (1, ["p1"])
     LobbyGrant.objects.create(lobby=lobby, user=other, role="member")
-    theirs = signed_in(other).get(f"/api/lobbies/{lobby.pk}").json()
+    theirs = signed_in(other).get(f"/api/lobbies/{lobby.public_id}").json()
     assert theirs["peers"] == 1 and theirs["members"] is None  # members: only for managers
 
 
@@ -151,19 +151,19 @@ def test_nobody_manages_another_users_lobby(owner, other):
     lobby = Lobby.objects.create(document_id="arena", owner=owner)
     intruder = signed_in(other)
     for method, path in [
-        (patch, f"/api/lobbies/{lobby.pk}"),
-        (post, f"/api/lobbies/{lobby.pk}/lock"),
-        (post, f"/api/lobbies/{lobby.pk}/close"),
-        (post, f"/api/lobbies/{lobby.pk}/grants"),
+        (patch, f"/api/lobbies/{lobby.public_id}"),
+        (post, f"/api/lobbies/{lobby.public_id}/lock"),
+        (post, f"/api/lobbies/{lobby.public_id}/close"),
+        (post, f"/api/lobbies/{lobby.public_id}/grants"),
     ]:
         response = method(intruder, path, {"title": "mine now"} if method is patch else {})
         assert response.status_code == 403, path
-    assert intruder.delete(f"/api/lobbies/{lobby.pk}").status_code == 403
+    assert intruder.delete(f"/api/lobbies/{lobby.public_id}").status_code == 403
     lobby.refresh_from_db()
     assert (lobby.title, lobby.state) == ("", "open")
     # A moderator grant lets the other user manage it.
     LobbyGrant.objects.create(lobby=lobby, user=other, role="moderator")
-    assert post(intruder, f"/api/lobbies/{lobby.pk}/lock").json()["state"] == "locked"
+    assert post(intruder, f"/api/lobbies/{lobby.public_id}/lock").json()["state"] == "locked"
 
 
 def test_the_owner_updates_locks_opens_and_deletes(owner):
@@ -174,23 +174,23 @@ def test_the_owner_updates_locks_opens_and_deletes(owner):
     assert post(client, f"/api/lobbies/{lobby_id}/lock").json()["state"] == "locked"
     assert post(client, f"/api/lobbies/{lobby_id}/open").json()["state"] == "open"
     assert client.delete(f"/api/lobbies/{lobby_id}").status_code == 204
-    assert not Lobby.objects.filter(pk=lobby_id).exists()
+    assert not Lobby.objects.filter(public_id=lobby_id).exists()
     assert client.get(f"/api/lobbies/{lobby_id}").status_code == 404
 
 
 def test_grants_invite_users_into_a_private_lobby(owner, other):
     client = signed_in(owner)
     lobby = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
-    grant = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "other"})
+    grant = post(client, f"/api/lobbies/{lobby.public_id}/grants", {"username": "other"})
     assert grant.status_code == 201 and grant.json()["role"] == "member"
-    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 200
-    assert client.get(f"/api/lobbies/{lobby.pk}/grants").json() == [grant.json()]
-    missing = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "nobody"})
+    assert signed_in(other).get(f"/api/lobbies/{lobby.public_id}").status_code == 200
+    assert client.get(f"/api/lobbies/{lobby.public_id}/grants").json() == [grant.json()]
+    missing = post(client, f"/api/lobbies/{lobby.public_id}/grants", {"username": "nobody"})
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
-    both = post(client, f"/api/lobbies/{lobby.pk}/grants", {"username": "other", "group": "g"})
+    both = post(client, f"/api/lobbies/{lobby.public_id}/grants", {"username": "other", "group": "g"})
     assert both.status_code == 422
-    assert client.delete(f"/api/lobbies/{lobby.pk}/grants/{grant.json()['id']}").status_code == 204
-    assert signed_in(other).get(f"/api/lobbies/{lobby.pk}").status_code == 404
+    assert client.delete(f"/api/lobbies/{lobby.public_id}/grants/{grant.json()['id']}").status_code == 204
+    assert signed_in(other).get(f"/api/lobbies/{lobby.public_id}").status_code == 404
 
 
 def test_a_ticket_from_the_api_authenticates_its_user(owner, settings):
@@ -226,7 +226,7 @@ async def test_closing_a_lobby_takes_its_peers_out(owner):
     pipe = await opened("/connection/alice/bob/arena")
     client = await sync_to_async(signed_in)(owner)
     response = await sync_to_async(post, thread_sensitive=False)(
-        client, f"/api/lobbies/{lobby.pk}/close"
+        client, f"/api/lobbies/{lobby.public_id}/close"
     )
     assert response.status_code == 200 and response.json()["state"] == "closed"
     assert await closed_with(pipe) == 4410
@@ -240,7 +240,7 @@ async def test_an_owner_kicks_a_peer_through_the_api(owner, other):
     lobby = await sync_to_async(Lobby.objects.create)(document_id="arena", owner=owner)
     alice, bob = await met("arena", "alice", "bob")
     pipe = await opened("/connection/alice/bob/arena")
-    kick = f"/api/lobbies/{lobby.pk}/kick"
+    kick = f"/api/lobbies/{lobby.public_id}/kick"
 
     async def kicked_by(user: User, peer_id: str):
         client = await sync_to_async(signed_in)(user)

@@ -53,6 +53,7 @@ from lobbies.policy import (
     may_host,
     may_join,
     may_manage,
+    may_stay,
 )
 from lobbies.schemas import LobbySpec
 
@@ -218,10 +219,17 @@ class ControlSocket:
             return
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
+        generation = facts.directory.generation
         admitted = await self._admit(document_ids, fresh, join)
         if not admitted or self.state is not PeerState.OPEN:
             return
         members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
+        if facts.changed_since(generation):
+            # A lobby changed while this Join was judged (closed, made private, a ban): the
+            # change's eviction may have looked before this peer was in. Judged again now.
+            admitted = await self._judge_again(admitted, fresh)
+            if not admitted:
+                return
         hosts = await self._claim_hosts(admitted)
         meetings = discovery.introductions(self.peer_id, admitted, members, hosts)
         if not await rates.introductions(self.connection, 2 * len(meetings)):
@@ -308,36 +316,85 @@ class ControlSocket:
         # Capacity is only a question for lobby rows: one presence call counts them all.
         rows = [d for d in document_ids if d not in self.lobbies and found[d].lobby is not None]
         present = await self.presence.counts(rows) if rows else {}
-        policy_name = CreationPolicy(self.limits.creation_policy)
+        creations = self.limits.max_new_lobbies_per_join
         admitted = []
         for document_id in document_ids:
             about = found[document_id]
-            lobby = about.lobby
             if document_id not in self.lobbies:
                 standing = Standing(about.roles, about.banned, present.get(document_id, 0))
-                decision = may_join(
-                    self.identity, lobby.facts if lobby else None, standing, policy_name
-                )
-                if not decision:
-                    self._refuse(document_id, decision.refusal, _REFUSALS[decision.refusal])
+                if not self._may_join(document_id, about, standing):
                     continue
             if spec is not None:
-                about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
+                if about.lobby is None:
+                    if creations <= 0:
+                        self._refuse(document_id, Refusal.RATE_LIMITED, _TOO_MANY_NEW)
+                        continue
+                    creations -= 1
+                try:
+                    about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
+                except facts.Rejected as refused:
+                    about = await self._after_refused_spec(document_id, refused)
+                    if about is None:
+                        continue
             self.lobbies[document_id] = about
             admitted.append(document_id)
         return tuple(admitted)
+
+    def _may_join(self, document_id: str, about: JoinFacts, standing: Standing) -> bool:
+        lobby = about.lobby.facts if about.lobby is not None else None
+        policy_name = CreationPolicy(self.limits.creation_policy)
+        decision = may_join(self.identity, lobby, standing, policy_name)
+        if not decision:
+            self._refuse(document_id, decision.refusal, _REFUSALS[decision.refusal])
+        return decision.allowed
 
     async def _apply_spec(
         self, document_id: str, about: JoinFacts, spec: LobbySpec
     ) -> LobbyView | None:
         """A Join's ``lobby`` extra creates the lobby (it was allowed to create it) or, from its
-        owner or a moderator, updates it; from anyone else it is ignored."""
+        owner or a moderator, changes the fields it names; from anyone else it is ignored.
+        Raises ``facts.Rejected`` when the rules refuse the write."""
         lobby = about.lobby
         if lobby is None:
             return await facts.create_lobby(self.identity, document_id, spec)
         if may_manage(self.identity, lobby.facts, Standing(about.roles)):
-            return await facts.update_lobby(document_id, spec)
+            return await facts.update_lobby(document_id, spec, self.identity.user_id)
         return lobby
+
+    async def _after_refused_spec(
+        self, document_id: str, refused: facts.Rejected
+    ) -> JoinFacts | None:
+        """The facts to join ``document_id`` on after its ``lobby`` extra was refused: none
+        (refused, said why) unless another Join created the row meanwhile (409), which is then
+        judged as any row is."""
+        if refused.status != 409:
+            refusal = Refusal.FORBIDDEN if refused.status == 403 else Refusal.INVALID
+            self._refuse(document_id, refusal, refused.message)
+            return None
+        about = (await facts.join_facts(self.identity, self.peer_id, [document_id]))[document_id]
+        present = await self.presence.counts([document_id])
+        standing = Standing(about.roles, about.banned, present.get(document_id, 0))
+        return about if self._may_join(document_id, about, standing) else None
+
+    async def _judge_again(self, admitted: tuple[str, ...], fresh: list[str]) -> tuple[str, ...]:
+        """``admitted``, less the fresh ids whose lobby no longer lets this peer stay (it was
+        closed, made private, or a ban came, while the Join was judged): those are left again
+        and refused."""
+        joined = [d for d in admitted if d in fresh]
+        found = await facts.join_facts(self.identity, self.peer_id, joined)
+        out = []
+        for document_id in joined:
+            about = found[document_id]
+            lobby = about.lobby.facts if about.lobby is not None else None
+            if may_stay(self.identity, lobby, Standing(about.roles, about.banned)):
+                self.lobbies[document_id] = about
+            else:
+                out.append(document_id)
+                del self.lobbies[document_id]
+                self._refuse(document_id, Refusal.LOCKED, "the lobby changed as you joined")
+        if out:
+            await self.presence.leave(self.peer_id, self.connection, tuple(out))
+        return tuple(d for d in admitted if d not in out)
 
     async def _claim_hosts(self, document_ids: tuple[str, ...]) -> dict[str, str | None]:
         """The host of each joined id that is a host lobby, this peer if it may host and the
@@ -504,6 +561,7 @@ class ControlSocket:
         return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
 
 
+_TOO_MANY_NEW = "too many new lobbies in one Join (RELAY_MAX_NEW_LOBBIES_PER_JOIN)"
 _REFUSALS = {
     Refusal.FORBIDDEN: "you may not join this lobby",
     Refusal.NOT_FOUND: "no such lobby",
