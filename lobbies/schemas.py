@@ -36,18 +36,18 @@ FIELDS = {
 
 
 def depth(value: Any, limit: int) -> int:
-    """How deeply ``value`` nests lists and dicts (a scalar: 0), counted up to ``limit + 1``
-    without recursion, so a hostile value cannot exhaust the stack."""
-    deepest, level = 0, [(value, 0)]
-    while level:
-        item, at = level.pop()
-        deepest = max(deepest, at)
+    """How many lists and dicts ``value`` nests (a scalar: 0, ``{"a": {}}``: 2), counted up to
+    ``limit + 1`` without recursion, so that a hostile value cannot exhaust the stack."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, level)
         if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            level.extend((child, at + 1) for child in item.values())
-        elif isinstance(item, list):
-            level.extend((child, at + 1) for child in item)
+            break
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, level + 1) for child in children)
     return deepest
 
 

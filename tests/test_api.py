@@ -187,9 +187,10 @@ def test_grants_invite_users_into_a_private_lobby(owner, other):
     assert client.get(f"/api/lobbies/{lobby.public_id}/grants").json() == [grant.json()]
     missing = post(client, f"/api/lobbies/{lobby.public_id}/grants", {"username": "nobody"})
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
-    both = post(client, f"/api/lobbies/{lobby.public_id}/grants", {"username": "other", "group": "g"})
+    grants = f"/api/lobbies/{lobby.public_id}/grants"
+    both = post(client, grants, {"username": "other", "group": "g"})
     assert both.status_code == 422
-    assert client.delete(f"/api/lobbies/{lobby.public_id}/grants/{grant.json()['id']}").status_code == 204
+    assert client.delete(f"{grants}/{grant.json()['id']}").status_code == 204
     assert signed_in(other).get(f"/api/lobbies/{lobby.public_id}").status_code == 404
 
 

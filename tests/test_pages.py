@@ -104,8 +104,9 @@ def test_a_lobby_page_shows_its_peers_and_manages_roles_and_state(signed_in, own
 def test_another_users_lobby_page_is_not_found(signed_in):
     stranger = User.objects.create_user("stranger", password="a long password 4")
     lobby = Lobby.objects.create(document_id="theirs", owner=stranger)
-    assert signed_in.get(f"/my/lobbies/{lobby.public_id}/").status_code == 404
-    assert signed_in.post(f"/my/lobbies/{lobby.public_id}/", {"action": "delete"}).status_code == 404
+    page = f"/my/lobbies/{lobby.public_id}/"
+    assert signed_in.get(page).status_code == 404
+    assert signed_in.post(page, {"action": "delete"}).status_code == 404
     assert Lobby.objects.filter(pk=lobby.pk).exists()
 
 
