@@ -7,7 +7,8 @@ application has taken the previous frame, so a slow reader slows its sender inst
 memory. daphne does neither (daphne issue 170): :class:`FlowControlledDaphne` adds both.
 
 Both servers get the same connection lifecycle (see ``lobbies.engine.splice`` for uvicorn's
-WebSocket side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``;
+WebSocket side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``
+(and an upgrade must be answered by then), a request head over 16 KiB is refused at once;
 a close never waits for a client to read, and the connection is dropped if the close is not
 completed in time; keepalive never condemns a socket that the relay itself has stopped reading.
 """
@@ -122,7 +123,11 @@ class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
             self.head_bytes += len(data)
         super().data_received(data)
         # Checked after parsing, so the body of a request whose head is complete never counts.
-        if self.head_bytes is not None and self.head_bytes > MAX_REQUEST_HEAD_BYTES:
+        if (
+            self.head_bytes is not None
+            and self.head_bytes > MAX_REQUEST_HEAD_BYTES
+            and not self.transport.is_closing()  # not already answered (400, say)
+        ):
             self._refuse_head()
 
     def on_message_begin(self) -> None:

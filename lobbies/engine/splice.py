@@ -22,6 +22,9 @@ The application sees none of the protocol object: the extension hands it a
 :class:`SpliceHandle` (``splice``, ``unsplice``, ``send_nowait`` and the relayed counters).
 
 Lifecycle (what uvicorn's own protocol leaves open, each fixed here):
+- An upgrade request that websockets' parser refuses (a request line or header line over
+  8 KiB, too many headers) is answered (414, 431) and closed; uvicorn left it unanswered and
+  open. The handshake deadline, taken over from the HTTP protocol, runs until the 101.
 - A close never waits for the write buffer to drain (uvicorn's ``send`` does, so a client that
   stops reading could never be closed): the close frame is written at once, and the connection is
   *aborted* if it is not gone ``RELAY_CLOSE_TIMEOUT`` seconds later, whoever started the close
