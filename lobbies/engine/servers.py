@@ -7,7 +7,8 @@ application has taken the previous frame, so a slow reader slows its sender inst
 memory. daphne does neither (daphne issue 170): :class:`FlowControlledDaphne` adds both.
 
 Both servers get the same connection lifecycle (see ``lobbies.engine.splice`` for uvicorn's
-WebSocket side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``;
+WebSocket side): a connection must send its request headers within ``RELAY_HANDSHAKE_TIMEOUT``
+(and an upgrade must be answered by then), a request head over 16 KiB is refused at once;
 a close never waits for a client to read, and the connection is dropped if the close is not
 completed in time; keepalive never condemns a socket that the relay itself has stopped reading.
 """
@@ -37,6 +38,18 @@ READ_HIGH_WATER_BYTES = 1024 * 1024
 READ_HIGH_WATER_FRAMES = 64
 
 APPLICATION = "relayproject.asgi:application"
+
+# A request head (request line and headers) may have this many bytes, as under daphne (Twisted's
+# limit) and Node; past it uvicorn answers 431 and closes. A WebSocket upgrade's request line
+# and each of its header lines are further limited to 8 KiB by websockets' parser (414, 431).
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+_HEAD_TOO_LARGE_TEXT = b"Request head over %d bytes.\n" % MAX_REQUEST_HEAD_BYTES
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(_HEAD_TOO_LARGE_TEXT), _HEAD_TOO_LARGE_TEXT)
+)
 
 
 def uvicorn_config(
@@ -88,25 +101,56 @@ def run_uvicorn(
 
 
 class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a deadline for each request's headers.
+    """uvicorn's httptools protocol, with a deadline and a size limit for each request's head.
 
-    uvicorn has none: a client that connects and sends nothing, or half a request, holds its
-    socket forever. Every WebSocket starts as such a request (the upgrade).
+    uvicorn has neither: a client that connects and sends nothing, or half a request, holds its
+    socket forever, and httptools buffers a request line or header of any length. Every
+    WebSocket starts as such a request (the upgrade), and for an upgrade the deadline runs on
+    until the WebSocket protocol answers it (:class:`RelayWebSocketProtocol` cancels it once it
+    has sent its 101): an upgrade that is never answered is dropped too.
     """
 
     headers_timer: asyncio.TimerHandle | None = None
+    # Bytes received of a request head not yet complete; None between heads.
+    head_bytes: int | None = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._expect_headers()
 
+    def data_received(self, data: bytes) -> None:
+        if self.head_bytes is not None:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing, so the body of a request whose head is complete never counts.
+        if (
+            self.head_bytes is not None
+            and self.head_bytes > MAX_REQUEST_HEAD_BYTES
+            and not self.transport.is_closing()  # not already answered (400, say)
+        ):
+            self._refuse_head()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._expect_headers()
+        if self.head_bytes is None:
+            self.head_bytes = 0
 
     def on_headers_complete(self) -> None:
-        self._headers_arrived()
+        self.head_bytes = None
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._headers_arrived()
         super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The upgrade is answered by the WebSocket protocol, which takes over the deadline.
+        timer, self.headers_timer = self.headers_timer, None
+        protocol = self.transport.get_protocol()
+        if isinstance(protocol, RelayWebSocketProtocol):
+            protocol.take_handshake_deadline(timer)
+        elif timer is not None:
+            timer.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_arrived()
@@ -125,6 +169,15 @@ class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
     def _headers_timed_out(self) -> None:
         self.headers_timer = None
         self.transport.abort()
+
+    def _refuse_head(self) -> None:
+        """Answer 431 to a request head over the limit, and drop the connection."""
+        self.head_bytes = None
+        self._headers_arrived()
+        self.transport.write(HEAD_TOO_LARGE)
+        self.transport.close()
+        # Closing waits for the answer to be read; a client that reads nothing is aborted.
+        self.loop.call_later(relay_settings().close_timeout, self.transport.abort)
 
 
 def run_daphne(

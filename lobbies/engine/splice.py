@@ -22,6 +22,9 @@ The application sees none of the protocol object: the extension hands it a
 :class:`SpliceHandle` (``splice``, ``unsplice``, ``send_nowait`` and the relayed counters).
 
 Lifecycle (what uvicorn's own protocol leaves open, each fixed here):
+- An upgrade request that websockets' parser refuses (a request line or header line over
+  8 KiB, too many headers) is answered (414, 431) and closed; uvicorn left it unanswered and
+  open. The handshake deadline, taken over from the HTTP protocol, runs until the 101.
 - A close never waits for the write buffer to drain (uvicorn's ``send`` does, so a client that
   stops reading could never be closed): the close frame is written at once, and the connection is
   *aborted* if it is not gone ``RELAY_CLOSE_TIMEOUT`` seconds later, whoever started the close
@@ -130,6 +133,9 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         # and whether the relay paused reading this socket at any time since.
         self.heard = False
         self.paused_since_ping = False
+        # The deadline of the upgrade, handed over by the HTTP protocol: cancelled once the 101
+        # is sent, or when the connection is lost.
+        self.handshake_timer: asyncio.TimerHandle | None = None
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -187,6 +193,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if self.request is not None:
                 self.request.headers.clear()
             self.request = self.response = None
+            self._handshake_answered()
 
     async def receive(self) -> Any:
         self.app_idle = True
@@ -234,7 +241,11 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
                 # (The first call carries exactly the HTTP request: uvicorn hands over the
                 # upgrade request alone, so frames start at a boundary after it.)
                 self._track_frame_boundaries(data)
-            super().data_received(data)
+                super().data_received(data)
+            else:
+                super().data_received(data)
+                if not self.handshake_initiated:
+                    self._refuse_unparsed_request()
         if self.splice_out:
             out, self.splice_out = self.splice_out, []
             partner = self.splice_partner
@@ -385,6 +396,34 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- lifecycle: every close bounded in time, keepalive fair to a paused socket ------------
 
+    def take_handshake_deadline(self, timer: asyncio.TimerHandle | None) -> None:
+        """Keep the upgrade's deadline (it drops the connection) until the 101 is sent."""
+        if self.disconnected or self.handshake_complete:
+            if timer is not None:
+                timer.cancel()
+            return
+        self.handshake_timer = timer
+
+    def _handshake_answered(self) -> None:
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
+
+    def _refuse_unparsed_request(self) -> None:
+        """Answer and close an upgrade that websockets' parser refused.
+
+        httptools accepts any length of request line and header, but websockets' parser
+        refuses one over 8 KiB (or over 128 headers, or a header it finds malformed): it
+        queues a 414 or 431 (or only an end of stream) and reports no request, and uvicorn,
+        which writes only in answer to a request, would neither send that nor close.
+        """
+        if self.conn.handshake_exc is None:
+            return  # not refused: the request is not complete yet (the deadline still runs)
+        self.close_sent = True
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
+        self.abort_later()
+
     def close_nowait(self, code: int, reason: str = "") -> None:
         """Start the closing handshake without waiting for the write buffer to drain (uvicorn's
         ``send`` waits, forever if the client stops reading); abort after the close timeout."""
@@ -450,6 +489,7 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.abort_later()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake_answered()
         self.unsplice()
         if self.abort_timer is not None:
             self.abort_timer.cancel()
