@@ -258,3 +258,110 @@ async def test_an_owner_kicks_a_peer_through_the_api(owner, other):
     assert (await kicked_by(owner, "")).status_code == 422
     for socket in (alice, bob):
         await socket.disconnect()
+
+
+# -- as an attacker: walking ids, partial updates, nulls ----------------------------------------
+
+
+def test_lobby_ids_in_the_api_are_opaque_and_walking_them_finds_nothing(owner):
+    hidden = Lobby.objects.create(document_id="hidden-doc", owner=owner, visibility="unlisted")
+    shown = Client().get("/api/lobbies").json()
+    assert shown["items"] == []  # unlisted: not in the list
+    # The row's sequential key finds nothing, nor do its neighbours.
+    for guess in range(hidden.pk - 2, hidden.pk + 3):
+        assert Client().get(f"/api/lobbies/{guess}").status_code == 404
+    assert len(hidden.public_id) >= 12 and not hidden.public_id.isdigit()
+    # Whoever was given the id may read it, as whoever was given the document id may join.
+    assert Client().get(f"/api/lobbies/{hidden.public_id}").json()["documentId"] == "hidden-doc"
+
+
+def test_a_private_lobby_and_a_missing_one_answer_the_same_to_an_outsider(owner, other):
+    private = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
+    outsider = signed_in(other)
+    answers = []
+    for lobby_id in (private.public_id, "no-such-lobby"):
+        for method, path in (
+            ("get", f"/api/lobbies/{lobby_id}"),
+            ("patch", f"/api/lobbies/{lobby_id}"),
+            ("post", f"/api/lobbies/{lobby_id}/close"),
+            ("delete", f"/api/lobbies/{lobby_id}"),
+        ):
+            body = {} if method == "get" else {"data": "{}", "content_type": "application/json"}
+            response = getattr(outsider, method)(path, **body)
+            answers.append((method, response.status_code, response.json()))
+    half = len(answers) // 2
+    assert answers[:half] == answers[half:]
+    assert {status for _, status, _ in answers} == {404}
+    # Creating over it answers as for any taken id, without saying it is private.
+    owner.user_permissions.add(Permission.objects.get(codename="create_lobby"))
+    taken = post(signed_in(other), "/api/lobbies", {"documentId": "secret"})
+    Lobby.objects.create(document_id="public-one", owner=owner)
+    other_taken = post(signed_in(other), "/api/lobbies", {"documentId": "public-one"})
+    assert (taken.status_code, taken.json()) == (other_taken.status_code, other_taken.json())
+    assert taken.status_code == 409
+
+
+def test_a_patch_changes_only_the_fields_it_names(owner):
+    lobby = Lobby.objects.create(
+        document_id="race",
+        owner=owner,
+        visibility="unlisted",
+        max_peers=4,
+        topology="host",
+        host_transferable=True,
+        data={"map": 3},
+    )
+    response = patch(signed_in(owner), f"/api/lobbies/{lobby.public_id}", {"title": "x"})
+    assert response.status_code == 200
+    lobby.refresh_from_db()
+    assert (lobby.title, lobby.visibility, lobby.max_peers, lobby.topology) == (
+        "x",
+        "unlisted",
+        4,
+        "host",
+    )
+    assert (lobby.host_transferable, lobby.data) == (True, {"map": 3})
+
+
+@pytest.mark.parametrize(
+    "field", ["game", "title", "topology", "visibility", "hostTransferable", "data"]
+)
+def test_a_patch_with_null_for_a_required_field_is_a_422(owner, field):
+    lobby = Lobby.objects.create(document_id="race", owner=owner, game="kart")
+    response = patch(signed_in(owner), f"/api/lobbies/{lobby.public_id}", {field: None})
+    assert response.status_code == 422
+    lobby.refresh_from_db()
+    assert lobby.game == "kart"
+
+
+def test_null_capacity_means_no_limit(owner):
+    lobby = Lobby.objects.create(document_id="race", owner=owner, max_peers=4)
+    response = patch(signed_in(owner), f"/api/lobbies/{lobby.public_id}", {"maxPeers": None})
+    assert response.status_code == 200 and response.json()["maxPeers"] is None
+
+
+def test_lobby_data_nested_past_the_bound_is_a_422(owner):
+    lobby = Lobby.objects.create(document_id="race", owner=owner)
+    data: dict = {}
+    for _ in range(900):
+        data = {"a": data}
+    response = patch(signed_in(owner), f"/api/lobbies/{lobby.public_id}", {"data": data})
+    assert response.status_code == 422
+
+
+def test_the_public_list_builds_only_the_page_it_shows(owner, django_assert_max_num_queries):
+    Lobby.objects.bulk_create(
+        [Lobby(document_id=f"lobby-{n}", public_id=f"p{n}", max_peers=2) for n in range(300)]
+    )
+    with django_assert_max_num_queries(3):
+        page = Client().get("/api/lobbies?page=2&has_room=true").json()
+    assert page["count"] == 300 and len(page["items"]) == 20
+
+
+def test_facts_for_more_ids_than_a_query_may_name(owner):
+    from lobbies.facts import _load_lobbies
+
+    Lobby.objects.create(document_id="id-69999", owner=owner)
+    ids = [f"id-{n}" for n in range(70_000)]  # past SQLite's and PostgreSQL's parameter limits
+    records = _load_lobbies(ids)
+    assert len(records) == 70_000 and records["id-69999"].view is not None
