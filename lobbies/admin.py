@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -22,10 +23,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from lobbies import moderation, owners
-from lobbies.forms import BAN_DURATIONS, LiveActionForm
+from lobbies.forms import BAN_DURATIONS, LiveActionForm, LobbyDataField
 from lobbies.models import ApiToken, Ban, Lobby, LobbyGrant
 from lobbies.policy import LobbyState
-from lobbies.schemas import FIELDS, MAX_DATA_DEPTH, depth
+from lobbies.schemas import FIELDS
 
 
 class LobbyGrantInline(admin.TabularInline):
@@ -58,6 +59,7 @@ class LobbyAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     inlines = [LobbyGrantInline]
     change_form_template = "admin/lobbies/lobby/change_form.html"
+    formfield_overrides = {models.JSONField: {"form_class": LobbyDataField}}
 
     def get_form(self, request: HttpRequest, obj: Lobby | None = None, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, **kwargs)
@@ -73,9 +75,6 @@ class LobbyAdmin(admin.ModelAdmin):
                         owners.check(self.instance)
                     except owners.Rejected as rejected:
                         raise ValidationError(rejected.message) from None
-                    data = self.instance.data
-                    if depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
-                        self.add_error("data", f"nested deeper than {MAX_DATA_DEPTH} levels")
                 return cleaned
 
         return CheckedLobbyForm

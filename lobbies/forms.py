@@ -6,13 +6,37 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.forms.fields import InvalidJSONInput
 from pydantic import ValidationError
 
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
 from lobbies.models import Lobby
 from lobbies.policy import LobbyState, Role
-from lobbies.schemas import FIELDS, LobbySpec, field_named
+from lobbies.schemas import FIELDS, MAX_DATA_BYTES, MAX_DATA_DEPTH, LobbySpec, depth, field_named
+
+
+class LobbyDataField(forms.JSONField):
+    """A lobby's free-form data as typed in a form: JSON within ``LobbySpec``'s bounds, so that
+    neither parsing it nor showing it again can exhaust the stack."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_DATA_BYTES:
+            raise forms.ValidationError(f"larger than {MAX_DATA_BYTES} bytes as JSON")
+        try:
+            data = super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError(f"nested deeper than {MAX_DATA_DEPTH} levels") from None
+        if depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+            raise forms.ValidationError(f"nested deeper than {MAX_DATA_DEPTH} levels")
+        return data
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed when it cannot be parsed (Django parses it once more for that).
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
 
 
 class LobbyForm(forms.ModelForm):
@@ -25,6 +49,7 @@ class LobbyForm(forms.ModelForm):
         fields = ["document_id", "title", "game", "max_peers", "topology", "visibility"]
         fields += ["host_transferable", "data"]
         labels = {"document_id": "Document id", "max_peers": "Capacity"}
+        field_classes = {"data": LobbyDataField}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -174,7 +174,7 @@ def my_access(request: HttpRequest) -> HttpResponse:
         **shown,
     }
     # A POST that shows the page again without a result was bad input.
-    status = 400 if request.method == "POST" and not shown and action != "token" else 200
+    status = 400 if request.method == "POST" and not shown else 200
     return render(request, "my/access.html", context, status=status)
 
 

@@ -141,3 +141,66 @@ async def test_an_owner_kicks_a_peer_from_the_lobby_page(signed_in, owner):
     assert await received(peer) == {"type": "Left", "documentId": "arena", "reason": "kicked"}
     assert await get_presence().members("arena") == []
     await peer.disconnect()
+
+
+# Every form of the owners' pages, with what an attacker (or a stale tab) would post.
+_BAD_LOBBY_POSTS = [
+    {"action": "revoke", "grant": "not-a-number"},
+    {"action": "revoke", "grant": "999999"},
+    {"action": "revoke"},
+    {"action": "state", "state": "exploded"},
+    {"action": "state"},
+    {"action": "grant", "username": "", "role": "emperor"},
+    {"action": "save", "max_peers": "-5", "topology": "ring", "visibility": "x", "data": "{"},
+    {"action": "save", "data": "[" * 5000 + "]" * 5000},
+    {"action": "no-such-action"},
+    {},
+]
+
+
+@pytest.mark.parametrize("form", _BAD_LOBBY_POSTS)
+def test_bad_input_on_a_lobby_page_is_a_400_never_a_500(signed_in, owner, form):
+    lobby = Lobby.objects.create(document_id="arena", owner=owner, title="Arena")
+    response = signed_in.post(f"/my/lobbies/{lobby.public_id}/", form)
+    assert response.status_code == 400
+    lobby.refresh_from_db()
+    assert (lobby.title, lobby.state) == ("Arena", "open")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"action": "revoke", "token": "abc"},
+        {"action": "revoke", "token": "424242"},
+        {"action": "ticket", "ttl": "soon"},
+        {"action": "ticket", "ttl": "nan"},
+        {"action": "token", "name": ""},
+        {"action": "?"},
+    ],
+)
+def test_bad_input_on_the_access_page_is_a_400_never_a_500(signed_in, form):
+    assert signed_in.post("/my/access/", form).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"document_id": "x", "data": "{", "topology": "mesh", "visibility": "public"},
+        {"document_id": "x" * 300, "topology": "mesh", "visibility": "public"},
+        {"document_id": "x", "topology": "mesh", "visibility": "public", "max_peers": "1e9"},
+    ],
+)
+def test_bad_input_on_my_lobbies_is_a_400_never_a_500(signed_in, form):
+    assert signed_in.post("/my/", form).status_code == 400
+    assert not Lobby.objects.exists()
+
+
+def test_a_taken_document_id_is_a_400_with_the_reason(signed_in, owner):
+    stranger = User.objects.create_user("stranger", password="a long password 3")
+    Lobby.objects.create(document_id="taken", owner=stranger, visibility="private")
+    form = {"document_id": "taken", "topology": "mesh", "visibility": "public", "data": "{}"}
+    response = signed_in.post("/my/", form)
+    assert response.status_code == 400
+    assert response.context["form"].errors["document_id"] == [
+        "a lobby with this document id exists"
+    ]
