@@ -166,6 +166,14 @@ RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
 RELAY_MAX_HELD_BYTES_TOTAL = env.int("RELAY_MAX_HELD_BYTES_TOTAL", default=256 * 1024 * 1024)
 # Pipe requests this process holds at once, waiting for their match. More: close 4429.
 RELAY_MAX_HELD_PIPES = env.int("RELAY_MAX_HELD_PIPES", default=10_000)
+# The share of those two one client address (an IPv6 /64) may take, so that one address cannot
+# fill the budget for everyone. More: close 4413 (bytes) or 4429 (pipes), as above.
+RELAY_MAX_HELD_BYTES_PER_ADDRESS = env.int(
+    "RELAY_MAX_HELD_BYTES_PER_ADDRESS", default=RELAY_MAX_HELD_BYTES_TOTAL // 8
+)
+RELAY_MAX_HELD_PIPES_PER_ADDRESS = env.int(
+    "RELAY_MAX_HELD_PIPES_PER_ADDRESS", default=RELAY_MAX_HELD_PIPES // 8
+)
 # Seconds a held pipe request waits for its match. Then: close 4408.
 RELAY_PAIR_TIMEOUT = env.float("RELAY_PAIR_TIMEOUT", default=30.0)
 # Bytes of introductions queued for a control socket that is not reading. More: close 4413.
