@@ -34,6 +34,8 @@ class RelaySettings:
     max_held_bytes: int
     max_held_bytes_total: int
     max_held_pipes: int
+    max_held_bytes_per_address: int
+    max_held_pipes_per_address: int
     pair_timeout: float
     control_queue_bytes: int
     close_timeout: float
@@ -85,6 +87,8 @@ _MINIMUMS: dict[str, float] = {
     "max_held_bytes_total": 1,
     "max_held_pipes": 1,
     "max_new_lobbies_per_join": 0,  # 0: Join extras create no lobby (the API and pages do)
+    "max_held_bytes_per_address": 1,
+    "max_held_pipes_per_address": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
@@ -119,6 +123,11 @@ def setting_errors(values: RelaySettings) -> list[str]:
             f"RELAY_MAX_HELD_BYTES is smaller than one frame of RELAY_MAX_FRAME_BYTES as held "
             f"({largest_held} bytes with its bookkeeping): a pipe could never send a frame of "
             "the allowed size before its match arrives"
+        )
+    if largest_held > values.max_held_bytes_per_address:
+        errors.append(
+            "RELAY_MAX_HELD_BYTES_PER_ADDRESS is smaller than one frame of RELAY_MAX_FRAME_BYTES "
+            f"as held ({largest_held} bytes with its bookkeeping)"
         )
     if values.max_held_bytes > values.max_held_bytes_total:
         errors.append("RELAY_MAX_HELD_BYTES is larger than RELAY_MAX_HELD_BYTES_TOTAL")

@@ -166,6 +166,14 @@ RELAY_MAX_HELD_BYTES = env.int("RELAY_MAX_HELD_BYTES", default=8 * 1024 * 1024)
 RELAY_MAX_HELD_BYTES_TOTAL = env.int("RELAY_MAX_HELD_BYTES_TOTAL", default=256 * 1024 * 1024)
 # Pipe requests this process holds at once, waiting for their match. More: close 4429.
 RELAY_MAX_HELD_PIPES = env.int("RELAY_MAX_HELD_PIPES", default=10_000)
+# The share of those two one client address (an IPv6 /64) may take, so that one address cannot
+# fill the budget for everyone. More: close 4413 (bytes) or 4429 (pipes), as above.
+RELAY_MAX_HELD_BYTES_PER_ADDRESS = env.int(
+    "RELAY_MAX_HELD_BYTES_PER_ADDRESS", default=RELAY_MAX_HELD_BYTES_TOTAL // 8
+)
+RELAY_MAX_HELD_PIPES_PER_ADDRESS = env.int(
+    "RELAY_MAX_HELD_PIPES_PER_ADDRESS", default=RELAY_MAX_HELD_PIPES // 8
+)
 # Seconds a held pipe request waits for its match. Then: close 4408.
 RELAY_PAIR_TIMEOUT = env.float("RELAY_PAIR_TIMEOUT", default=30.0)
 # Bytes of introductions queued for a control socket that is not reading. More: close 4413.
@@ -200,14 +208,15 @@ RELAY_ORPHAN_LOBBY_TTL = env.float("RELAY_ORPHAN_LOBBY_TTL", default=3600.0)
 
 # Abuse limits (lobbies/engine/ratelimits.py). Rates are written as the `limits` library reads them,
 # "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a
-# Join an extended Error "rate_limited" (the Join is not applied).
+# Join or Leave an extended Error "rate_limited" (it is not applied).
 # Sockets one client address may hold open at once (0: no limit).
 RELAY_MAX_CONNECTIONS_PER_ADDRESS = env.int("RELAY_MAX_CONNECTIONS_PER_ADDRESS", default=1000)
 # New sockets (WebSocket handshakes) per client address.
 RELAY_HANDSHAKE_RATE = env.str("RELAY_HANDSHAKE_RATE", default="200/second")
-# Joins per control socket.
+# Joins and Leaves per control socket.
 RELAY_JOIN_RATE = env.str("RELAY_JOIN_RATE", default="50/second")
-# Introductions one control socket's Joins may cause (to it and to the peers it meets).
+# Introductions one control socket's Joins may cause (to it and to the peers it meets); past it
+# they are spread over time, up to 30 s of it per Join (more: the Join is refused).
 RELAY_INTRODUCTION_RATE = env.str("RELAY_INTRODUCTION_RATE", default="5000/second")
 # Refusals (4400, 4401, 4403, 4409, 4429) per client address, and replacements per peer id,
 # answered at once; past the rate, each further one waits RELAY_REFUSAL_DELAY seconds, so a

@@ -28,6 +28,8 @@ def test_the_defaults_are_sound():
         ({"max_frame_bytes": 10, "max_held_bytes": 5}, "smaller than one frame"),
         ({"max_frame_bytes": 1000, "max_held_bytes": 1000}, "smaller than one frame"),
         ({"max_held_bytes_total": 1}, "larger than RELAY_MAX_HELD_BYTES_TOTAL"),
+        ({"max_held_bytes_per_address": 1000}, "RELAY_MAX_HELD_BYTES_PER_ADDRESS is smaller"),
+        ({"max_held_pipes_per_address": 0}, "RELAY_MAX_HELD_PIPES_PER_ADDRESS must be at"),
         ({"presence_backend": "no.such.Backend"}, "RELAY_PRESENCE_BACKEND cannot be imported"),
         ({"creation_policy": "everyone"}, "RELAY_CREATION_POLICY must be one of anyone,"),
         ({"ticket_ttl": 0}, "RELAY_TICKET_TTL must be above 0"),

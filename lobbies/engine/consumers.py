@@ -178,7 +178,10 @@ class ConnectionConsumer(RelayConsumer):
     def socket(self, send: Send, limits: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), limits.max_id_length)
         key = PipeKey(a, b, document_id)
-        return PipeEnd(key, self.identity, send, get_presence(), limits, splice_handle(self.scope))
+        address = self.scope["client"][0] if self.scope.get("client") else "-"
+        return PipeEnd(
+            key, self.identity, send, get_presence(), limits, splice_handle(self.scope), address
+        )
 
 
 class InvalidPathConsumer(RelayConsumer):

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import Enum
 from typing import Any
@@ -38,7 +39,7 @@ from lobbies.engine.protocol import (
     encode_left,
     frame_size,
 )
-from lobbies.engine.ratelimits import get_rate_limits
+from lobbies.engine.ratelimits import MAX_SPREAD_SECONDS, TokenBucket, get_rate_limits
 from lobbies.engine.splice import SpliceHandle
 from lobbies.engine.tasks import spawn
 from lobbies.events import emit
@@ -141,6 +142,9 @@ class ControlSocket:
         # None: no row, an LF channel). Decided once per Join of an id, never per frame.
         self.lobbies: dict[str, JoinFacts] = {}
         self.outbox: Outbox | None = None  # made when first needed: most sockets sit idle
+        # Its own rate limits (lobbies.engine.ratelimits), made at its first Join likewise.
+        self.join_bucket: TokenBucket | None = None
+        self.introduction_bucket: TokenBucket | None = None
         self.connection = connections.register(self)
         self.frames_in = 0
         self.close_code: int | None = None
@@ -199,54 +203,118 @@ class ControlSocket:
         )
         if isinstance(control, Join):
             async with self.turn:
-                await self.join(control)
+                deferred = await self.join(control)
+            if deferred:
+                await self._introduce_in_time(deferred)
         elif isinstance(control, Leave):
             self.ext = self.ext or control.ext
+            if not self._may_change():
+                joined = [d for d in control.document_ids if d in self.lobbies]
+                self._refuse(joined, Refusal.RATE_LIMITED, "too many Joins and Leaves")
+                return
             async with self.turn:
                 await self.leave(control.document_ids)
         # Heartbeats and malformed frames need no answer; the socket stays open.
 
-    async def join(self, join: Join) -> None:
+    def _may_change(self) -> bool:
+        """Whether this socket may Join or Leave again now (``RELAY_JOIN_RATE``)."""
+        rate = get_rate_limits().join_rate
+        if rate is None:
+            return True
+        if self.join_bucket is None:
+            self.join_bucket = TokenBucket(rate)
+        return self.join_bucket.take(rate)
+
+    async def join(self, join: Join) -> dict[str, list[str]]:
         """Join the ids the policy allows (within the per-peer limit), tell an ext client what
-        happened to each, and introduce the peers who meet there."""
+        happened to each, and introduce the peers who meet there. Returns the meetings whose
+        Introductions wait for this socket's budget (``RELAY_INTRODUCTION_RATE``):
+        :meth:`_introduce_in_time` sends them."""
         self.ext = self.ext or join.ext
         if join.nickname is not None:
             self.nickname = join.nickname
-        rates = get_rate_limits()
-        if not await rates.join(self.connection):
-            for document_id in join.document_ids:
-                self._refuse(document_id, Refusal.RATE_LIMITED, "too many Joins")
-            return
+        if not self._may_change():
+            named = join.document_ids + join.over_limit
+            self._refuse(named, Refusal.RATE_LIMITED, "too many Joins and Leaves")
+            return {}
+        self._refuse(join.over_limit, Refusal.INVALID, self._over_limit)
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
         generation = facts.directory.generation
         admitted = await self._admit(document_ids, fresh, join)
         if not admitted or self.state is not PeerState.OPEN:
-            return
+            return {}
         members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
         if facts.changed_since(generation):
             # A lobby changed while this Join was judged (closed, made private, a ban): the
             # change's eviction may have looked before this peer was in. Judged again now.
             admitted = await self._judge_again(admitted, fresh)
             if not admitted:
-                return
+                return {}
         hosts = await self._claim_hosts(admitted)
         meetings = discovery.introductions(self.peer_id, admitted, members, hosts)
-        if not await rates.introductions(self.connection, 2 * len(meetings)):
+        now = self._introductions_now(2 * len(meetings))
+        if now is None:
             # Undone rather than joined without introductions: being in a lobby is what lets
             # two peers open a pipe.
             undo = tuple(d for d in admitted if d in fresh)
             for document_id in undo:
                 del self.lobbies[document_id]
             await self.presence.leave(self.peer_id, self.connection, undo)
-            for document_id in admitted:
-                self._refuse(document_id, Refusal.RATE_LIMITED, "too many Introductions")
-            return
+            self._refuse(admitted, Refusal.RATE_LIMITED, "too many Introductions")
+            return {}
         if self.ext:
             for document_id in admitted:
                 self._tell_joined(document_id, hosts.get(document_id))
         self._report_joins(admitted, fresh, hosts, meetings)
+        if not now:
+            return meetings
         await self.introduce(meetings)
+        return {}
+
+    def _introductions_now(self, count: int) -> bool | None:
+        """Whether ``count`` Introductions fit this socket's budget now (they are counted),
+        False when they must be spread over the next seconds, None when that would take longer
+        than ``MAX_SPREAD_SECONDS`` (a Join repeated over a popular lobby is an amplifier)."""
+        rate = get_rate_limits().introduction_rate
+        if rate is None or count == 0:
+            return True
+        if self.introduction_bucket is None:
+            self.introduction_bucket = TokenBucket(rate)
+        bucket = self.introduction_bucket
+        if bucket.take(rate, count):
+            return True
+        if rate.burst < 2 or bucket.wait(rate, count) > MAX_SPREAD_SECONDS:
+            return None
+        return False
+
+    async def _introduce_in_time(self, meetings: dict[str, list[str]]) -> None:
+        """Introduce ``meetings`` a batch at a time, as this socket's budget refills. Its next
+        frames wait meanwhile (a client spreads one Join at a time), operators' orders do not:
+        the turn is taken per batch, and an id left in between is no longer introduced."""
+        rate, bucket = get_rate_limits().introduction_rate, self.introduction_bucket
+        pending = list(meetings.items())
+        batch = max(1, rate.burst // 20) if rate else len(pending)
+        done = 0
+        while done < len(pending) and self.state is PeerState.OPEN:
+            count = len(pending) - done
+            if rate is not None and bucket is not None:
+                count = min(count, bucket.available(rate) // 2)
+                if not count:
+                    wait = bucket.wait(rate, 2 * min(len(pending) - done, batch))
+                    # A second at most: a socket closed meanwhile (an order) stops soon.
+                    await asyncio.sleep(min(wait, 1.0))
+                    continue
+                bucket.take(rate, 2 * count)
+            async with self.turn:
+                still = {}
+                for other, shared in pending[done : done + count]:
+                    joined = [d for d in shared if d in self.lobbies]
+                    if joined:
+                        still[other] = joined
+                done += count
+                if self.state is PeerState.OPEN:
+                    await self.introduce(still)
 
     def _report_joins(
         self,
@@ -288,13 +356,26 @@ class ControlSocket:
         )
 
     def _within_limit(self, document_ids: tuple[str, ...]) -> tuple[str, ...]:
-        room = self.limits.max_ids_per_peer - len(self.lobbies)
+        room = max(self.limits.max_ids_per_peer - len(self.lobbies), 0)
         new = [d for d in document_ids if d not in self.lobbies]
         if len(new) <= room:
             return document_ids
-        logger.info("peer %r is over %s ids", self.peer_id, self.limits.max_ids_per_peer)
-        allowed = set(new[: max(room, 0)])
+        self._refuse(new[room:], Refusal.INVALID, self._over_limit)
+        allowed = set(new[:room])
         return tuple(d for d in document_ids if d in self.lobbies or d in allowed)
+
+    @property
+    def _over_limit(self) -> str:
+        return f"a socket may join at most {self.limits.max_ids_per_peer} ids"
+
+    def _refuse(self, document_ids: Sequence[str], refusal: Refusal, text: str) -> None:
+        """Refuse ids for one reason: one log line, and an ``Error`` for each (ext clients)."""
+        if not document_ids:
+            return
+        logger.info("peer %r refused %s ids: %s", self.peer_id, len(document_ids), text)
+        if self.ext:
+            for document_id in document_ids:
+                self.deliver(encode_error(self.dialect, refusal.value, document_id, text))
 
     async def _admit(
         self, document_ids: tuple[str, ...], fresh: list[str], join: Join
@@ -307,8 +388,7 @@ class ControlSocket:
             try:
                 spec = LobbySpec.model_validate(join.lobby)
             except ValidationError as exc:
-                for document_id in document_ids:
-                    self._refuse(document_id, Refusal.INVALID, _first_error(exc))
+                self._refuse(document_ids, Refusal.INVALID, _first_error(exc))
                 return ()
         if not fresh and spec is None:
             return document_ids
@@ -327,7 +407,7 @@ class ControlSocket:
             if spec is not None:
                 if about.lobby is None:
                     if creations <= 0:
-                        self._refuse(document_id, Refusal.RATE_LIMITED, _TOO_MANY_NEW)
+                        self._refuse((document_id,), Refusal.RATE_LIMITED, _TOO_MANY_NEW)
                         continue
                     creations -= 1
                 try:
@@ -345,7 +425,7 @@ class ControlSocket:
         policy_name = CreationPolicy(self.limits.creation_policy)
         decision = may_join(self.identity, lobby, standing, policy_name)
         if not decision:
-            self._refuse(document_id, decision.refusal, _REFUSALS[decision.refusal])
+            self._refuse((document_id,), decision.refusal, _REFUSALS[decision.refusal])
         return decision.allowed
 
     async def _apply_spec(
@@ -369,7 +449,7 @@ class ControlSocket:
         judged as any row is."""
         if refused.status != 409:
             refusal = Refusal.FORBIDDEN if refused.status == 403 else Refusal.INVALID
-            self._refuse(document_id, refusal, refused.message)
+            self._refuse((document_id,), refusal, refused.message)
             return None
         about = (await facts.join_facts(self.identity, self.peer_id, [document_id]))[document_id]
         present = await self.presence.counts([document_id])
@@ -391,7 +471,7 @@ class ControlSocket:
             else:
                 out.append(document_id)
                 del self.lobbies[document_id]
-                self._refuse(document_id, Refusal.LOCKED, "the lobby changed as you joined")
+                self._refuse((document_id,), Refusal.LOCKED, "the lobby changed as you joined")
         if out:
             await self.presence.leave(self.peer_id, self.connection, tuple(out))
         return tuple(d for d in admitted if d not in out)
@@ -485,11 +565,6 @@ class ControlSocket:
         info = dict(lobby.public, host=host) if lobby is not None else None
         role = Role.HOST if host == self.peer_id else Role.MEMBER
         self.deliver(encode_joined(self.dialect, document_id, role.value, info))
-
-    def _refuse(self, document_id: str, refusal: Refusal | None, text: str) -> None:
-        logger.info("peer %r refused %r: %s", self.peer_id, document_id, text)
-        if self.ext and refusal is not None:
-            self.deliver(encode_error(self.dialect, refusal.value, document_id, text))
 
     def deliver(self, frame: str | bytes) -> None:
         """Send an encoded message to this socket, now if it can take it, else queued.

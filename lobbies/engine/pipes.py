@@ -16,7 +16,9 @@ that holds the seeker's peer id (4403 otherwise): checked once, when it opens, n
 A pipe end's life is one :class:`PipeState` and one way out, :meth:`PipeEnd.close`.
 
 Bounds: a held end may hold ``RELAY_MAX_HELD_BYTES`` (4413); all held ends of the process
-together ``RELAY_MAX_HELD_BYTES_TOTAL`` (4413) and ``RELAY_MAX_HELD_PIPES`` ends (4429). A
+together ``RELAY_MAX_HELD_BYTES_TOTAL`` (4413) and ``RELAY_MAX_HELD_PIPES`` ends (4429), and the
+held ends of one client address (an IPv6 /64) ``RELAY_MAX_HELD_BYTES_PER_ADDRESS`` and
+``RELAY_MAX_HELD_PIPES_PER_ADDRESS`` of that, so one address cannot fill it for all. A
 second request for a pipe that is already waiting is refused (4409). Each held frame is charged
 the memory it really takes, not just its payload.
 
@@ -31,7 +33,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from enum import Enum
 from typing import Any
 
@@ -41,6 +43,7 @@ from lobbies.engine import connections
 from lobbies.engine.connections import Refused, Send, send_close
 from lobbies.engine.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.engine.protocol import CloseCode, frame_size
+from lobbies.engine.ratelimits import address_key
 from lobbies.engine.splice import SpliceHandle
 from lobbies.engine.tasks import spawn
 from lobbies.events import bus, emit
@@ -69,31 +72,54 @@ class PipeState(Enum):
 
 
 class HeldBudget:
-    """What all held pipe ends of this process hold together: ends and bytes."""
+    """What all held pipe ends of this process hold together, ends and bytes, and what each
+    client address holds of it (an address is forgotten when it holds nothing)."""
 
     def __init__(self) -> None:
         self.pipes = 0
         self.bytes = 0
+        self.pipes_of: Counter[str] = Counter()
+        self.bytes_of: Counter[str] = Counter()
 
-    def admit_pipe(self, limit: int) -> bool:
-        """Count one more held end, unless ``limit`` ends are already held."""
-        if self.pipes >= limit:
+    def admit_pipe(self, address: str, limits: RelaySettings) -> bool:
+        """Count one more held end of ``address``, unless the process holds
+        ``RELAY_MAX_HELD_PIPES`` ends already, or the address its share."""
+        if (
+            self.pipes >= limits.max_held_pipes
+            or self.pipes_of[address] >= limits.max_held_pipes_per_address
+        ):
             return False
         self.pipes += 1
+        self.pipes_of[address] += 1
         return True
 
-    def release_pipe(self) -> None:
+    def release_pipe(self, address: str) -> None:
         self.pipes -= 1
+        _take(self.pipes_of, address, 1)
 
-    def charge(self, size: int, limit: int) -> bool:
-        """Count ``size`` more held bytes, unless that would exceed ``limit``."""
-        if self.bytes + size > limit:
+    def charge(self, address: str, size: int, limits: RelaySettings) -> bool:
+        """Count ``size`` more held bytes of ``address``, unless that would take the process
+        over ``RELAY_MAX_HELD_BYTES_TOTAL`` or the address over its share."""
+        if (
+            self.bytes + size > limits.max_held_bytes_total
+            or self.bytes_of[address] + size > limits.max_held_bytes_per_address
+        ):
             return False
         self.bytes += size
+        self.bytes_of[address] += size
         return True
 
-    def refund(self, size: int) -> None:
+    def refund(self, address: str, size: int) -> None:
         self.bytes -= size
+        _take(self.bytes_of, address, size)
+
+
+def _take(counter: Counter[str], key: str, amount: int) -> None:
+    left = counter[key] - amount
+    if left > 0:
+        counter[key] = left
+    else:
+        counter.pop(key, None)
 
 
 held_budget = HeldBudget()
@@ -103,6 +129,7 @@ class PipeEnd:
     """One socket of a pipe: held, then paired with the reciprocal request's socket."""
 
     __slots__ = (
+        "address",
         "bytes_in",
         "close_code",
         "close_reason",
@@ -131,8 +158,11 @@ class PipeEnd:
         presence: Presence,
         limits: RelaySettings,
         handle: SpliceHandle | None = None,
+        address: str = "-",
     ):
         self.key = key
+        # The client's address as its share of the held budget is counted (an IPv6 /64).
+        self.address = address_key(address)
         self.identity = identity
         self.send = send
         self.presence = presence
@@ -188,7 +218,7 @@ class PipeEnd:
         await self.close(CloseCode.NORMAL)
 
     async def _hold(self) -> None:
-        if not held_budget.admit_pipe(self.limits.max_held_pipes):
+        if not held_budget.admit_pipe(self.address, self.limits):
             await self.presence.release(self.key, self.connection)
             raise Refused(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
         self.state = PipeState.HELD
@@ -210,7 +240,7 @@ class PipeEnd:
                 payload = message.get("bytes")
                 cost = held_cost(message["text"] if payload is None else payload)
                 partner.held_bytes -= cost
-                held_budget.refund(cost)
+                held_budget.refund(partner.address, cost)
                 await self.send(message)
         except BaseException as exc:  # our socket broke, or the server is cancelling us
             logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
@@ -263,7 +293,7 @@ class PipeEnd:
         if self.held_bytes + cost > self.limits.max_held_bytes:
             await self.close(CloseCode.TOO_LARGE, "too much sent before the match arrived")
             return
-        if not held_budget.charge(cost, self.limits.max_held_bytes_total):
+        if not held_budget.charge(self.address, cost, self.limits):
             await self.close(CloseCode.TOO_LARGE, "the relay holds too much for waiting pipes")
             return
         self.held.append(message)
@@ -283,11 +313,11 @@ class PipeEnd:
             self.timer.cancel()
             self.timer = None
         if self.state is PipeState.HELD:
-            held_budget.release_pipe()
+            held_budget.release_pipe(self.address)
 
     def _refund_held(self) -> None:
         self.held.clear()
-        held_budget.refund(self.held_bytes)
+        held_budget.refund(self.address, self.held_bytes)
         self.held_bytes = 0
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None:

@@ -67,6 +67,9 @@ class Join:
     ext: bool = False
     nickname: str | None = None
     lobby: dict[str, Any] | None = None
+    # Ids the frame named past RELAY_MAX_IDS_PER_PEER: not joined, only told about (at most as
+    # many again; any further ones are dropped unanswered, so one frame's answers stay bounded).
+    over_limit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +153,9 @@ def parse_connection_path(raw_path: bytes | str, max_length: int) -> tuple[str, 
     return a, b, doc
 
 
-def _ids(value: object, max_length: int, max_count: int) -> tuple[str, ...] | None:
-    if not isinstance(value, list) or len(value) > max_count:
-        return None
-    if not all(is_valid_id(v, max_length) for v in value):
+def _ids(value: object, max_length: int) -> tuple[str, ...] | None:
+    # As many as the frame holds: its size is bounded (RELAY_MAX_CONTROL_FRAME_BYTES).
+    if not isinstance(value, list) or not all(is_valid_id(v, max_length) for v in value):
         return None
     return tuple(dict.fromkeys(value))  # de-duplicated, order kept
 
@@ -200,7 +202,7 @@ def decode_control(
     if kind in _HEARTBEAT_TYPES:
         return dialect, _HEARTBEAT
     if kind in ("Join", "Leave"):
-        ids = _ids(data.get("documentIds"), max_id_length, max_ids)
+        ids = _ids(data.get("documentIds"), max_id_length)
         if ids is None:
             return dialect, None
         ext = data.get("ext") == 1
@@ -208,10 +210,11 @@ def decode_control(
             return dialect, Leave(ids, ext)
         nickname, lobby = data.get("nickname"), data.get("lobby")
         return dialect, Join(
-            ids,
+            ids[:max_ids],
             ext,
             nickname if is_valid_id(nickname, max_id_length) else None,
             lobby if isinstance(lobby, dict) else None,
+            ids[max_ids : 2 * max_ids],
         )
     return dialect, None
 

@@ -1,13 +1,22 @@
 """Abuse limits: how fast one address may open sockets, how many it may hold, how fast one socket
-may Join and cause Introductions, and how a client that loops on a refusal is slowed down.
+may Join (and Leave) and cause Introductions, and how a client that loops on a refusal is slowed
+down.
 
-Rates are counted by the ``limits`` library (moving windows, in this process's memory; its
-storages also keep counters in Redis, for when several workers serve one relay). Each rate is a
-setting in its notation (``"20/second"``, ``"600/minute"``); an empty value turns that limit off.
+Every rate is a token bucket: ``N/period`` lets ``N`` through at once, then refills at ``N`` per
+period. Each rate is a setting in the notation of the ``limits`` library (``"20/second"``,
+``"600/minute"``), which reads it; an empty value turns that limit off.
 
-The memory storage is the library's synchronous one: it does no I/O, so a check never suspends
-the socket being judged (its asyncio twin expires entries through thread hops under per-key
-locks, which would). The methods are coroutines all the same, for a Redis storage later.
+What the counters cost follows what is live, never what was ever seen:
+
+- A socket's own limits (Joins and Leaves, Introductions) are :class:`TokenBucket` objects kept
+  on the socket, made at its first Join, gone with it.
+- An address's limits (handshakes, refusals; replacements of a peer id) are kept in a
+  :class:`BucketTable`, which forgets a key as soon as its bucket has filled up again (it then
+  says exactly what a new one would), checked once per period, and never holds more than
+  :data:`MAX_KEYS` keys.
+
+An IPv6 client usually holds a whole /64, so addresses are counted by :func:`address_key`: an
+IPv6 address by its /64, an IPv4 address (also one written IPv4-mapped) by itself.
 
 The published LF clients reconnect about 10 ms after any close, so a refused client comes
 straight back, and two clients sharing one peer id replace each other in a loop. The relay does
@@ -18,71 +27,189 @@ one address (or replacements of one peer id), each further answer waits
 
 from __future__ import annotations
 
+import ipaddress
+import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 
-from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits import parse
 
 from lobbies.conf import RelaySettings, relay_settings
 
+# Keys one table may hold at once: past it, the oldest are forgotten (a key hit in every period
+# by that many addresses at once is a botnet, which no per-address count would stop anyway).
+MAX_KEYS = 100_000
 
-def parse_rate(text: str) -> RateLimitItem | None:
+# The longest a Join's Introductions may be spread over (RELAY_INTRODUCTION_RATE): a Join that
+# would need longer is refused, so what one socket can leave waiting stays bounded.
+MAX_SPREAD_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate setting: ``burst`` at once, refilled at ``per_second``."""
+
+    burst: int
+    per_second: float
+
+    @property
+    def period(self) -> float:
+        """Seconds an empty bucket takes to fill up again."""
+        return self.burst / self.per_second
+
+
+def parse_rate(text: str) -> Rate | None:
     """A rate setting as the ``limits`` library reads it; None when it is empty (no limit).
     Raises ``ValueError`` for text it cannot read."""
-    return parse(text) if text.strip() else None
+    if not text.strip():
+        return None
+    item = parse(text)
+    return Rate(item.amount, item.amount / item.get_expiry())
+
+
+class TokenBucket:
+    """What one key may still do now: ``tokens`` of its rate's burst, counted at ``stamp``.
+    Small (two numbers), so that one per live socket costs next to nothing."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, rate: Rate, now: float | None = None) -> None:
+        self.tokens = float(rate.burst)
+        self.stamp = time.monotonic() if now is None else now
+
+    def _refill(self, rate: Rate, now: float) -> float:
+        self.tokens = min(rate.burst, self.tokens + (now - self.stamp) * rate.per_second)
+        self.stamp = now
+        return self.tokens
+
+    def take(self, rate: Rate, cost: int = 1, now: float | None = None) -> bool:
+        """Spend ``cost`` tokens if there are that many now."""
+        if self._refill(rate, time.monotonic() if now is None else now) < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def available(self, rate: Rate) -> int:
+        """Whole tokens there are now."""
+        return int(self._refill(rate, time.monotonic()))
+
+    def wait(self, rate: Rate, cost: int) -> float:
+        """Seconds until ``cost`` tokens will have come, spent as they come (all at once only
+        when ``cost`` is within the burst)."""
+        missing = cost - self._refill(rate, time.monotonic())
+        return max(missing, 0.0) / rate.per_second
+
+    def full(self, rate: Rate, now: float) -> bool:
+        """Whether it has filled up again, so forgetting it changes nothing."""
+        return self.tokens + (now - self.stamp) * rate.per_second >= rate.burst
+
+
+class BucketTable:
+    """Token buckets by key (an address, a peer id), each forgotten once it is full again: the
+    table holds the keys hit within about the last period, never more than :data:`MAX_KEYS`."""
+
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.buckets: dict[str, TokenBucket] = {}
+        self.next_prune = time.monotonic() + rate.period
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def take(self, key: str, cost: int = 1) -> bool:
+        """Spend ``cost`` of ``key``'s tokens if it has that many now."""
+        now = time.monotonic()
+        if now >= self.next_prune:
+            self.prune(now)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= MAX_KEYS:
+                self._make_room(now)
+            bucket = self.buckets[key] = TokenBucket(self.rate, now)
+        return bucket.take(self.rate, cost, now)
+
+    def _make_room(self, now: float) -> None:
+        self.prune(now)
+        if len(self.buckets) >= MAX_KEYS:
+            # The oldest tenth at once: one walk per many inserts, not one per insert.
+            for key in list(islice(self.buckets, MAX_KEYS // 10)):
+                del self.buckets[key]
+
+    def prune(self, now: float) -> None:
+        """Forget every key whose bucket is full at ``now``; the next prune is a period later
+        (one walk per period, whatever the traffic)."""
+        rate = self.rate
+        for key in [k for k, bucket in self.buckets.items() if bucket.full(rate, now)]:
+            del self.buckets[key]
+        self.next_prune = now + rate.period
+
+
+def address_key(address: str) -> str:
+    """What one client address is counted as: an IPv6 address by its /64 (one subscriber's
+    usual share), an IPv4 address, also one written IPv4-mapped, by itself. Anything else (no
+    address, a Unix socket) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RateLimits:
-    """This process's counters, one instance per process (:func:`get_rate_limits`)."""
+    """This process's per-address counters and the rates sockets count themselves with; one
+    instance per process (:func:`get_rate_limits`)."""
 
     def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
-        self.handshake_rate = parse_rate(settings.handshake_rate)
         self.join_rate = parse_rate(settings.join_rate)
         self.introduction_rate = parse_rate(settings.introduction_rate)
-        self.refusal_rate = parse_rate(settings.refusal_rate)
-        # Sockets open per address right now: a count, not a rate, so kept here.
+        handshake_rate = parse_rate(settings.handshake_rate)
+        refusal_rate = parse_rate(settings.refusal_rate)
+        self.handshakes = BucketTable(handshake_rate) if handshake_rate else None
+        self.refusals = BucketTable(refusal_rate) if refusal_rate else None
+        # Sockets open per address right now: a count, not a rate; a key goes at zero.
         self.open_per_address: Counter[str] = Counter()
 
-    async def _hit(self, rate: RateLimitItem | None, *key: str, cost: int = 1) -> bool:
-        return rate is None or self.limiter.hit(rate, *key, cost=cost)
+    def entries(self) -> int:
+        """How many keys the counters hold: the addresses (and peer ids) seen lately."""
+        tables = (self.handshakes, self.refusals)
+        return len(self.open_per_address) + sum(len(t) for t in tables if t is not None)
 
     def connect(self, address: str) -> bool:
         """Count one more socket of ``address``, unless it holds its maximum already."""
+        key = address_key(address)
         limit = self.settings.max_connections_per_address
-        if limit and self.open_per_address[address] >= limit:
+        if limit and self.open_per_address[key] >= limit:
             return False
-        self.open_per_address[address] += 1
+        self.open_per_address[key] += 1
         return True
 
     def disconnect(self, address: str) -> None:
         """A socket counted by :meth:`connect` has closed."""
-        self.open_per_address[address] -= 1
-        if self.open_per_address[address] <= 0:
-            del self.open_per_address[address]
+        key = address_key(address)
+        self.open_per_address[key] -= 1
+        if self.open_per_address[key] <= 0:
+            del self.open_per_address[key]
 
     async def handshake(self, address: str) -> bool:
         """Whether ``address`` may open another socket now (``RELAY_HANDSHAKE_RATE``)."""
-        return await self._hit(self.handshake_rate, "handshake", address)
+        return self.handshakes is None or self.handshakes.take(address_key(address))
 
-    async def join(self, connection: str) -> bool:
-        """Whether this control socket may Join again now (``RELAY_JOIN_RATE``)."""
-        return await self._hit(self.join_rate, "join", connection)
-
-    async def introductions(self, connection: str, count: int) -> bool:
-        """Whether this control socket's Join may cause ``count`` more Introductions now
-        (``RELAY_INTRODUCTION_RATE``: a Join repeated over popular ids is an amplifier)."""
-        if count == 0:
-            return True
-        return await self._hit(self.introduction_rate, "introductions", connection, cost=count)
-
-    async def refusal_delay(self, *key: str) -> float:
-        """How long to wait before answering a refusal (or a replacement) of ``key``: nothing
-        while it is under ``RELAY_REFUSAL_RATE``, ``RELAY_REFUSAL_DELAY`` past it."""
-        if await self._hit(self.refusal_rate, "refusal", *key):
+    async def refusal_delay(self, kind: str, key: str) -> float:
+        """How long to wait before answering a refusal of an ``"address"`` (or a replacement
+        of a ``"peer"`` id): nothing while it is under ``RELAY_REFUSAL_RATE``,
+        ``RELAY_REFUSAL_DELAY`` past it."""
+        if self.refusals is None:
+            return 0.0
+        if kind == "address":
+            key = address_key(key)
+        if self.refusals.take(f"{kind} {key}"):
             return 0.0
         return self.settings.refusal_delay
 
