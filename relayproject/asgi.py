@@ -13,13 +13,17 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from lobbies.auth import RelayAuthMiddleware  # noqa: E402
+from lobbies.auth import RelayAuthMiddleware, TicketPath  # noqa: E402
 from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.engine.security import origin_checked  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
-    }
+# The ticket leaves the path first (before a refusal or a log line could show it); the origin
+# check comes before the credentials are resolved, so a refused origin costs no query.
+application = TicketPath(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )
