@@ -27,6 +27,8 @@ costs no database query and no thread hop.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import time
 from typing import Any
 
@@ -212,6 +214,20 @@ class TicketPath:
             if raw := scope.get("raw_path"):
                 scope["raw_path"] = split_ticket(raw.decode("latin-1"))[1].encode("latin-1")
         return await self.application(scope, receive, send)
+
+
+class NoTickets(logging.Filter):
+    """A log filter that replaces the ticket of any ``/t/<ticket>`` in a record's message with
+    ``...``. For the servers' loggers (``relayproject.asgi`` installs it on uvicorn's), whose debug
+    lines show a WebSocket upgrade's request line before any application code runs."""
+
+    _ticket = re.compile(r"/t/[^/\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _TICKET_PREFIX in message:
+            record.msg, record.args = self._ticket.sub("/t/...", message), ()
+        return True
 
 
 def _credentials(scope: dict[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -4,6 +4,7 @@ Run by ``python manage.py serve`` (uvicorn by default, or daphne), or by any ASG
 ``relayproject.asgi:application``.
 """
 
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -13,9 +14,13 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from lobbies.auth import RelayAuthMiddleware, TicketPath  # noqa: E402
+from lobbies.auth import NoTickets, RelayAuthMiddleware, TicketPath  # noqa: E402
 from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.engine.security import origin_checked  # noqa: E402
+
+# uvicorn's websockets protocol logs each upgrade's request line at DEBUG, ticket included.
+for _name in ("uvicorn.error", "uvicorn.access"):
+    logging.getLogger(_name).addFilter(NoTickets())
 
 # The ticket leaves the path first (before a refusal or a log line could show it); the origin
 # check comes before the credentials are resolved, so a refused origin costs no query.
