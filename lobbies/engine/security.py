@@ -12,8 +12,8 @@ WebSocket hijacking). The cookie therefore counts only for the relay's own pages
 host is the handshake's ``Host``) and for origins ``RELAY_ALLOWED_ORIGINS`` names explicitly (a
 ``*`` does not count); from any other origin the socket is anonymous. A handshake without
 ``Origin`` does not come from a browser page, so no other site can have sent its cookie: the
-cookie counts. Tickets and bearer credentials are never sent by a browser on its own, and are
-not judged by origin.
+cookie counts. Tickets and bearer credentials are never sent by a browser on its own: they count
+from any origin the check above admits.
 """
 
 from __future__ import annotations
