@@ -20,7 +20,6 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 
 from lobbies import moderation, owners
 from lobbies.forms import BAN_DURATIONS, LiveActionForm, LobbyDataField
@@ -266,5 +265,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"{revoked} token(s) revoked.")
+        revoked = list(queryset.filter(revoked_at__isnull=True))
+        for token in revoked:  # one by one: each closes the sockets it authenticated
+            token.revoke()
+        self.message_user(request, f"{len(revoked)} token(s) revoked.")

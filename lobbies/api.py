@@ -44,7 +44,7 @@ class ApiTokenAuth(HttpBearer):
         found = ApiToken.objects.authenticate(token)
         if found is None or not found.user.is_active:
             return None
-        request.user = found.user
+        request.user, request.api_token = found.user, found  # tickets it mints die with it
         return found.user
 
 
@@ -416,7 +416,7 @@ def create_ticket(request: HttpRequest, body: TicketIn) -> Status:
     """A ticket that authenticates the signed-in user's game client on the relay's sockets."""
     longest = relay_settings().ticket_ttl
     ttl = min(body.ttl or longest, longest)
-    ticket = issue_ticket(request.auth, ttl)
+    ticket = issue_ticket(request.auth, ttl, token=getattr(request, "api_token", None))
     expires = timezone.now() + timedelta(seconds=ttl)
     return Status(201, {"ticket": ticket, "expires_at": expires, "path": f"/t/{ticket}"})
 

@@ -10,5 +10,5 @@ class LobbiesConfig(AppConfig):
 
     def ready(self) -> None:
         # The settings' system check; the facts cache's, the events' and the bans' (applied
-        # to live sockets) model receivers.
-        from lobbies import conf, events, facts, owners  # noqa: F401
+        # to live sockets) model receivers, and the credentials' (lobbies.credentials).
+        from lobbies import conf, credentials, events, facts, owners  # noqa: F401

@@ -1,5 +1,6 @@
 """What operators and owners see of, and do to, live lobbies: who is in one now, kick a peer,
-take every peer out of a lobby that closes, enforce a ban on the sockets it names.
+take every peer out of a lobby that closes, enforce a ban on the sockets it names, close the
+sockets of a credential that died.
 
 The live side of ``lobbies.owners`` (async, on the server's event loop). Every action reaches
 its sockets as an order (``lobbies.engine.orders``); what the relay knows of them comes from
@@ -8,9 +9,10 @@ presence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lobbies.engine import pipes
+from lobbies.engine import connections, pipes
 from lobbies.engine.orders import Action, Order, deliver
 from lobbies.engine.presence import Member, OpenPipe, get_presence
 from lobbies.engine.protocol import CloseCode
@@ -75,3 +77,24 @@ async def enforce_ban(document_id: str | None, holder: str, peer_id: str) -> int
     else:
         order = Order(Action.DISCONNECT, "banned from this relay", code=CloseCode.FORBIDDEN)
     return sum([await deliver(connection, order) for connection in targets.values()])
+
+
+async def disconnect_user(
+    user_id: int, code: CloseCode, reason: str, which: Callable[[str], bool] = lambda _: True
+) -> int:
+    """Close the live sockets of user ``user_id`` whose credential (``Identity.credential``)
+    ``which`` names, with ``code``: a control socket as a relay-wide ban closes it (a DISCONNECT
+    order: its pipes close too), a pipe end at once. Returns how many sockets it closed. Only
+    this process's sockets (as everywhere today: ``lobbies.engine.connections``)."""
+    order = Order(Action.DISCONNECT, reason, code=code)
+    closed = 0
+    for socket in connections.sockets():
+        identity = getattr(socket, "identity", None)
+        if identity is None or identity.user_id != user_id or not which(identity.credential):
+            continue
+        if hasattr(socket, "obey"):
+            closed += await deliver(socket.connection, order)
+        elif connections.lookup(socket.connection) is socket:  # not closed with its peer's
+            await socket.close(code, reason)
+            closed += 1
+    return closed

@@ -72,6 +72,10 @@ class Identity:
     is_superuser: bool = False
     permissions: frozenset[str] = frozenset()
     group_ids: frozenset[int] = frozenset()
+    # What proved it (``lobbies.auth``): "session", "ticket", "token:<id>" (an API token) or
+    # "ticket:<id>" (a ticket that token minted); "" for anonymous. Says which live sockets a
+    # password change or a token's revocation closes.
+    credential: str = ""
 
     @property
     def is_authenticated(self) -> bool:

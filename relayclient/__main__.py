@@ -17,6 +17,7 @@ import threading
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import Client, LobbyRefused, PeerSocket
+from .client import without_ticket
 from .protocol import Left, parse_extended
 
 # How long, at the end of input, the lines just sent are given to leave before the client
@@ -73,7 +74,8 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         await client.connect()
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        print(f"relayclient: cannot connect to {args.url}: {exc}", file=sys.stderr, flush=True)
+        why = without_ticket(f"cannot connect to {args.url}: {exc}")
+        print(f"relayclient: {why}", file=sys.stderr, flush=True)
         return 2
     try:
         printers = set()  # strong references, so the tasks are not garbage-collected

@@ -14,6 +14,9 @@ what peers meet about (elsewhere: channel, lobby, discovery key).
 
 Memory stays bounded: websockets' ``max_size``/``max_queue`` bound each socket's buffers, and
 the three streams (peers, introductions, messages) hold at most ``queue_size`` items each.
+
+A ticket in the URL (``/t/<ticket>``) is a credential: no log line shows it, at any level, this
+client's or websockets' (whose debug lines show each handshake's request path).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import inspect
 import logging
 import random
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, Self, TypeVar
@@ -50,6 +54,29 @@ from .protocol import (
 )
 
 log = logging.getLogger("relayclient")
+# websockets' own log lines for this client's sockets (its handshake lines show the path).
+wire_log = logging.getLogger("relayclient.websockets")
+
+_TICKET = re.compile(r"/t/[^/\s]+")
+
+
+def without_ticket(text: str) -> str:
+    """``text`` with the ticket of any ``/t/<ticket>`` URL prefix in it replaced by ``...``."""
+    return _TICKET.sub("/t/...", text)
+
+
+class _NoTickets(logging.Filter):
+    """Takes tickets out of a log record's message before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/t/" in message:
+            record.msg, record.args = without_ticket(message), ()
+        return True
+
+
+for _logger in (log, wire_log):
+    _logger.addFilter(_NoTickets())
 
 T = TypeVar("T")
 PeerCallback = Callable[[PeerSocket], Awaitable[None] | None]
@@ -188,6 +215,7 @@ class Client:
             # Pipe payloads are often already compressed or encrypted, and frames on the wire
             # should be exactly what was sent: no permessage-deflate unless asked for.
             "compression": None,
+            "logger": wire_log,
             **(connect_kwargs or {}),
         }
         # Joined document ids, each with the extra fields of its Join (sent again on reconnect).
@@ -442,7 +470,7 @@ class Client:
 
     async def _open_control(self) -> ClientConnection:
         url = introduction_url(self.url, self.peer_id)
-        log.debug("%s: opening control socket %s", self.peer_id, url)
+        log.debug("%s: opening control socket %s", self.peer_id, without_ticket(url))
         control = await connect(url, **self._ws_options)
         self._control = control
         # Join everything remembered: the ids joined before connect(), or before a drop.

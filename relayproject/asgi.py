@@ -4,6 +4,7 @@ Run by ``python manage.py serve`` (uvicorn by default, or daphne), or by any ASG
 ``relayproject.asgi:application``.
 """
 
+import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -13,13 +14,21 @@ django_asgi_app = get_asgi_application()  # sets Django up before the consumers 
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from lobbies.auth import RelayAuthMiddleware  # noqa: E402
+from lobbies.auth import NoTickets, RelayAuthMiddleware, TicketPath  # noqa: E402
 from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.engine.security import origin_checked  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
-    }
+# uvicorn's websockets protocol logs each upgrade's request line at DEBUG, ticket included.
+for _name in ("uvicorn.error", "uvicorn.access"):
+    logging.getLogger(_name).addFilter(NoTickets())
+
+# The ticket leaves the path first (before a refusal or a log line could show it); the origin
+# check comes before the credentials are resolved, so a refused origin costs no query.
+application = TicketPath(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    )
 )

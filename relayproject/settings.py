@@ -48,6 +48,10 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Any host by default: a relay is reached by whatever name or address its operator gives it.
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a TLS proxy that sets this header to "https" (and strips it from clients), requests
+# count as secure: pages hand out wss:// URLs, secure cookies work. Empty: trust no header.
+if _proxy_ssl_header := env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default=""):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
 INSTALLED_APPS = [
     "daphne",

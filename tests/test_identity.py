@@ -1,9 +1,11 @@
 """Identity on the WebSocket endpoints, tried as an attacker would: tickets (good, expired,
-forged, of an inactive user), API tokens (good, revoked), the session cookie, peer-id takeover,
-pipes without an introduction or in someone else's name, and bans."""
+forged, of an inactive user), API tokens (good, revoked), the session cookie (and a page of
+another site using it: cross-site WebSocket hijacking), peer-id takeover, pipes without an
+introduction or in someone else's name, and bans."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from io import StringIO
@@ -19,7 +21,8 @@ from django.utils import timezone
 
 from lobbies.auth import issue_ticket
 from lobbies.models import ApiToken, Ban, Lobby
-from tests.sockets import closed_with, join, opened, stays_open
+from tests.accounts import signed_in
+from tests.sockets import closed_with, join, opened, received, stays_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
@@ -120,6 +123,75 @@ async def test_the_session_cookie_of_a_signed_in_browser_authenticates(alice):
     stale = await opened("/introduction/alice", [(b"cookie", b"sessionid=gone")])
     assert await stays_open(stale)
     await stale.disconnect()
+
+
+_rooms = itertools.count()
+
+
+async def signed_in_as_seen(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the relay takes a handshake with these headers for a signed-in user: under the
+    ``authenticated`` creation policy, only a signed-in peer's Join creates a lobby."""
+    socket = await opened("/introduction/visitor", headers)
+    await socket.send_to(text_data=join(f"room-{next(_rooms)}", ext=1))
+    answer = await received(socket)
+    await socket.disconnect()
+    assert answer["type"] == "Joined" or answer["code"] == "forbidden", answer
+    return answer["type"] == "Joined"
+
+
+def browser(cookie: str, origin: str | None, host: str = "relay.example") -> list:
+    """A browser's handshake headers: its cookie, the page's Origin, the relay's Host."""
+    headers = [(b"host", host.encode()), (b"cookie", f"sessionid={cookie}".encode())]
+    return headers + ([(b"origin", origin.encode())] if origin is not None else [])
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "trusted"),
+    [
+        ("https://evil.example", "relay.example", False),  # cross-site WebSocket hijacking
+        ("https://relay.example.evil.example", "relay.example", False),
+        ("null", "relay.example", False),  # a sandboxed frame, a file: page
+        ("https://relay.example:8443", "relay.example", False),  # another port, another site
+        ("http://relay.example:8080", "relay.example:9090", False),
+        ("https://relay.example", "relay.example", True),  # the relay's own pages (TLS proxy)
+        ("http://Relay.Example", "relay.example", True),
+        ("http://relay.example:8080", "relay.example:8080", True),
+        ("http://[::1]:8080", "[::1]:8080", True),
+        ("https://game.example", "relay.example", True),  # listed in RELAY_ALLOWED_ORIGINS
+        (None, "relay.example", True),  # no Origin: not a page, no other site sent the cookie
+    ],
+)
+async def test_the_session_cookie_counts_only_for_the_relays_site_and_listed_origins(
+    alice, settings, origin, host, trusted
+):
+    settings.RELAY_CREATION_POLICY = "authenticated"
+    # "*" lets any page open sockets (anonymous, ticket, token), never use the cookie.
+    settings.RELAY_ALLOWED_ORIGINS = ["*", "https://game.example"]
+    cookie = (await db(signed_in)(alice)).cookies["sessionid"].value
+    assert await signed_in_as_seen(browser(cookie, origin, host)) is trusted
+
+
+async def test_a_ticket_or_token_is_not_judged_by_origin(alice, settings):
+    settings.RELAY_CREATION_POLICY = "authenticated"
+    _, secret = await db(ApiToken.issue)(alice, "game server")
+    evil = [(b"host", b"relay.example"), (b"origin", b"https://evil.example")]
+    socket = await opened(f"/t/{issue_ticket(alice)}/introduction/alice", evil)
+    await socket.send_to(text_data=join("room-by-ticket", ext=1))
+    assert (await received(socket))["type"] == "Joined"
+    await socket.disconnect()
+    assert await signed_in_as_seen([*evil, (b"authorization", f"Bearer {secret}".encode())])
+
+
+async def test_a_session_made_with_an_old_secret_key_works_while_it_is_a_fallback(alice, settings):
+    settings.RELAY_CREATION_POLICY = "authenticated"
+    settings.SECRET_KEY = "the old secret key, long enough for Django's checks " * 2
+    cookie = (await db(signed_in)(alice)).cookies["sessionid"].value
+    settings.SECRET_KEY = "the new secret key, also long enough for the checks " * 2
+    assert not await signed_in_as_seen(browser(cookie, None))
+    settings.SECRET_KEY_FALLBACKS = ["the old secret key, long enough for Django's checks " * 2]
+    assert await signed_in_as_seen(browser(cookie, None))
+    # The handshake changes nothing: the browser's next page rotates the session, not a socket.
+    assert await signed_in_as_seen(browser(cookie, "https://relay.example"))
 
 
 async def test_a_pipe_needs_an_introduction_on_that_document():
