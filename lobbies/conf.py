@@ -41,6 +41,9 @@ class RelaySettings:
     ping_timeout: float
     handshake_timeout: float
     ticket_ttl: float
+    signin_failures: int
+    signin_failures_per_address: int
+    signin_lockout: float
     creation_policy: str
     max_connections_per_address: int
     handshake_rate: str
@@ -81,6 +84,8 @@ _MINIMUMS: dict[str, float] = {
     "max_held_bytes": 1,
     "max_held_bytes_total": 1,
     "max_held_pipes": 1,
+    "signin_failures": 1,
+    "signin_failures_per_address": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
@@ -91,6 +96,7 @@ _MINIMUMS: dict[str, float] = {
 }
 _RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
 _POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
+_POSITIVE += ("signin_lockout",)  # 0 would lock out for ever
 
 
 def setting_errors(values: RelaySettings) -> list[str]:
