@@ -1,6 +1,7 @@
 """protocol: frames <-> messages in both dialects, and id validation."""
 
 import json
+from urllib.parse import quote
 
 import msgpack
 import pytest
@@ -159,3 +160,29 @@ def test_ids_allow_any_printable_unicode_and_refuse_control_characters():
     assert not is_valid_id("tab\there", 256)
     assert not is_valid_id("", 256)
     assert not is_valid_id(42, 256)
+
+
+SPOOFERS = [
+    "admin\u202egnp.exe",  # right-to-left override: shows as "adminexe.png"
+    "\u2066op\u2069",  # left-to-right isolate
+    "ad\u200bmin",  # zero-width space
+    "\ufeffadmin",  # byte order mark
+    "a\u200db",  # zero-width joiner
+    "line\u2028break",  # line separator
+]
+
+
+@pytest.mark.parametrize("spoof", SPOOFERS)
+def test_ids_and_nicknames_refuse_format_characters(spoof):
+    assert not is_valid_id(spoof, 256)
+    frame = json.dumps({"type": "Join", "documentIds": ["race"], "nickname": spoof})
+    assert decode_control(frame, **LIMITS)[1] == Join(("race",), nickname=None)
+    with pytest.raises(PathError):
+        parse_introduction_path("/introduction/" + quote(spoof), 256)
+
+
+@pytest.mark.parametrize("name", ["Zoë", "玩家", "joueur 🚀 ñ", "Ελένη", "مرحبا"])
+def test_plain_non_ascii_names_are_still_ids_and_nicknames(name):
+    assert is_valid_id(name, 256)
+    frame = json.dumps({"type": "Join", "documentIds": ["race"], "nickname": name})
+    assert decode_control(frame, **LIMITS)[1] == Join(("race",), nickname=name)
