@@ -167,7 +167,8 @@ SPOOFERS = [
     "\u2066op\u2069",  # left-to-right isolate
     "ad\u200bmin",  # zero-width space
     "\ufeffadmin",  # byte order mark
-    "a\u200db",  # zero-width joiner
+    "a\u200eb",  # left-to-right mark
+    "\U0001f3f4\U000e0067\U000e0062\U000e007f",  # tag characters (invisible text)
     "line\u2028break",  # line separator
 ]
 
@@ -181,7 +182,12 @@ def test_ids_and_nicknames_refuse_format_characters(spoof):
         parse_introduction_path("/introduction/" + quote(spoof), 256)
 
 
-@pytest.mark.parametrize("name", ["Zoë", "玩家", "joueur 🚀 ñ", "Ελένη", "مرحبا"])
+NAMES = ["Zoë", "玩家", "joueur 🚀 ñ", "Ελένη", "مرحبا"]
+# With joiners: an emoji sequence, and Persian ("I want") with its zero-width non-joiner.
+NAMES += ["dev 👩\u200d💻", "می\u200cخواهم"]  # noqa: RUF001 (Arabic letters, as meant)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_plain_non_ascii_names_are_still_ids_and_nicknames(name):
     assert is_valid_id(name, 256)
     frame = json.dumps({"type": "Join", "documentIds": ["race"], "nickname": name})
