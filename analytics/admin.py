@@ -83,5 +83,15 @@ def _csv(period: Period, tops: dict[str, list[dict]]) -> HttpResponse:
     writer.writerow(["list", "name", "joins"])
     for top in TOP_LISTS:
         for row in tops[top.name]:
-            writer.writerow([top.name, row[top.key], row["joins"]])
+            writer.writerow([top.name, inert(row[top.key]), row["joins"]])
     return response
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(text: str) -> str:
+    """A text cell a spreadsheet shows as text: lobby ids, game types and nicknames are chosen
+    by clients, and one starting like a formula (``=HYPERLINK(...)``) gets a leading ``'``."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text

@@ -3,7 +3,12 @@
 more when the process exits cleanly.
 
 Every write adds (``UPDATE ... SET n = n + k``, or ``GREATEST`` for a peak), so several worker
-processes feed the same rows without counting anything twice.
+processes feed the same rows without counting anything twice. One flush is one transaction:
+when it fails (the database away, say) nothing of it was written, so its counts go back into
+the buffer and are written by the next flush, once. While the database stays away they are kept
+up to ``MAX_PENDING_ROWS`` rows; past that a failed flush's counts are dropped, logged and
+counted in ``Buffer.dropped``. Rows are written in key order, so two workers' transactions
+touching the same rows never wait for each other in a cycle.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, models, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, models, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -31,6 +36,10 @@ from analytics.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Rows (keys of all tables together) that failed flushes may leave waiting for the next one: a
+# few minutes of a busy relay's statistics, a few tens of MB at most.
+MAX_PENDING_ROWS = 100_000
 
 
 def length_bucket(seconds: float) -> int:
@@ -55,6 +64,7 @@ class Buffer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.timer: threading.Timer | None = None
+        self.dropped = 0  # rows of failed flushes given up (MAX_PENDING_ROWS)
         self._reset()
 
     def _reset(self) -> None:
@@ -119,8 +129,10 @@ class Buffer:
                 self.timer.cancel()
                 self.timer = None
 
-    def flush(self) -> None:
-        """Write everything waiting, then start afresh. Safe to call at any time."""
+    def flush(self, *, final: bool = False) -> None:
+        """Write everything waiting, in one transaction, then start afresh. Safe to call at any
+        time. If the database fails, the counts wait for the next flush (one is due a period
+        later), unless this is the ``final`` one, as the process exits."""
         with self.lock:
             taken = {name: getattr(self, name) for name in _FIELDS}
             self._reset()
@@ -131,11 +143,46 @@ class Buffer:
             return
         close_old_connections()
         try:
-            _write(**taken)
-        except Exception:
+            with transaction.atomic():
+                _write(**taken)
+        except DatabaseError:
+            if final:
+                logger.exception("analytics: the last flush failed; its counts are lost")
+            else:
+                logger.exception("analytics: a flush failed; its counts wait for the next one")
+                self._put_back(taken)
+        except Exception:  # a fault of ours: writing it again would fail again
             logger.exception("analytics: a flush failed; its counts are lost")
         finally:
             close_old_connections()
+
+    def _put_back(self, taken: dict[str, Any]) -> None:
+        """Add the counts of a failed flush to those gathered since, and have them written by
+        the next flush; or drop them if that would make more than ``MAX_PENDING_ROWS``."""
+        with self.lock:
+            rows = sum(len(value) for value in taken.values())
+            waiting = sum(len(getattr(self, name)) for name in _FIELDS)
+            if rows + waiting > MAX_PENDING_ROWS:
+                self.dropped += rows
+                logger.error(
+                    "analytics: %d rows of statistics dropped (%d since the start): the "
+                    "database has failed for too long",
+                    rows,
+                    self.dropped,
+                )
+                return
+            for hour, counts in taken["totals"].items():
+                self.totals.setdefault(hour, Counter()).update(counts)
+            for key, counts in taken["lobbies"].items():
+                self.lobbies.setdefault(key, Counter()).update(counts)
+            for name in ("session_seconds", "games", "lengths", "nicknames"):
+                getattr(self, name).update(taken[name])
+            for hour, peers in taken["peaks"].items():
+                self.peaks[hour] = max(self.peaks.get(hour, 0), peers)
+            for key, game in taken["lobby_games"].items():
+                self.lobby_games.setdefault(key, game)  # a game named since is newer
+            self.peers |= taken["peers"]
+            self._due()
 
 
 _FIELDS = (
@@ -189,29 +236,30 @@ def _write(
     lengths: Counter[tuple[datetime, int]],
     nicknames: Counter[tuple[date, str]],
 ) -> None:
-    for hour in set(totals) | set(session_seconds) | set(peaks):
+    for hour in sorted(set(totals) | set(session_seconds) | set(peaks)):
         counts: dict[str, Any] = dict(totals.get(hour, {}))
         if session_seconds.get(hour):
             counts["session_seconds"] = session_seconds[hour]
         if hour in peaks:
             counts["peak_peers"] = peaks[hour]
         _add(HourlyTotals, {"hour": hour}, counts, highest=frozenset({"peak_peers"}))
-    for (hour, document_id), counts in lobbies.items():
+    for (hour, document_id), counts in sorted(lobbies.items()):
         key = {"hour": hour, "document_id": document_id}
         _add(HourlyLobby, key, dict(counts))
         if game := lobby_games.get((hour, document_id)):
             HourlyLobby.objects.filter(**key, game="").update(game=game)
-    for (hour, game), joins in games.items():
+    for (hour, game), joins in sorted(games.items()):
         _add(HourlyGame, {"hour": hour, "game": game}, {"joins": joins})
-    for (hour, bucket), sessions in lengths.items():
+    for (hour, bucket), sessions in sorted(lengths.items()):
         _add(SessionLength, {"hour": hour, "bucket": bucket}, {"sessions": sessions})
     if peers:
         HourlyPeer.objects.bulk_create(
-            [HourlyPeer(hour=hour, peer=peer) for hour, peer in peers], ignore_conflicts=True
+            [HourlyPeer(hour=hour, peer=peer) for hour, peer in sorted(peers)],
+            ignore_conflicts=True,
         )
-    for (day, nickname), joins in nicknames.items():
+    for (day, nickname), joins in sorted(nicknames.items()):
         _add(DailyNickname, {"day": day, "nickname": nickname}, {"joins": joins})
 
 
 buffer = Buffer()
-atexit.register(buffer.flush)  # a clean stop loses nothing
+atexit.register(buffer.flush, final=True)  # a clean stop loses nothing

@@ -62,6 +62,14 @@ DEFAULT_OURS_CMD = (
     f"{ROOT}/.venv/bin/python {ROOT}/manage.py serve --host 127.0.0.1 --port {{port}}"
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def in_repository(text: str) -> str:
+    """``text`` with this checkout's paths relative to it (the servers run in it): a result
+    file names no directory of the machine that made it."""
+    return text.replace(f"{ROOT}/", "")
+
+
 KIB = 1024
 
 # A pipe cell whose server core was busy less than this share of the time was not limited by the
@@ -937,7 +945,7 @@ def versions() -> dict[str, Any]:
             python_pkgs[name] = None
     return {
         "python": platform.python_version(),
-        "python_executable": sys.executable,
+        "python_executable": in_repository(os.path.normpath(sys.executable)),
         "python_packages": python_pkgs,
         "node": _cmd_output(["node", "--version"]),
         "npm_packages": {
@@ -1145,7 +1153,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "all_valid": all_valid,
         "config": {**asdict(cfg), "log_dir": str(log_dir)},
-        "servers": {s.key: {"label": s.label, "cmd": s.cmd, "env": s.env} for s in specs},
+        "servers": {
+            s.key: {"label": s.label, "cmd": in_repository(s.cmd), "env": s.env} for s in specs
+        },
         "machine": machine,
         "versions": versions(),
         "table": [asdict(r) for r in rows],

@@ -43,6 +43,9 @@ class RelaySettings:
     ping_timeout: float
     handshake_timeout: float
     ticket_ttl: float
+    signin_failures: int
+    signin_failures_per_address: int
+    signin_lockout: float
     creation_policy: str
     max_new_lobbies_per_join: int
     lobby_creation_rate: str
@@ -89,6 +92,8 @@ _MINIMUMS: dict[str, float] = {
     "max_new_lobbies_per_join": 0,  # 0: Join extras create no lobby (the API and pages do)
     "max_held_bytes_per_address": 1,
     "max_held_pipes_per_address": 1,
+    "signin_failures": 1,
+    "signin_failures_per_address": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
@@ -106,6 +111,9 @@ _POSITIVE = (
     "ticket_ttl",
     "orphan_lobby_ttl",
 )
+_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
+_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
+_POSITIVE += ("signin_lockout",)  # 0 would lock out for ever
 
 
 def setting_errors(values: RelaySettings) -> list[str]:

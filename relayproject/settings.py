@@ -7,6 +7,7 @@ process.
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -45,8 +46,11 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# Any host by default: a relay is reached by whatever name or address its operator gives it.
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+# The names `make run` answers to on this machine; an operator adds the relay's public name (a
+# forged Host header would otherwise reach absolute URLs and the pages that show this server's
+# address). WebSockets are not judged by it: Channels' router does not check it, and game
+# clients connect by whatever name or address they were given.
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Behind a TLS proxy that sets this header to "https" (and strips it from clients), requests
 # count as secure: pages hand out wss:// URLs, secure cookies work. Empty: trust no header.
@@ -65,6 +69,7 @@ INSTALLED_APPS = [
     "ninja",  # the API's interactive docs, served from its own static files
     "lobbies",
     "analytics",
+    "axes",  # sign-in throttling (relayproject/signin.py)
 ]
 
 MIDDLEWARE = [
@@ -77,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out sign-in into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "relayproject.urls"
@@ -108,6 +115,12 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 # One process by default; several workers need a shared layer (Redis), which comes with
 # the Redis presence backend.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Axes first: a locked-out sign-in is refused before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -238,3 +251,21 @@ RELAY_PIPE_REPORT_SECONDS = env.float("RELAY_PIPE_REPORT_SECONDS", default=60.0)
 RELAY_ANALYTICS_FLUSH_SECONDS = env.float("RELAY_ANALYTICS_FLUSH_SECONDS", default=5.0)
 RELAY_ANALYTICS_RETENTION_DAYS = env.int("RELAY_ANALYTICS_RETENTION_DAYS", default=90)
 RELAY_ANALYTICS_NICKNAMES = env.bool("RELAY_ANALYTICS_NICKNAMES", default=True)
+
+# Sign-in throttling (django-axes, relayproject/signin.py): failed sign-ins to the admin and the
+# owners' pages allowed for one account from one address, and for one address whatever the
+# accounts (password sprays), before that address is refused for RELAY_SIGNIN_LOCKOUT minutes
+# (each further try starts them again). The address is the one the ASGI server reports (see the
+# README: behind a proxy, the server must be told to trust its X-Forwarded-For).
+RELAY_SIGNIN_FAILURES = env.int("RELAY_SIGNIN_FAILURES", default=5)
+RELAY_SIGNIN_FAILURES_PER_ADDRESS = env.int("RELAY_SIGNIN_FAILURES_PER_ADDRESS", default=30)
+RELAY_SIGNIN_LOCKOUT = env.float("RELAY_SIGNIN_LOCKOUT", default=15.0)
+AXES_HANDLER = "relayproject.signin.SigninHandler"
+# In this order: SigninHandler reads the account's count, then the address's.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_FAILURE_LIMIT = RELAY_SIGNIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=RELAY_SIGNIN_LOCKOUT)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"  # status 429 (AXES_HTTP_RESPONSE_CODE)
+# Never django-ipware's guess from headers a client can send: REMOTE_ADDR, as the server set it.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)

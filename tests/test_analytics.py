@@ -5,18 +5,21 @@ without the plugin installed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
 from channels.db import database_sync_to_async as db
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 
+import analytics.buffer
 from analytics.buffer import Buffer, buffer
 from analytics.models import DailyNickname, HourlyGame, HourlyLobby, HourlyPeer, HourlyTotals
 from analytics.stats import Period, summary, top_games, top_lobbies, top_nicknames
@@ -194,3 +197,53 @@ async def test_the_relay_works_without_the_analytics_plugin(tmp_path):
     finally:
         stop_relay(relay)
     assert "analytics" not in json.dumps(relay.log())  # no error from a missing plugin
+
+
+@contextlib.contextmanager
+def table_missing(model: type[models.Model]) -> Iterator[None]:
+    """``model``'s table dropped for real (as if the database lost it), then made again."""
+    with connection.schema_editor() as editor:
+        editor.delete_model(model)
+    try:
+        yield
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(model)
+
+
+def test_a_failed_flush_writes_nothing_and_the_next_writes_it_once(settings):
+    settings.RELAY_ANALYTICS_FLUSH_SECONDS = 3600  # no timer's flush in the middle of the test
+    hour = datetime(2026, 11, 1, 10, tzinfo=UTC)
+    worker = Buffer()
+    worker.join(hour, "race", "racer", "p1", "Ace")
+    worker.add(hour, pipes=1, bytes=100)
+    worker.peak(hour, 4)
+    # The nicknames are written last: everything before them fails with them, in one transaction.
+    with table_missing(DailyNickname):
+        worker.flush()
+        assert worker.timer is not None  # the next flush is already due
+    assert not HourlyTotals.objects.exists() and not HourlyLobby.objects.exists()
+    worker.join(hour, "race", None, "p2", "Bo")  # more since the failure
+    worker.peak(hour, 2)
+    worker.flush()
+    totals = HourlyTotals.objects.get(hour=hour)
+    assert (totals.joins, totals.pipes, totals.bytes, totals.peak_peers) == (2, 1, 100, 4)
+    assert HourlyLobby.objects.get(hour=hour).joins == 2
+    assert HourlyLobby.objects.get(hour=hour).game == "racer"
+    assert HourlyPeer.objects.filter(hour=hour).count() == 2
+    assert dict(DailyNickname.objects.values_list("nickname", "joins")) == {"Ace": 1, "Bo": 1}
+    worker.flush()  # nothing left waiting: nothing written twice
+    assert HourlyTotals.objects.get(hour=hour).joins == 2 and worker.dropped == 0
+
+
+def test_counts_of_failed_flushes_are_dropped_past_the_bound(settings, monkeypatch):
+    settings.RELAY_ANALYTICS_FLUSH_SECONDS = 3600
+    monkeypatch.setattr(analytics.buffer, "MAX_PENDING_ROWS", 4)
+    hour = datetime(2026, 11, 1, 10, tzinfo=UTC)
+    worker = Buffer()
+    worker.join(hour, "race", "racer", "p1", "Ace")  # totals, lobby, game, peer, nickname: 6
+    with table_missing(HourlyTotals):
+        worker.flush()
+    assert worker.dropped == 6
+    worker.flush()
+    assert not HourlyTotals.objects.exists()  # dropped, not written later

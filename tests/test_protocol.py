@@ -1,6 +1,7 @@
 """protocol: frames <-> messages in both dialects, and id validation."""
 
 import json
+from urllib.parse import quote
 
 import msgpack
 import pytest
@@ -167,3 +168,35 @@ def test_ids_allow_any_printable_unicode_and_refuse_control_characters():
     assert not is_valid_id("tab\there", 256)
     assert not is_valid_id("", 256)
     assert not is_valid_id(42, 256)
+
+
+SPOOFERS = [
+    "admin\u202egnp.exe",  # right-to-left override: shows as "adminexe.png"
+    "\u2066op\u2069",  # left-to-right isolate
+    "ad\u200bmin",  # zero-width space
+    "\ufeffadmin",  # byte order mark
+    "a\u200eb",  # left-to-right mark
+    "\U0001f3f4\U000e0067\U000e0062\U000e007f",  # tag characters (invisible text)
+    "line\u2028break",  # line separator
+]
+
+
+@pytest.mark.parametrize("spoof", SPOOFERS)
+def test_ids_and_nicknames_refuse_format_characters(spoof):
+    assert not is_valid_id(spoof, 256)
+    frame = json.dumps({"type": "Join", "documentIds": ["race"], "nickname": spoof})
+    assert decode_control(frame, **LIMITS)[1] == Join(("race",), nickname=None)
+    with pytest.raises(PathError):
+        parse_introduction_path("/introduction/" + quote(spoof), 256)
+
+
+NAMES = ["Zoë", "玩家", "joueur 🚀 ñ", "Ελένη", "مرحبا"]
+# With joiners: an emoji sequence, and Persian ("I want") with its zero-width non-joiner.
+NAMES += ["dev 👩\u200d💻", "می\u200cخواهم"]  # noqa: RUF001 (Arabic letters, as meant)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_plain_non_ascii_names_are_still_ids_and_nicknames(name):
+    assert is_valid_id(name, 256)
+    frame = json.dumps({"type": "Join", "documentIds": ["race"], "nickname": name})
+    assert decode_control(frame, **LIMITS)[1] == Join(("race",), nickname=name)

@@ -3,8 +3,10 @@ one machine's directories."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 
 from tests.conftest import ROOT
 
@@ -30,3 +32,14 @@ def test_no_tracked_file_cites_a_path_outside_the_repository():
             if OUTSIDE.search(line) and name != "tests/test_repository.py":
                 offenders.append(f"{name}:{number}: {line.strip()[:120]}")
     assert offenders == []
+
+
+def test_benchmark_results_name_paths_in_the_repository_not_the_machines(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", bench)  # its dataclasses look themselves up
+    spec.loader.exec_module(bench)
+    command = bench.in_repository(bench.DEFAULT_OURS_CMD)
+    assert command.startswith(".venv/bin/python manage.py serve") and str(ROOT) not in command
+    executable = bench.versions()["python_executable"]
+    assert str(ROOT) not in executable and "/../" not in executable

@@ -98,15 +98,28 @@ class PathError(ValueError):
 def is_valid_id(value: object, max_length: int) -> bool:
     """Whether ``value`` may serve as a peer id or document id.
 
-    Ids are non-empty strings of at most ``max_length`` characters with no control characters or
+    Ids are non-empty strings of at most ``max_length`` characters with no control characters,
+    format characters (bidi overrides and isolates, zero-width spaces, the BOM: they would make an
+    id or nickname show as another in the admin and the pages), line or paragraph separators, or
     lone surrogates (ids end up in logs, the admin and other peers' URLs); any other Unicode is
-    allowed, since the clients percent-encode ids in their URLs.
+    allowed, since the clients percent-encode ids in their URLs. The zero-width joiner and
+    non-joiner are format characters that writing needs (emoji such as 👩‍💻, Persian, Indic
+    scripts): they are allowed.
     """
     if not isinstance(value, str) or not 0 < len(value) <= max_length:
         return False
-    if value.isprintable():  # the common case, checked in C
+    # The common case, checked in C: printable strings (ASCII ones, and "Zoë" or "玩家") hold
+    # none of these categories, so only the rare others are looked at character by character.
+    if value.isprintable():
         return True
-    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+    return not any(
+        unicodedata.category(ch) in _REFUSED_IN_IDS and ch not in _JOINERS for ch in value
+    )
+
+
+# Control, format, line and paragraph separator, surrogate.
+_REFUSED_IN_IDS = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner
 
 
 def _decode_segment(segment: str, max_length: int) -> str:
