@@ -33,7 +33,7 @@ from lobbies.engine.presence import get_presence
 from lobbies.engine.tasks import spawn
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.owners import Rejected as Rejected  # (for the sockets: they ask facts only)
-from lobbies.policy import Identity, LobbyFacts, Role
+from lobbies.policy import Identity, LobbyFacts, Role, roles_granted
 from lobbies.schemas import LobbySpec
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,7 @@ class LobbyRecord:
     grants: tuple[tuple[int | None, int | None, Role], ...] = ()  # (user, group, role)
 
     def roles(self, identity: Identity) -> frozenset[Role]:
-        if not identity.is_authenticated:
-            return frozenset()
-        return frozenset(
-            role
-            for user_id, group_id, role in self.grants
-            if user_id == identity.user_id or group_id in identity.group_ids
-        )
+        return roles_granted(identity, self.grants)
 
 
 def _ban_record(ban: Ban) -> BanRecord:

@@ -29,6 +29,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from lobbies import moderation, signals
+from lobbies.auth import identity_of
 from lobbies.conf import relay_settings
 from lobbies.engine.presence import get_presence
 from lobbies.engine.protocol import is_valid_id
@@ -47,6 +48,7 @@ from lobbies.policy import (
     may_manage,
     may_see,
     may_stay,
+    roles_granted,
 )
 from lobbies.schemas import LobbySpec
 
@@ -115,8 +117,9 @@ def _take_peers_out(document_id: str, reason: str) -> None:
 
 
 def _take_out_who_may_not_stay(lobby: Lobby) -> None:
-    """After ``lobby`` became private or smaller: its peers without a right to stay leave
-    (``Left`` with ``private``), then the newest past its capacity (``Left`` with ``full``)."""
+    """After ``lobby`` became private, smaller or someone else's: its peers without a right to
+    stay leave (``Left`` with ``private``), then the newest past its capacity (``Left`` with
+    ``full``)."""
     facts = lobby.facts()
     grants = list(lobby.grants.values_list("user_id", "group_id", "role"))
 
@@ -128,18 +131,10 @@ def _take_out_who_may_not_stay(lobby: Lobby) -> None:
                 pk__in={m.user_id for m in roster if m.user_id}
             )
         }
-        from lobbies.auth import identity_of  # (auth imports the models; late, as facts does)
-
         out, staying = [], []
         for member in roster:
             identity = identity_of(users.get(member.user_id))
-            roles = frozenset(
-                Role(role)
-                for user_id, group_id, role in grants
-                if (user_id is not None and user_id == identity.user_id)
-                or group_id in identity.group_ids
-            )
-            if may_stay(identity, facts, Standing(roles=roles)):
+            if may_stay(identity, facts, Standing(roles_granted(identity, grants))):
                 staying.append(member.peer_id)
             else:
                 out.append(member.peer_id)
@@ -338,13 +333,16 @@ def enforce(ban: Ban) -> int:
 
 
 def transfer(lobby: Lobby, owner: Any, by: int | None = None) -> None:
-    """Make ``owner`` (a user) the owner of ``lobby``. The peers inside stay; the new owner's
-    rights apply from its next Join (the current host keeps the role until it leaves)."""
+    """Make ``owner`` (a user) the owner of ``lobby``. The peers inside stay (in a private
+    lobby, but the previous owner if it holds no grant); the new owner's rights apply from its
+    next Join (the current host keeps the role until it leaves)."""
     previous = lobby.owner.get_username() if lobby.owner_id else None
     lobby.owner = owner
     lobby.save(update_fields=["owner", "updated_at"])
     emit(signals.lobby_changed, document_id=lobby.document_id, state=lobby.state)
     _report("transfer", lobby.document_id, by, previous=previous, owner=owner.get_username())
+    if lobby.visibility == Visibility.PRIVATE:
+        _take_out_who_may_not_stay(lobby)
 
 
 def find_user(username: str) -> Any:

@@ -11,6 +11,7 @@ channel wherever the creation policy lets the asker create it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -102,6 +103,20 @@ def holder_of(user_id: int | None) -> str:
 def user_of(holder: str) -> int | None:
     """The user whose key ``holder`` is (:func:`holder_of`), or None for anonymous."""
     return int(holder.removeprefix("user:")) if holder.startswith("user:") else None
+
+
+def roles_granted(
+    identity: Identity, grants: Iterable[tuple[int | None, int | None, str]]
+) -> frozenset[Role]:
+    """The roles ``grants`` (user id, group id, role) give ``identity``: its own and its
+    groups'. Anonymous identities hold none."""
+    if not identity.is_authenticated:
+        return frozenset()
+    return frozenset(
+        Role(role)
+        for user_id, group_id, role in grants
+        if (user_id is not None and user_id == identity.user_id) or group_id in identity.group_ids
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ None for an anonymous peer):
 ``peer_offline``    peer_id, user_id, at, seconds (how long it was online)
 ``lobby_joined``    document_id, peer_id, user_id, nickname, game, role ("host" | "member"), at
 ``lobby_left``      document_id, peer_id, reason ("left", "offline", "closed", "kicked",
-                    "banned", "host_left"), seconds (how long it was in), at
+                    "banned", "private", "full", "host_left"), seconds (how long it was in), at
 ``introduced``      document_id, peers (how many peers this Join introduced there), at
 ``pipe_opened``     document_id, seeker, target, at
 ``pipe_traffic``    document_id, seeker, target, frames (seeker to target, target to seeker),
@@ -19,9 +19,11 @@ None for an anonymous peer):
 ``pipe_closed``     document_id, seeker, target, seconds, at
 ``lobby_created``   document_id, owner_id, game, at
 ``lobby_changed``   document_id, state, at
-``operator_action`` action ("lock", "open", "close", "delete", "kick", "ban", "transfer"),
-                    document_id (None: relay-wide), peer_id (or None), user_id (who did it),
-                    detail (a dict: ``banned``, ``expires_at``; ``previous``, ``owner``), at
+``operator_action`` action ("create" (by an operator), "update", "lock", "open", "close",
+                    "delete", "kick", "ban", "transfer"), document_id (None: relay-wide),
+                    peer_id (or None), user_id (who did it; None: the relay itself, e.g. an
+                    ownerless lobby aged out), detail (a dict: ``fields`` changed; ``reason``
+                    of a delete; ``banned``, ``expires_at``; ``previous``, ``owner``), at
 ``relay_stopping``  at: the server has stopped and every event before it was delivered; write
                     what you hold (sent in the stopping thread, once)
 

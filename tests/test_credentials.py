@@ -159,7 +159,7 @@ async def test_the_relays_log_never_shows_a_ticket(alice, caplog):
     await good.disconnect()
     # A plain HTTP request for a ticket's URL: Django's "Not Found" warning names the path.
     answer = await HttpCommunicator(
-        application, "GET", f"/t/{ticket}/introduction/x"
+        application, "GET", f"/t/{ticket}/introduction/x", headers=[(b"host", b"localhost")]
     ).get_response()
     assert answer["status"] == 404
     assert "/introduction/alice opened as alice" in caplog.text
@@ -271,6 +271,7 @@ def test_a_real_servers_output_never_shows_a_ticket(server, tmp_path):
 
 
 def test_pages_behind_a_tls_proxy_hand_out_wss_urls(settings):
+    settings.ALLOWED_HOSTS = ["relay.example"]
     request = RequestFactory().get("/", HTTP_HOST="relay.example", HTTP_X_FORWARDED_PROTO="https")
     assert relay_url(request) == "ws://relay.example"  # the header is trusted only when told
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -229,3 +229,42 @@ def test_data_depth_counts_nested_containers():
     for _ in range(5000):
         chain = [chain]
     assert depth(chain, 16) == 17  # stops counting past the limit, without recursion
+
+
+async def test_lobby_creation_is_rate_limited_per_address_and_per_user(settings, owner):
+    from channels.testing import WebsocketCommunicator
+
+    from relayproject.asgi import application
+
+    settings.RELAY_LOBBY_CREATION_RATE = "2/hour"
+
+    async def from_address(address: str, path: str) -> WebsocketCommunicator:
+        socket = WebsocketCommunicator(application, path)
+        socket.scope["client"] = (address, 50000)
+        socket.scope["raw_path"] = path.encode()
+        assert (await socket.connect())[0]
+        return socket
+
+    async def creates(socket: WebsocketCommunicator, document_id: str) -> str:
+        await socket.send_to(text_data=join(document_id, ext=1, lobby={"title": "t"}))
+        answer = await received(socket)
+        return answer["type"] if answer["type"] == "Joined" else answer["code"]
+
+    # Anonymous clients of one address, however many sockets they use, share its budget.
+    first = await from_address("203.0.113.7", "/introduction/a1")
+    second = await from_address("203.0.113.7", "/introduction/a2")
+    assert [await creates(first, "a"), await creates(second, "b")] == ["Joined", "Joined"]
+    assert await creates(second, "c") == "rate_limited"
+    elsewhere = await from_address("198.51.100.1", "/introduction/a3")
+    assert await creates(elsewhere, "c") == "Joined"
+    # One user from many addresses shares its own budget.
+    ticket = issue_ticket(owner)
+    made = []
+    for n, address in enumerate(("192.0.2.1", "192.0.2.2", "192.0.2.3")):
+        socket = await from_address(address, f"/t/{ticket}/introduction/u{n}")
+        made.append(await creates(socket, f"user-{n}"))
+        await socket.disconnect()
+    assert made == ["Joined", "Joined", "rate_limited"]
+    assert await db(Lobby.objects.count)() == 5
+    for socket in (first, second, elsewhere):
+        await socket.disconnect()

@@ -72,7 +72,7 @@ class RelayConsumer(AsyncConsumer):
             return
         # Accepted first even when refused: a close code reaches only an accepted socket.
         await send({"type": "websocket.accept"})
-        address = scope["client"][0] if scope.get("client") else "-"
+        address = self.address
         rates = get_rate_limits()
         if not rates.connect(address):
             await self.refuse(send, Refused(CloseCode.RATE_LIMITED, "too many sockets open"))
@@ -132,8 +132,7 @@ class RelayConsumer(AsyncConsumer):
     async def refuse(self, send: Send, refusal: Refused) -> None:
         """Close a socket refused as it opened, with one log line. A client refused again and
         again (the LF clients reconnect at once) waits a little longer for each answer."""
-        address = self.scope["client"][0] if self.scope.get("client") else "-"
-        delay = await get_rate_limits().refusal_delay("address", address)
+        delay = await get_rate_limits().refusal_delay("address", self.address)
         later = f" (answered after {delay:g} s)" if delay else ""
         logger.info(
             "%s %s refused: %s %s%s",
@@ -146,6 +145,11 @@ class RelayConsumer(AsyncConsumer):
         if delay:
             await asyncio.sleep(delay)
         await send_close(send, refusal.code, refusal.reason)
+
+    @property
+    def address(self) -> str:
+        """The client's address, for the limits counted by address."""
+        return self.scope["client"][0] if self.scope.get("client") else "-"
 
     @property
     def client(self) -> str:
@@ -168,7 +172,13 @@ class IntroductionConsumer(RelayConsumer):
     def socket(self, send: Send, limits: RelaySettings) -> ControlSocket:
         peer_id = parse_introduction_path(_raw_path(self.scope), limits.max_id_length)
         return ControlSocket(
-            peer_id, self.identity, send, get_presence(), limits, splice_handle(self.scope)
+            peer_id,
+            self.identity,
+            send,
+            get_presence(),
+            limits,
+            splice_handle(self.scope),
+            self.address,
         )
 
 
@@ -178,9 +188,14 @@ class ConnectionConsumer(RelayConsumer):
     def socket(self, send: Send, limits: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), limits.max_id_length)
         key = PipeKey(a, b, document_id)
-        address = self.scope["client"][0] if self.scope.get("client") else "-"
         return PipeEnd(
-            key, self.identity, send, get_presence(), limits, splice_handle(self.scope), address
+            key,
+            self.identity,
+            send,
+            get_presence(),
+            limits,
+            splice_handle(self.scope),
+            self.address,
         )
 
 

@@ -126,8 +126,10 @@ class ControlSocket:
         presence: Presence,
         limits: RelaySettings,
         handle: SpliceHandle | None = None,
+        address: str = "-",
     ) -> None:
         self.peer_id = peer_id
+        self.address = address  # the client's, for the limits counted by address
         self.identity = identity
         self.send = send
         self.presence = presence
@@ -410,6 +412,9 @@ class ControlSocket:
                         self._refuse((document_id,), Refusal.RATE_LIMITED, _TOO_MANY_NEW)
                         continue
                     creations -= 1
+                    if not get_rate_limits().lobby_creation(self.identity.holder, self.address):
+                        self._refuse((document_id,), Refusal.RATE_LIMITED, _CREATING_TOO_FAST)
+                        continue
                 try:
                     about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
                 except facts.Rejected as refused:
@@ -637,6 +642,7 @@ class ControlSocket:
 
 
 _TOO_MANY_NEW = "too many new lobbies in one Join (RELAY_MAX_NEW_LOBBIES_PER_JOIN)"
+_CREATING_TOO_FAST = "too many new lobbies lately (RELAY_LOBBY_CREATION_RATE)"
 _REFUSALS = {
     Refusal.FORBIDDEN: "you may not join this lobby",
     Refusal.NOT_FOUND: "no such lobby",

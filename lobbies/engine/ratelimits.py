@@ -171,14 +171,16 @@ class RateLimits:
         self.introduction_rate = parse_rate(settings.introduction_rate)
         handshake_rate = parse_rate(settings.handshake_rate)
         refusal_rate = parse_rate(settings.refusal_rate)
+        creation_rate = parse_rate(settings.lobby_creation_rate)
         self.handshakes = BucketTable(handshake_rate) if handshake_rate else None
         self.refusals = BucketTable(refusal_rate) if refusal_rate else None
+        self.creations = BucketTable(creation_rate) if creation_rate else None
         # Sockets open per address right now: a count, not a rate; a key goes at zero.
         self.open_per_address: Counter[str] = Counter()
 
     def entries(self) -> int:
         """How many keys the counters hold: the addresses (and peer ids) seen lately."""
-        tables = (self.handshakes, self.refusals)
+        tables = (self.handshakes, self.refusals, self.creations)
         return len(self.open_per_address) + sum(len(t) for t in tables if t is not None)
 
     def connect(self, address: str) -> bool:
@@ -200,6 +202,16 @@ class RateLimits:
     async def handshake(self, address: str) -> bool:
         """Whether ``address`` may open another socket now (``RELAY_HANDSHAKE_RATE``)."""
         return self.handshakes is None or self.handshakes.take(address_key(address))
+
+    def lobby_creation(self, account: str, address: str) -> bool:
+        """Whether a Join may create one more lobby row now (``RELAY_LOBBY_CREATION_RATE``),
+        counted for the client's address and, when signed in, for its user too (``account``),
+        so that neither many addresses nor many accounts multiply it."""
+        if self.creations is None:
+            return True
+        if not self.creations.take(f"address {address_key(address)}"):
+            return False
+        return not account or self.creations.take(f"account {account}")
 
     async def refusal_delay(self, kind: str, key: str) -> float:
         """How long to wait before answering a refusal of an ``"address"`` (or a replacement
