@@ -66,7 +66,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def in_repository(text: str) -> str:
     """``text`` with this checkout's paths relative to it (the servers run in it): a result
-    file names no directory of the machine that made it."""
+    file names no lobby_cache of the machine that made it."""
     return text.replace(f"{ROOT}/", "")
 
 
@@ -1078,7 +1078,7 @@ def make_specs(args: argparse.Namespace) -> list[ServerSpec]:
     ours_cmd = args.ours_cmd
     if args.ours_server:
         ours_cmd += f" --server {shlex.quote(args.ours_server)}"
-    # The generator is one address standing for thousands of clients: the relay's limits per
+    # The generator is one address access for thousands of clients: the relay's limits per
     # client address (README, abuse limits) would measure the limits, not the relay.
     env = {"RELAY_MAX_CONNECTIONS_PER_ADDRESS": "0", "RELAY_HANDSHAKE_RATE": ""}
     for item in args.ours_env:

@@ -11,4 +11,4 @@ class LobbiesConfig(AppConfig):
     def ready(self) -> None:
         # The settings' system check; the facts cache's, the events' and the bans' (applied
         # to live sockets) model receivers, and the credentials' (lobbies.credentials).
-        from lobbies import conf, credentials, events, facts, owners  # noqa: F401
+        from lobbies import admission, conf, credentials, events, owners  # noqa: F401

@@ -175,11 +175,11 @@ def check_relay_settings(**kwargs: object) -> list[checks.CheckMessage]:
 def _reload(setting: str, **kwargs: object) -> None:
     if setting.startswith("RELAY_"):
         relay_settings.cache_clear()
+        from lobbies.admission import lobby_cache
         from lobbies.engine.ratelimits import get_rate_limits
-        from lobbies.facts import directory
 
         get_rate_limits.cache_clear()
-        directory.clear()
+        lobby_cache.clear()
     if setting == "RELAY_PRESENCE_BACKEND":
         from lobbies.engine.presence import get_presence
 

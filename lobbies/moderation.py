@@ -63,13 +63,13 @@ async def evict(document_id: str, reason: str) -> int:
     return removed
 
 
-async def enforce_ban(document_id: str | None, holder: str, peer_id: str) -> int:
-    """Apply a new ban to the sockets online now: the peers of user ``holder`` (a user's
+async def enforce_ban(document_id: str | None, account: str, peer_id: str) -> int:
+    """Apply a new ban to the sockets online now: the peers of user ``account`` (a user's
     key, or "") and the peer id ``peer_id`` (or "") are kicked from ``document_id`` with
     ``banned``, or, for a ban from the whole relay (None), their control sockets are closed
     with 4403. Returns how many peers it reached."""
     presence = get_presence()
-    targets = await presence.held_by(holder) if holder else {}
+    targets = await presence.peers_of(account) if account else {}
     if peer_id:
         targets.update(await presence.connections([peer_id]))
     if document_id is not None:
@@ -92,7 +92,7 @@ async def disconnect_user(
         identity = getattr(socket, "identity", None)
         if identity is None or identity.user_id != user_id or not which(identity.credential):
             continue
-        if hasattr(socket, "obey"):
+        if hasattr(socket, "carry_out"):
             closed += await deliver(socket.connection, order)
         elif connections.lookup(socket.connection) is socket:  # not closed with its peer's
             await socket.close(code, reason)

@@ -4,7 +4,7 @@ banning, handing it to another owner; and what owners may see of lobbies.
 
 Each write asks ``lobbies.policy`` once, takes out the live peers the change leaves without a
 right to be there (closed, deleted, made private, capacity lowered), and does so once the change
-is committed, as the facts cache forgets the old row then too (``lobbies.facts``): a Join that
+is committed, as the facts cache forgets the old row then too (``lobbies.admission``): a Join that
 raced the change is judged again against the new row. A write the rules refuse raises
 :class:`Rejected`, which the API turns into its status and the pages into a message.
 
@@ -36,13 +36,13 @@ from lobbies.engine.protocol import is_valid_id
 from lobbies.events import emit
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import (
+    Access,
     CreationPolicy,
     Identity,
     LobbyState,
     Role,
-    Standing,
     Visibility,
-    holder_of,
+    account_of,
     may_create,
     may_describe,
     may_manage,
@@ -76,24 +76,24 @@ _OWNERLESS = (
 )
 
 
-def standing(identity: Identity, lobby: Lobby) -> Standing:
+def access(identity: Identity, lobby: Lobby) -> Access:
     """The roles ``identity`` holds in ``lobby`` (its own grants and its groups')."""
     if not identity.is_authenticated:
-        return Standing()
+        return Access()
     grants = lobby.grants.filter(Q(user_id=identity.user_id) | Q(group_id__in=identity.group_ids))
-    return Standing(roles=frozenset(Role(r) for r in grants.values_list("role", flat=True)))
+    return Access(roles=frozenset(Role(r) for r in grants.values_list("role", flat=True)))
 
 
 def visible(identity: Identity, lobby: Lobby) -> bool:
     """Whether ``identity`` may know ``lobby`` exists (``lobbies.policy.may_see``)."""
     if lobby.visibility != Visibility.PRIVATE:
         return True  # (no query for the common case)
-    return may_see(identity, lobby.facts(), standing(identity, lobby))
+    return may_see(identity, lobby.facts(), access(identity, lobby))
 
 
 def manages(identity: Identity, lobby: Lobby) -> bool:
     """Whether ``identity`` may change, close or delete ``lobby`` (``lobbies.policy``)."""
-    return may_manage(identity, lobby.facts(), standing(identity, lobby))
+    return may_manage(identity, lobby.facts(), access(identity, lobby))
 
 
 def counts(document_ids: list[str]) -> dict[str, int]:
@@ -134,7 +134,7 @@ def _take_out_who_may_not_stay(lobby: Lobby) -> None:
         out, staying = [], []
         for member in roster:
             identity = identity_of(users.get(member.user_id))
-            if may_stay(identity, facts, Standing(roles_granted(identity, grants))):
+            if may_stay(identity, facts, Access(roles_granted(identity, grants))):
                 staying.append(member.peer_id)
             else:
                 out.append(member.peer_id)
@@ -263,7 +263,7 @@ def delete_many(lobbies: QuerySet[Lobby], by: int | None = None) -> int:
 
 
 def prune_orphans(document_ids: list[str]) -> int:
-    """Delete those of these lobbies that still have no owner (``lobbies.facts`` found them
+    """Delete those of these lobbies that still have no owner (``lobbies.admission`` found them
     empty for ``RELAY_ORPHAN_LOBBY_TTL``). Returns how many went."""
     pruned = 0
     for lobby in Lobby.objects.filter(document_id__in=document_ids, owner__isnull=True):
@@ -318,7 +318,7 @@ def enforce(ban: Ban) -> int:
         return 0
     document_id = ban.lobby.document_id if ban.lobby_id else None
     reached = async_to_sync(moderation.enforce_ban)(
-        document_id, holder_of(ban.user_id), ban.peer_id
+        document_id, account_of(ban.user_id), ban.peer_id
     )
     who = ban.user.get_username() if ban.user_id else ban.peer_id
     _report(

@@ -83,10 +83,10 @@ class Identity:
         return self.user_id is not None
 
     @property
-    def holder(self) -> str:
-        """Who holds a peer id this identity takes: ``""`` for anonymous, else the user's key.
-        Presence stores it beside the peer's connection."""
-        return holder_of(self.user_id)
+    def account(self) -> str:
+        """The account a peer id this identity takes is held by: ``""`` for anonymous, else the
+        user's key (``user:<id>``). Presence stores it beside the peer's connection."""
+        return account_of(self.user_id)
 
     def has_permission(self, permission: str) -> bool:
         return self.is_superuser or permission in self.permissions
@@ -95,14 +95,14 @@ class Identity:
 ANONYMOUS = Identity()
 
 
-def holder_of(user_id: int | None) -> str:
+def account_of(user_id: int | None) -> str:
     """The key presence stores for the peers of ``user_id`` (``""``: anonymous)."""
     return "" if user_id is None else f"user:{user_id}"
 
 
-def user_of(holder: str) -> int | None:
-    """The user whose key ``holder`` is (:func:`holder_of`), or None for anonymous."""
-    return int(holder.removeprefix("user:")) if holder.startswith("user:") else None
+def user_of(account: str) -> int | None:
+    """The user whose key ``account`` is (:func:`account_of`), or None for anonymous."""
+    return int(account.removeprefix("user:")) if account.startswith("user:") else None
 
 
 def roles_granted(
@@ -132,8 +132,8 @@ class LobbyFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Standing:
-    """What the asker has in one lobby: its grants' roles (its own and its groups'), whether a
+class Access:
+    """The asker's access to one lobby: its grants' roles (its own and its groups'), whether a
     ban applies to it (its user or its peer id, in this lobby or everywhere), and how many peers
     are in the lobby now, itself not counted."""
 
@@ -165,10 +165,10 @@ def _owns(identity: Identity, lobby: LobbyFacts) -> bool:
     return identity.is_authenticated and identity.user_id == lobby.owner_id
 
 
-def may_manage(identity: Identity, lobby: LobbyFacts, standing: Standing = Standing()) -> bool:
+def may_manage(identity: Identity, lobby: LobbyFacts, access: Access = Access()) -> bool:
     """Whether ``identity`` may change, lock, close or kick in ``lobby``: its owner, a moderator
     of it, or an operator (superuser). Staff act through their Django permissions instead."""
-    return _owns(identity, lobby) or Role.MODERATOR in standing.roles or identity.is_superuser
+    return _owns(identity, lobby) or Role.MODERATOR in access.roles or identity.is_superuser
 
 
 def may_create(identity: Identity, policy: CreationPolicy) -> Decision:
@@ -183,59 +183,59 @@ def may_create(identity: Identity, policy: CreationPolicy) -> Decision:
 def may_join(
     identity: Identity,
     lobby: LobbyFacts | None,
-    standing: Standing,
+    access: Access,
     policy: CreationPolicy,
 ) -> Decision:
     """Whether ``identity`` may join a document id: ``lobby`` is its row, or None for an id
     without one (joining it creates it, as the creation policy allows)."""
-    if standing.banned:
+    if access.banned:
         return _refuse(Refusal.FORBIDDEN)
     if lobby is None:
         return may_create(identity, policy)
     if lobby.owner_id is None:
         # Nobody could grant a role in it or open it again: an ownerless lobby (made by an
         # anonymous Join, or whose owner was deleted) refuses nobody for good.
-        return _within_capacity(lobby, standing)
-    privileged = may_manage(identity, lobby, standing)
+        return _within_capacity(lobby, access)
+    privileged = may_manage(identity, lobby, access)
     if lobby.state is LobbyState.CLOSED and not privileged:
         return _refuse(Refusal.LOCKED)
-    if standing.already_in:
+    if access.already_in:
         return ALLOW
     if lobby.state is LobbyState.LOCKED and not privileged:
         return _refuse(Refusal.LOCKED)
-    if lobby.visibility is Visibility.PRIVATE and not (privileged or standing.roles):
+    if lobby.visibility is Visibility.PRIVATE and not (privileged or access.roles):
         # Not even its existence is confirmed to someone without a grant.
         return _refuse(Refusal.NOT_FOUND)
-    return _within_capacity(lobby, standing)
+    return _within_capacity(lobby, access)
 
 
-def _within_capacity(lobby: LobbyFacts, standing: Standing) -> Decision:
-    if standing.already_in:
+def _within_capacity(lobby: LobbyFacts, access: Access) -> Decision:
+    if access.already_in:
         return ALLOW
-    if lobby.max_peers is not None and standing.peers_present >= lobby.max_peers:
+    if lobby.max_peers is not None and access.peers_present >= lobby.max_peers:
         return _refuse(Refusal.LOBBY_FULL)
     return ALLOW
 
 
-def may_stay(identity: Identity, lobby: LobbyFacts | None, standing: Standing) -> bool:
+def may_stay(identity: Identity, lobby: LobbyFacts | None, access: Access) -> bool:
     """Whether a peer already in a lobby may stay after the lobby changed (closed, made
     private, a ban): the question asked of everyone inside when such a change is saved, and of
     a Join that raced it."""
-    if standing.banned:
+    if access.banned:
         return False
-    if lobby is None or lobby.owner_id is None or may_manage(identity, lobby, standing):
+    if lobby is None or lobby.owner_id is None or may_manage(identity, lobby, access):
         return True
     if lobby.state is LobbyState.CLOSED:
         return False
-    return lobby.visibility is not Visibility.PRIVATE or bool(standing.roles)
+    return lobby.visibility is not Visibility.PRIVATE or bool(access.roles)
 
 
-def may_see(identity: Identity, lobby: LobbyFacts, standing: Standing) -> bool:
+def may_see(identity: Identity, lobby: LobbyFacts, access: Access) -> bool:
     """Whether ``identity`` may know ``lobby`` exists: a private lobby only to those it grants
     a role and those who manage it (to anyone else it answers as a missing one would)."""
     if lobby.visibility is not Visibility.PRIVATE or lobby.owner_id is None:
         return True
-    return bool(standing.roles) or may_manage(identity, lobby, standing)
+    return bool(access.roles) or may_manage(identity, lobby, access)
 
 
 def may_describe(owner_id: int | None, visibility: Visibility, state: LobbyState) -> Decision:
@@ -246,10 +246,10 @@ def may_describe(owner_id: int | None, visibility: Visibility, state: LobbyState
     return ALLOW
 
 
-def may_host(identity: Identity, lobby: LobbyFacts, standing: Standing) -> bool:
+def may_host(identity: Identity, lobby: LobbyFacts, access: Access) -> bool:
     """Whether ``identity`` may be the host of a ``host``-topology lobby: its owner, holders of
     a host grant, or, in a lobby nobody owns (made by an anonymous peer), whoever comes first."""
-    return lobby.owner_id is None or _owns(identity, lobby) or Role.HOST in standing.roles
+    return lobby.owner_id is None or _owns(identity, lobby) or Role.HOST in access.roles
 
 
 def may_pipe(*, holds_seeker: bool, introduced: bool) -> Decision:
@@ -258,12 +258,12 @@ def may_pipe(*, holds_seeker: bool, introduced: bool) -> Decision:
     return ALLOW if holds_seeker and introduced else _refuse(Refusal.FORBIDDEN)
 
 
-def may_take_peer_id(claimant: str, holder: str | None) -> bool:
-    """Whether an identity (its :attr:`Identity.holder`) may become a peer id's control socket
-    while ``holder`` has it (``None``: nobody is online as that peer).
+def may_take_peer_id(claimant: str, account: str | None) -> bool:
+    """Whether an identity (its :attr:`Identity.account`) may become a peer id's control socket
+    while ``account`` has it (``None``: nobody is online as that peer).
 
     An id held by a user stays that user's while it is online: anyone else is refused (4403),
     and the same user replaces its older socket (4409). An id held anonymously has the LF
     relay's trust: whoever comes next takes it over.
     """
-    return holder is None or holder == "" or holder == claimant
+    return account is None or account == "" or account == claimant

@@ -150,12 +150,12 @@ def fresh_process_state(settings) -> Iterator[None]:
     cached lobby facts and no statistics waiting; statistics are written only when a test says
     so (a flush from a timer thread would write outside the test's database access)."""
     from analytics.buffer import buffer
+    from lobbies.admission import lobby_cache
     from lobbies.engine.ratelimits import get_rate_limits
-    from lobbies.facts import directory
 
     settings.RELAY_ANALYTICS_FLUSH_SECONDS = 3600
     get_rate_limits.cache_clear()
-    directory.clear()  # the database is emptied between tests without signals
+    lobby_cache.clear()  # the database is emptied between tests without signals
     buffer.discard()
     yield
     # Events of the test still on their way would reach the next test's (or the exit's) flush.

@@ -359,7 +359,7 @@ def test_the_public_list_builds_only_the_page_it_shows(owner, django_assert_max_
 
 
 def test_facts_for_more_ids_than_a_query_may_name(owner):
-    from lobbies.facts import _load_lobbies
+    from lobbies.admission import _load_lobbies
 
     Lobby.objects.create(document_id="id-69999", owner=owner)
     ids = [f"id-{n}" for n in range(70_000)]  # past SQLite's and PostgreSQL's parameter limits

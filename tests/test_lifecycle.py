@@ -289,13 +289,13 @@ async def test_a_match_that_never_reads_its_backlog_is_freed(
     await introduce(url, "A", "B")
     await asyncio.sleep(0.1)
     before = process_state(server)
-    holder = await connect(f"{url}/connection/A/B/doc", max_size=None)
+    account = await connect(f"{url}/connection/A/B/doc", max_size=None)
     for _ in range(100):
-        await holder.send(b"x" * 65536)
+        await account.send(b"x" * 65536)
     deaf = await deaf_socket(url, "/connection/B/A/doc")
     deaf.sendall(masked(0x82, b"one frame, then silence"))
-    await asyncio.wait_for(holder.wait_closed(), 10)  # B judged and dropped: A closed
-    assert holder.close_code == 1000
+    await asyncio.wait_for(account.wait_closed(), 10)  # B judged and dropped: A closed
+    assert account.close_code == 1000
     assert await settles_to(server, before) == before
     deaf.close()
 

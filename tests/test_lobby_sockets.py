@@ -48,11 +48,11 @@ async def test_the_creation_policy_decides_who_creates_lobbies(settings, owner, 
     await without.send_to(text_data=join("fresh", ext=1))
     assert (await received(without))["code"] == "forbidden"
     await db(owner.user_permissions.add)(await db(Permission.objects.get)(codename="create_lobby"))
-    holder = await opened(f"{as_user(owner)}/introduction/owner")
-    await holder.send_to(text_data=join("fresh", ext=1))
-    joined = await received(holder)
+    account = await opened(f"{as_user(owner)}/introduction/owner")
+    await account.send_to(text_data=join("fresh", ext=1))
+    joined = await received(account)
     assert (joined["type"], joined["documentId"], joined["lobby"]) == ("Joined", "fresh", None)
-    for socket in (anonymous, without, holder):
+    for socket in (anonymous, without, account):
         await socket.disconnect()
 
 

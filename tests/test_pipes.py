@@ -16,7 +16,7 @@ async def introduced(*peers: str, doc: str = "doc") -> MemoryPresence:
     """Presence in which these anonymous peers are online and in ``doc`` (so introduced)."""
     presence = MemoryPresence()
     for peer in peers:
-        await presence.connect_peer(peer, f"control-{peer}", ANONYMOUS.holder)
+        await presence.connect_peer(peer, f"control-{peer}", ANONYMOUS.account)
         await presence.join(peer, f"control-{peer}", (doc,))
     return presence
 

@@ -7,13 +7,13 @@ import pytest
 from lobbies.policy import (
     ANONYMOUS,
     CREATE_PERMISSION,
+    Access,
     CreationPolicy,
     Identity,
     LobbyFacts,
     LobbyState,
     Refusal,
     Role,
-    Standing,
     Topology,
     Visibility,
     may_create,
@@ -58,75 +58,75 @@ PRIVATE = lobby(visibility=Visibility.PRIVATE)
 LOCKED = lobby(state=LobbyState.LOCKED)
 CLOSED = lobby(state=LobbyState.CLOSED)
 FULL = lobby(max_peers=2)
-MEMBER = Standing(roles=frozenset({Role.MEMBER}))
-MODERATOR = Standing(roles=frozenset({Role.MODERATOR}))
+MEMBER = Access(roles=frozenset({Role.MEMBER}))
+MODERATOR = Access(roles=frozenset({Role.MODERATOR}))
 
 
 @pytest.mark.parametrize(
-    ("identity", "facts", "standing", "policy", "refusal"),
+    ("identity", "facts", "access", "policy", "refusal"),
     [
         # An id without a row: the creation policy decides.
-        (ANONYMOUS, None, Standing(), ANYONE, None),
-        (ANONYMOUS, None, Standing(), AUTHENTICATED, Refusal.FORBIDDEN),
-        (USER, None, Standing(), PERMISSION, Refusal.FORBIDDEN),
+        (ANONYMOUS, None, Access(), ANYONE, None),
+        (ANONYMOUS, None, Access(), AUTHENTICATED, Refusal.FORBIDDEN),
+        (USER, None, Access(), PERMISSION, Refusal.FORBIDDEN),
         # A public, open lobby: anyone, whatever the creation policy.
-        (ANONYMOUS, lobby(), Standing(), PERMISSION, None),
+        (ANONYMOUS, lobby(), Access(), PERMISSION, None),
         # A ban keeps out everyone it names, the owner too.
-        (USER, lobby(), Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
-        (OWNER, lobby(), Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
-        (ANONYMOUS, None, Standing(banned=True), ANYONE, Refusal.FORBIDDEN),
+        (USER, lobby(), Access(banned=True), ANYONE, Refusal.FORBIDDEN),
+        (OWNER, lobby(), Access(banned=True), ANYONE, Refusal.FORBIDDEN),
+        (ANONYMOUS, None, Access(banned=True), ANYONE, Refusal.FORBIDDEN),
         # Private: the owner, grant holders and operators; to others it does not exist.
-        (USER, PRIVATE, Standing(), ANYONE, Refusal.NOT_FOUND),
-        (ANONYMOUS, PRIVATE, Standing(), ANYONE, Refusal.NOT_FOUND),
+        (USER, PRIVATE, Access(), ANYONE, Refusal.NOT_FOUND),
+        (ANONYMOUS, PRIVATE, Access(), ANYONE, Refusal.NOT_FOUND),
         (USER, PRIVATE, MEMBER, ANYONE, None),
-        (OWNER, PRIVATE, Standing(), ANYONE, None),
-        (OPERATOR, PRIVATE, Standing(), ANYONE, None),
+        (OWNER, PRIVATE, Access(), ANYONE, None),
+        (OPERATOR, PRIVATE, Access(), ANYONE, None),
         # Locked: nobody new, but those inside may Join again, and managers may enter.
-        (USER, LOCKED, Standing(), ANYONE, Refusal.LOCKED),
-        (USER, LOCKED, Standing(already_in=True), ANYONE, None),
+        (USER, LOCKED, Access(), ANYONE, Refusal.LOCKED),
+        (USER, LOCKED, Access(already_in=True), ANYONE, None),
         (USER, LOCKED, MODERATOR, ANYONE, None),
-        (OWNER, LOCKED, Standing(), ANYONE, None),
+        (OWNER, LOCKED, Access(), ANYONE, None),
         # Closed: nobody but its managers, not even those who were inside.
-        (USER, CLOSED, Standing(already_in=True), ANYONE, Refusal.LOCKED),
-        (OWNER, CLOSED, Standing(), ANYONE, None),
+        (USER, CLOSED, Access(already_in=True), ANYONE, Refusal.LOCKED),
+        (OWNER, CLOSED, Access(), ANYONE, None),
         # Full: counted without the asker; a peer already inside is not refused.
-        (USER, FULL, Standing(peers_present=1), ANYONE, None),
-        (USER, FULL, Standing(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
-        (USER, FULL, Standing(peers_present=2, already_in=True), ANYONE, None),
-        (OWNER, FULL, Standing(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
+        (USER, FULL, Access(peers_present=1), ANYONE, None),
+        (USER, FULL, Access(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
+        (USER, FULL, Access(peers_present=2, already_in=True), ANYONE, None),
+        (OWNER, FULL, Access(peers_present=2), ANYONE, Refusal.LOBBY_FULL),
     ],
 )
-def test_who_may_join(identity, facts, standing, policy, refusal):
-    decision = may_join(identity, facts, standing, policy)
+def test_who_may_join(identity, facts, access, policy, refusal):
+    decision = may_join(identity, facts, access, policy)
     assert decision.refusal is refusal
     assert bool(decision) is (refusal is None)
 
 
 @pytest.mark.parametrize(
-    ("identity", "standing", "manage", "host"),
+    ("identity", "access", "manage", "host"),
     [
-        (OWNER, Standing(), True, True),
-        (USER, Standing(), False, False),
+        (OWNER, Access(), True, True),
+        (USER, Access(), False, False),
         (USER, MEMBER, False, False),
-        (USER, Standing(roles=frozenset({Role.HOST})), False, True),
+        (USER, Access(roles=frozenset({Role.HOST})), False, True),
         (USER, MODERATOR, True, False),
-        (OPERATOR, Standing(), True, False),
-        (ANONYMOUS, Standing(), False, False),
+        (OPERATOR, Access(), True, False),
+        (ANONYMOUS, Access(), False, False),
     ],
 )
-def test_who_may_manage_and_host(identity, standing, manage, host):
-    assert may_manage(identity, lobby(), standing) is manage
-    assert may_host(identity, lobby(), standing) is host
+def test_who_may_manage_and_host(identity, access, manage, host):
+    assert may_manage(identity, lobby(), access) is manage
+    assert may_host(identity, lobby(), access) is host
 
 
 def test_an_ownerless_lobby_is_managed_by_nobody_and_hosted_by_whoever_comes_first():
     ownerless = LobbyFacts(owner_id=None, topology=Topology.HOST)  # made by an anonymous peer
     assert not may_manage(ANONYMOUS, ownerless)
-    assert may_host(ANONYMOUS, ownerless, Standing())
+    assert may_host(ANONYMOUS, ownerless, Access())
     owned = LobbyFacts(owner_id=1, topology=Topology.HOST)
-    assert not may_host(ANONYMOUS, owned, Standing())
-    assert may_host(Identity(user_id=1), owned, Standing())
-    assert may_host(Identity(user_id=2), owned, Standing(roles=frozenset({Role.HOST})))
+    assert not may_host(ANONYMOUS, owned, Access())
+    assert may_host(Identity(user_id=1), owned, Access())
+    assert may_host(Identity(user_id=2), owned, Access(roles=frozenset({Role.HOST})))
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_who_may_pipe(holds_seeker, introduced, allowed):
 
 
 @pytest.mark.parametrize(
-    ("claimant", "holder", "allowed"),
+    ("claimant", "account", "allowed"),
     [
         ("", None, True),  # nobody online as that peer
         ("user:1", None, True),
@@ -149,10 +149,10 @@ def test_who_may_pipe(holds_seeker, introduced, allowed):
         ("", "user:1", False),
     ],
 )
-def test_who_may_take_a_peer_id(claimant, holder, allowed):
-    assert may_take_peer_id(claimant, holder) is allowed
+def test_who_may_take_a_peer_id(claimant, account, allowed):
+    assert may_take_peer_id(claimant, account) is allowed
 
 
 def test_an_identity_holds_peer_ids_as_its_user():
-    assert ANONYMOUS.holder == ""
-    assert OWNER.holder == "user:1"
+    assert ANONYMOUS.account == ""
+    assert OWNER.account == "user:1"

@@ -71,7 +71,7 @@ async def test_a_repeated_request_cannot_displace_the_held_one(presence):
 async def test_release_only_drops_the_holder_itself(presence):
     key = PipeKey("a", "b", "doc")
     await presence.hold_or_pair(key, "c1")
-    await presence.release(key, "c2")  # not the holder: nothing happens
+    await presence.release(key, "c2")  # not the account: nothing happens
     assert await presence.hold_or_pair(key.reciprocal(), "cb") == "c1"
 
 
@@ -137,7 +137,7 @@ async def test_the_roster_says_who_is_in_a_lobby_since_when_and_who_hosts(presen
     await presence.join("b", "cb", ("lobby", "other"))
     await presence.claim_host("lobby", "a")
     roster = await presence.roster("lobby")
-    assert [(m.peer_id, m.holder, m.nickname, m.host) for m in roster] == [
+    assert [(m.peer_id, m.account, m.nickname, m.host) for m in roster] == [
         ("a", "user:7", "Ann", True),
         ("b", "", None, False),
     ]
@@ -172,5 +172,5 @@ async def test_held_by_finds_a_users_peers_and_never_the_anonymous(presence):
     await presence.connect_peer("a", "ca", "user:7")
     await presence.connect_peer("b", "cb", "user:7")
     await presence.connect_peer("c", "cc", "")
-    assert await presence.held_by("user:7") == {"a": "ca", "b": "cb"}
-    assert await presence.held_by("") == {}
+    assert await presence.peers_of("user:7") == {"a": "ca", "b": "cb"}
+    assert await presence.peers_of("") == {}

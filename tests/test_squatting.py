@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async as db
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from lobbies import facts, owners
+from lobbies import admission, owners
 from lobbies.auth import issue_ticket
 from lobbies.engine.presence import get_presence
 from lobbies.models import Lobby
@@ -206,7 +206,7 @@ async def test_ownerless_lobbies_nobody_is_in_age_out(settings, owner):
     peer = await opened("/introduction/player")
     await peer.send_to(text_data=join("busy", ext=1))
     assert (await received(peer))["type"] == "Joined"
-    sweeper = facts.OrphanSweeper()
+    sweeper = admission.OrphanSweeper()
     assert await sweeper.sweep(now=1000.0) == 0  # first seen empty now
     assert await sweeper.sweep(now=1059.0) == 0  # not yet for the whole TTL
     assert await sweeper.sweep(now=1061.0) == 1

@@ -8,5 +8,5 @@ life (``peers``) and a pipe's (``pipes``), the consumers that drive them (``cons
 (``orders``).
 
 It decides nothing about lobbies itself: the rules are ``lobbies.policy``, the database facts
-``lobbies.facts``, and what owners and operators do is the product side around this package.
+``lobbies.admission``, and what owners and operators do is the product side around this package.
 """

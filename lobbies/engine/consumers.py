@@ -161,7 +161,7 @@ class RelayConsumer(AsyncConsumer):
         """Who the handshake proved to be (``lobbies.auth``)."""
         return self.scope.get("identity", ANONYMOUS)
 
-    def socket(self, send: Send, limits: RelaySettings) -> RelaySocket:
+    def socket(self, send: Send, settings: RelaySettings) -> RelaySocket:
         """The socket object for this path; raises :class:`PathError` for a bad one (4400)."""
         raise NotImplementedError
 
@@ -169,14 +169,14 @@ class RelayConsumer(AsyncConsumer):
 class IntroductionConsumer(RelayConsumer):
     """A peer's control socket (``lobbies.engine.peers``)."""
 
-    def socket(self, send: Send, limits: RelaySettings) -> ControlSocket:
-        peer_id = parse_introduction_path(_raw_path(self.scope), limits.max_id_length)
+    def socket(self, send: Send, settings: RelaySettings) -> ControlSocket:
+        peer_id = parse_introduction_path(_raw_path(self.scope), settings.max_id_length)
         return ControlSocket(
             peer_id,
             self.identity,
             send,
             get_presence(),
-            limits,
+            settings,
             splice_handle(self.scope),
             self.address,
         )
@@ -185,15 +185,15 @@ class IntroductionConsumer(RelayConsumer):
 class ConnectionConsumer(RelayConsumer):
     """One end of a pipe (``lobbies.engine.pipes``)."""
 
-    def socket(self, send: Send, limits: RelaySettings) -> PipeEnd:
-        a, b, document_id = parse_connection_path(_raw_path(self.scope), limits.max_id_length)
+    def socket(self, send: Send, settings: RelaySettings) -> PipeEnd:
+        a, b, document_id = parse_connection_path(_raw_path(self.scope), settings.max_id_length)
         key = PipeKey(a, b, document_id)
         return PipeEnd(
             key,
             self.identity,
             send,
             get_presence(),
-            limits,
+            settings,
             splice_handle(self.scope),
             self.address,
         )
@@ -202,5 +202,5 @@ class ConnectionConsumer(RelayConsumer):
 class InvalidPathConsumer(RelayConsumer):
     """Any other WebSocket path: accepted only to be closed with 4400."""
 
-    def socket(self, send: Send, limits: RelaySettings) -> RelaySocket:
+    def socket(self, send: Send, settings: RelaySettings) -> RelaySocket:
         raise PathError("no such endpoint")

@@ -2,7 +2,7 @@
 
 An operator kicks a peer, closes a lobby or bans a user; each becomes an :class:`Order`
 delivered to a control socket by its connection id (``lobbies.engine.connections``), which
-carries it out itself (``ControlSocket.obey``). Presence names sockets by connection id, so the
+carries it out itself (``ControlSocket.carry_out``). Presence names sockets by connection id, so the
 same call can later reach a socket held by another worker; today every socket is in this
 process.
 """
@@ -40,6 +40,6 @@ async def deliver(connection: str, order: Order) -> bool:
     out. False when there was nothing to do, which is not an error: the peer left the lobby or
     the relay on its own meanwhile."""
     socket = connections.lookup(connection)
-    if socket is None or not hasattr(socket, "obey"):  # gone, or a pipe end (takes no orders)
+    if socket is None or not hasattr(socket, "carry_out"):  # gone, or a pipe end (takes no orders)
         return False
-    return await socket.obey(order)
+    return await socket.carry_out(order)

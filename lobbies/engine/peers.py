@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lobbies import facts, signals
+from lobbies import admission, signals
+from lobbies.admission import JoinFacts, LobbyView
 from lobbies.conf import RelaySettings
 from lobbies.engine import connections, discovery, pipes
 from lobbies.engine.connections import Refused, Send, send_close
@@ -43,13 +44,12 @@ from lobbies.engine.ratelimits import MAX_SPREAD_SECONDS, TokenBucket, get_rate_
 from lobbies.engine.splice import SpliceHandle
 from lobbies.engine.tasks import spawn
 from lobbies.events import emit
-from lobbies.facts import JoinFacts, LobbyView
 from lobbies.policy import (
+    Access,
     CreationPolicy,
     Identity,
     Refusal,
     Role,
-    Standing,
     Topology,
     may_host,
     may_join,
@@ -124,7 +124,7 @@ class ControlSocket:
         identity: Identity,
         send: Send,
         presence: Presence,
-        limits: RelaySettings,
+        settings: RelaySettings,
         handle: SpliceHandle | None = None,
         address: str = "-",
     ) -> None:
@@ -133,7 +133,7 @@ class ControlSocket:
         self.identity = identity
         self.send = send
         self.presence = presence
-        self.limits = limits
+        self.settings = settings
         # The server's relay.splice handle (uvicorn): writes an Introduction without a task.
         self.handle = handle
         self.state = PeerState.OPENING
@@ -155,13 +155,13 @@ class ControlSocket:
         self.joined_at: dict[str, float] = {}  # since when it is in each lobby
         # Joins, Leaves and operators' orders take turns: a kick must not land in the middle of
         # a Join waiting on the database, which would put the peer back in afterwards.
-        self.turn = asyncio.Lock()
+        self.lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Become the peer's control socket, closing the one it replaces (4409). Raises
         :class:`Refused` (4403) while another user holds the peer id, or when a relay-wide ban
         applies."""
-        if await facts.banned_everywhere(self.identity, self.peer_id):
+        if await admission.banned_everywhere(self.identity, self.peer_id):
             raise Refused(CloseCode.FORBIDDEN, "banned from this relay")
         if await self.presence.connections([self.peer_id]):
             # Two clients sharing a peer id replace each other in a loop (each reconnects at
@@ -173,7 +173,7 @@ class ControlSocket:
             return  # the client left while we looked
         try:
             replaced = await self.presence.connect_peer(
-                self.peer_id, self.connection, self.identity.holder
+                self.peer_id, self.connection, self.identity.account
             )
         except PeerIdTaken:
             raise Refused(CloseCode.FORBIDDEN, "this peer id is online as another user") from None
@@ -197,14 +197,14 @@ class ControlSocket:
         data = message.get("bytes")
         if data is None:
             data = message.get("text", "")
-        if frame_size(data) > self.limits.max_control_frame_bytes:
+        if frame_size(data) > self.settings.max_control_frame_bytes:
             await self.close(CloseCode.TOO_LARGE, "control frame too large")
             return
         self.dialect, control = decode_control(
-            data, max_id_length=self.limits.max_id_length, max_ids=self.limits.max_ids_per_peer
+            data, max_id_length=self.settings.max_id_length, max_ids=self.settings.max_ids_per_peer
         )
         if isinstance(control, Join):
-            async with self.turn:
+            async with self.lock:
                 deferred = await self.join(control)
             if deferred:
                 await self._introduce_in_time(deferred)
@@ -214,7 +214,7 @@ class ControlSocket:
                 joined = [d for d in control.document_ids if d in self.lobbies]
                 self._refuse(joined, Refusal.RATE_LIMITED, "too many Joins and Leaves")
                 return
-            async with self.turn:
+            async with self.lock:
                 await self.leave(control.document_ids)
         # Heartbeats and malformed frames need no answer; the socket stays open.
 
@@ -242,12 +242,12 @@ class ControlSocket:
         self._refuse(join.over_limit, Refusal.INVALID, self._over_limit)
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
-        generation = facts.directory.generation
+        generation = admission.lobby_cache.generation
         admitted = await self._admit(document_ids, fresh, join)
         if not admitted or self.state is not PeerState.OPEN:
             return {}
         members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
-        if facts.changed_since(generation):
+        if admission.changed_since(generation):
             # A lobby changed while this Join was judged (closed, made private, a ban): the
             # change's eviction may have looked before this peer was in. Judged again now.
             admitted = await self._judge_again(admitted, fresh)
@@ -308,7 +308,7 @@ class ControlSocket:
                     await asyncio.sleep(min(wait, 1.0))
                     continue
                 bucket.take(rate, 2 * count)
-            async with self.turn:
+            async with self.lock:
                 still = {}
                 for other, shared in pending[done : done + count]:
                     joined = [d for d in shared if d in self.lobbies]
@@ -358,7 +358,7 @@ class ControlSocket:
         )
 
     def _within_limit(self, document_ids: tuple[str, ...]) -> tuple[str, ...]:
-        room = max(self.limits.max_ids_per_peer - len(self.lobbies), 0)
+        room = max(self.settings.max_ids_per_peer - len(self.lobbies), 0)
         new = [d for d in document_ids if d not in self.lobbies]
         if len(new) <= room:
             return document_ids
@@ -368,7 +368,7 @@ class ControlSocket:
 
     @property
     def _over_limit(self) -> str:
-        return f"a socket may join at most {self.limits.max_ids_per_peer} ids"
+        return f"a socket may join at most {self.settings.max_ids_per_peer} ids"
 
     def _refuse(self, document_ids: Sequence[str], refusal: Refusal, text: str) -> None:
         """Refuse ids for one reason: one log line, and an ``Error`` for each (ext clients)."""
@@ -394,17 +394,17 @@ class ControlSocket:
                 return ()
         if not fresh and spec is None:
             return document_ids
-        found = await facts.join_facts(self.identity, self.peer_id, list(document_ids))
+        found = await admission.join_facts(self.identity, self.peer_id, list(document_ids))
         # Capacity is only a question for lobby rows: one presence call counts them all.
         rows = [d for d in document_ids if d not in self.lobbies and found[d].lobby is not None]
         present = await self.presence.counts(rows) if rows else {}
-        creations = self.limits.max_new_lobbies_per_join
+        creations = self.settings.max_new_lobbies_per_join
         admitted = []
         for document_id in document_ids:
             about = found[document_id]
             if document_id not in self.lobbies:
-                standing = Standing(about.roles, about.banned, present.get(document_id, 0))
-                if not self._may_join(document_id, about, standing):
+                access = Access(about.roles, about.banned, present.get(document_id, 0))
+                if not self._may_join(document_id, about, access):
                     continue
             if spec is not None:
                 if about.lobby is None:
@@ -412,12 +412,12 @@ class ControlSocket:
                         self._refuse((document_id,), Refusal.RATE_LIMITED, _TOO_MANY_NEW)
                         continue
                     creations -= 1
-                    if not get_rate_limits().lobby_creation(self.identity.holder, self.address):
+                    if not get_rate_limits().lobby_creation(self.identity.account, self.address):
                         self._refuse((document_id,), Refusal.RATE_LIMITED, _CREATING_TOO_FAST)
                         continue
                 try:
                     about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
-                except facts.Rejected as refused:
+                except admission.Rejected as refused:
                     about = await self._after_refused_spec(document_id, refused)
                     if about is None:
                         continue
@@ -425,10 +425,10 @@ class ControlSocket:
             admitted.append(document_id)
         return tuple(admitted)
 
-    def _may_join(self, document_id: str, about: JoinFacts, standing: Standing) -> bool:
+    def _may_join(self, document_id: str, about: JoinFacts, access: Access) -> bool:
         lobby = about.lobby.facts if about.lobby is not None else None
-        policy_name = CreationPolicy(self.limits.creation_policy)
-        decision = may_join(self.identity, lobby, standing, policy_name)
+        policy_name = CreationPolicy(self.settings.creation_policy)
+        decision = may_join(self.identity, lobby, access, policy_name)
         if not decision:
             self._refuse((document_id,), decision.refusal, _REFUSALS[decision.refusal])
         return decision.allowed
@@ -438,16 +438,16 @@ class ControlSocket:
     ) -> LobbyView | None:
         """A Join's ``lobby`` extra creates the lobby (it was allowed to create it) or, from its
         owner or a moderator, changes the fields it names; from anyone else it is ignored.
-        Raises ``facts.Rejected`` when the rules refuse the write."""
+        Raises ``admission.Rejected`` when the rules refuse the write."""
         lobby = about.lobby
         if lobby is None:
-            return await facts.create_lobby(self.identity, document_id, spec)
-        if may_manage(self.identity, lobby.facts, Standing(about.roles)):
-            return await facts.update_lobby(document_id, spec, self.identity.user_id)
+            return await admission.create_lobby(self.identity, document_id, spec)
+        if may_manage(self.identity, lobby.facts, Access(about.roles)):
+            return await admission.update_lobby(document_id, spec, self.identity.user_id)
         return lobby
 
     async def _after_refused_spec(
-        self, document_id: str, refused: facts.Rejected
+        self, document_id: str, refused: admission.Rejected
     ) -> JoinFacts | None:
         """The facts to join ``document_id`` on after its ``lobby`` extra was refused: none
         (refused, said why) unless another Join created the row meanwhile (409), which is then
@@ -456,22 +456,24 @@ class ControlSocket:
             refusal = Refusal.FORBIDDEN if refused.status == 403 else Refusal.INVALID
             self._refuse((document_id,), refusal, refused.message)
             return None
-        about = (await facts.join_facts(self.identity, self.peer_id, [document_id]))[document_id]
+        about = (await admission.join_facts(self.identity, self.peer_id, [document_id]))[
+            document_id
+        ]
         present = await self.presence.counts([document_id])
-        standing = Standing(about.roles, about.banned, present.get(document_id, 0))
-        return about if self._may_join(document_id, about, standing) else None
+        access = Access(about.roles, about.banned, present.get(document_id, 0))
+        return about if self._may_join(document_id, about, access) else None
 
     async def _judge_again(self, admitted: tuple[str, ...], fresh: list[str]) -> tuple[str, ...]:
         """``admitted``, less the fresh ids whose lobby no longer lets this peer stay (it was
         closed, made private, or a ban came, while the Join was judged): those are left again
         and refused."""
         joined = [d for d in admitted if d in fresh]
-        found = await facts.join_facts(self.identity, self.peer_id, joined)
+        found = await admission.join_facts(self.identity, self.peer_id, joined)
         out = []
         for document_id in joined:
             about = found[document_id]
             lobby = about.lobby.facts if about.lobby is not None else None
-            if may_stay(self.identity, lobby, Standing(about.roles, about.banned)):
+            if may_stay(self.identity, lobby, Access(about.roles, about.banned)):
                 self.lobbies[document_id] = about
             else:
                 out.append(document_id)
@@ -490,8 +492,8 @@ class ControlSocket:
             lobby = about.lobby
             if lobby is None or lobby.facts.topology is not Topology.HOST:
                 continue
-            standing = Standing(about.roles)
-            claimant = self.peer_id if may_host(self.identity, lobby.facts, standing) else None
+            access = Access(about.roles)
+            claimant = self.peer_id if may_host(self.identity, lobby.facts, access) else None
             hosts[document_id] = await self.presence.claim_host(document_id, claimant)
         return hosts
 
@@ -583,7 +585,7 @@ class ControlSocket:
             return
         if self.outbox is None:
             self.outbox = Outbox(self.send)
-        if not self.outbox.put(frame, self.limits.control_queue_bytes):
+        if not self.outbox.put(frame, self.settings.control_queue_bytes):
             spawn(self.close(CloseCode.TOO_LARGE, "introductions not read"))
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None:
@@ -612,11 +614,11 @@ class ControlSocket:
                 seconds=time.monotonic() - self.opened_at,
             )
 
-    async def obey(self, order: Order) -> bool:
+    async def carry_out(self, order: Order) -> bool:
         """Carry out an operator's order (``lobbies.engine.orders``): leave a lobby now, or close
         (its pipes too: they were judged when they opened, and would outlive a ban). False when
         there was nothing to do: the socket is closing, or not in that lobby."""
-        async with self.turn:
+        async with self.lock:
             if self.state is not PeerState.OPEN:
                 return False
             if order.action is Action.DISCONNECT:

@@ -81,12 +81,12 @@ class HeldBudget:
         self.pipes_of: Counter[str] = Counter()
         self.bytes_of: Counter[str] = Counter()
 
-    def admit_pipe(self, address: str, limits: RelaySettings) -> bool:
+    def admit_pipe(self, address: str, settings: RelaySettings) -> bool:
         """Count one more held end of ``address``, unless the process holds
         ``RELAY_MAX_HELD_PIPES`` ends already, or the address its share."""
         if (
-            self.pipes >= limits.max_held_pipes
-            or self.pipes_of[address] >= limits.max_held_pipes_per_address
+            self.pipes >= settings.max_held_pipes
+            or self.pipes_of[address] >= settings.max_held_pipes_per_address
         ):
             return False
         self.pipes += 1
@@ -97,12 +97,12 @@ class HeldBudget:
         self.pipes -= 1
         _take(self.pipes_of, address, 1)
 
-    def charge(self, address: str, size: int, limits: RelaySettings) -> bool:
+    def charge(self, address: str, size: int, settings: RelaySettings) -> bool:
         """Count ``size`` more held bytes of ``address``, unless that would take the process
         over ``RELAY_MAX_HELD_BYTES_TOTAL`` or the address over its share."""
         if (
-            self.bytes + size > limits.max_held_bytes_total
-            or self.bytes_of[address] + size > limits.max_held_bytes_per_address
+            self.bytes + size > settings.max_held_bytes_total
+            or self.bytes_of[address] + size > settings.max_held_bytes_per_address
         ):
             return False
         self.bytes += size
@@ -140,12 +140,12 @@ class PipeEnd:
         "held_bytes",
         "identity",
         "key",
-        "limits",
         "opened_at",
         "partner",
         "presence",
         "reported",
         "send",
+        "settings",
         "state",
         "timer",
     )
@@ -156,7 +156,7 @@ class PipeEnd:
         identity: Identity,
         send: Send,
         presence: Presence,
-        limits: RelaySettings,
+        settings: RelaySettings,
         handle: SpliceHandle | None = None,
         address: str = "-",
     ):
@@ -166,7 +166,7 @@ class PipeEnd:
         self.identity = identity
         self.send = send
         self.presence = presence
-        self.limits = limits
+        self.settings = settings
         # The server's relay.splice handle for this socket, when it offers one (uvicorn).
         self.handle = handle
         self.state = PipeState.OPENING
@@ -190,10 +190,10 @@ class PipeEnd:
         waiting already; 4429 when the process holds too many."""
         found = await self.presence.pipe_facts(self.key)
         decision = may_pipe(
-            holds_seeker=found.seeker_holder == self.identity.holder, introduced=found.introduced
+            holds_seeker=found.seeker_account == self.identity.account, introduced=found.introduced
         )
         if not decision:
-            if found.seeker_holder is None:
+            if found.seeker_account is None:
                 reason = "the seeker's peer id is not online"
             elif not found.introduced:
                 reason = "the relay did not introduce these peers on this document"
@@ -218,12 +218,12 @@ class PipeEnd:
         await self.close(CloseCode.NORMAL)
 
     async def _hold(self) -> None:
-        if not held_budget.admit_pipe(self.address, self.limits):
+        if not held_budget.admit_pipe(self.address, self.settings):
             await self.presence.release(self.key, self.connection)
             raise Refused(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
         self.state = PipeState.HELD
         self.timer = asyncio.get_running_loop().call_later(
-            self.limits.pair_timeout, self._pair_timeout
+            self.settings.pair_timeout, self._pair_timeout
         )
 
     async def _pair(self, partner: PipeEnd) -> None:
@@ -257,7 +257,7 @@ class PipeEnd:
         partner.partner, self.partner = self, partner
         partner.state = self.state = PipeState.PAIRED
         if self.handle is not None and partner.handle is not None:
-            self.handle.splice(partner.handle, self.limits.max_frame_bytes)
+            self.handle.splice(partner.handle, self.settings.max_frame_bytes)
         self.opened_at = partner.opened_at = time.monotonic()
         seeker, target, document_id = min(self.key, partner.key)  # as in _report
         emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
@@ -277,7 +277,7 @@ class PipeEnd:
         # The received message becomes the sent one: same payload key, so text stays text and
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
-        if size > self.limits.max_frame_bytes:
+        if size > self.settings.max_frame_bytes:
             await self.close(CloseCode.TOO_LARGE, "frame too large")
             return
         partner = self.partner
@@ -290,10 +290,10 @@ class PipeEnd:
         if self.state is PipeState.PAIRED or self.state is PipeState.CLOSED:
             return  # the other end has gone and this one is being closed: nowhere to go
         cost = held_cost(payload)
-        if self.held_bytes + cost > self.limits.max_held_bytes:
+        if self.held_bytes + cost > self.settings.max_held_bytes:
             await self.close(CloseCode.TOO_LARGE, "too much sent before the match arrived")
             return
-        if not held_budget.charge(self.address, cost, self.limits):
+        if not held_budget.charge(self.address, cost, self.settings):
             await self.close(CloseCode.TOO_LARGE, "the relay holds too much for waiting pipes")
             return
         self.held.append(message)

@@ -53,7 +53,7 @@ HEAD_TOO_LARGE = (
 
 
 def uvicorn_config(
-    host: str, port: int, limits: RelaySettings, app: Any = APPLICATION
+    host: str, port: int, settings: RelaySettings, app: Any = APPLICATION
 ) -> uvicorn.Config:
     """uvicorn's configuration for the relay (``app``: the ASGI app or its import string)."""
     return uvicorn.Config(
@@ -63,9 +63,9 @@ def uvicorn_config(
         ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.engine.splice
         loop="uvloop",
         http=HandshakeTimeoutHttpProtocol,
-        ws_max_size=limits.transport_max_bytes,
-        ws_ping_interval=limits.ping_interval or None,
-        ws_ping_timeout=limits.ping_timeout,
+        ws_max_size=settings.transport_max_bytes,
+        ws_ping_interval=settings.ping_interval or None,
+        ws_ping_timeout=settings.ping_timeout,
         # The LF server (Node's ws) does not compress either; deflate costs CPU per frame.
         ws_per_message_deflate=False,
         lifespan="off",
@@ -94,10 +94,10 @@ class _ReportingServer(uvicorn.Server):
 
 
 def run_uvicorn(
-    host: str, port: int, limits: RelaySettings, on_ready: Callable[[], None] = lambda: None
+    host: str, port: int, settings: RelaySettings, on_ready: Callable[[], None] = lambda: None
 ) -> None:
     """Serve the relay with uvicorn until interrupted; ``on_ready`` once it listens."""
-    _ReportingServer(uvicorn_config(host, port, limits), on_ready).run()
+    _ReportingServer(uvicorn_config(host, port, settings), on_ready).run()
 
 
 class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
@@ -181,7 +181,7 @@ class HandshakeTimeoutHttpProtocol(HttpToolsProtocol):
 
 
 def run_daphne(
-    host: str, port: int, limits: RelaySettings, on_ready: Callable[[], None] = lambda: None
+    host: str, port: int, settings: RelaySettings, on_ready: Callable[[], None] = lambda: None
 ) -> None:
     """Serve the relay with daphne (with flow control) until interrupted; ``on_ready`` once it
     listens."""
@@ -191,12 +191,12 @@ def run_daphne(
     FlowControlledDaphne(
         application=import_string(APPLICATION.replace(":", ".")),
         endpoints=build_endpoint_description_strings(host=host, port=port),
-        websocket_max_message_size=limits.transport_max_bytes,
-        websocket_max_frame_size=limits.transport_max_bytes,
-        websocket_handshake_timeout=limits.handshake_timeout,
+        websocket_max_message_size=settings.transport_max_bytes,
+        websocket_max_frame_size=settings.transport_max_bytes,
+        websocket_handshake_timeout=settings.handshake_timeout,
         # daphne pings a socket that sent nothing for this long; 0 (no pings) is a day here.
-        ping_interval=limits.ping_interval or 86400,
-        ping_timeout=limits.ping_timeout,
+        ping_interval=settings.ping_interval or 86400,
+        ping_timeout=settings.ping_timeout,
         ready_callable=on_ready,
         verbosity=0,
     ).run()

@@ -126,8 +126,8 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         # Counted per read, never per frame.
         self.relayed_frames = 0
         self.relayed_bytes = 0
-        limits = relay_settings()
-        self.close_timeout = limits.close_timeout
+        settings = relay_settings()
+        self.close_timeout = settings.close_timeout
         self.abort_timer: asyncio.TimerHandle | None = None
         # Whether anything arrived since the last keepalive ping (proof of life, as a pong is),
         # and whether the relay paused reading this socket at any time since.

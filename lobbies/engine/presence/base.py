@@ -35,7 +35,7 @@ class PipeKey(NamedTuple):
 class PipeFacts:
     """What a pipe request is judged by (``lobbies.policy.may_pipe``)."""
 
-    seeker_holder: str | None  # who holds the seeker's peer id; None: it is not online
+    seeker_account: str | None  # who holds the seeker's peer id; None: it is not online
     introduced: bool
 
 
@@ -44,7 +44,7 @@ class Member:
     """A peer in a lobby, as the operators' live view shows it."""
 
     peer_id: str
-    holder: str  # who holds its peer id (``lobbies.policy.Identity.holder``): "" if anonymous
+    account: str  # who holds its peer id (``lobbies.policy.Identity.account``): "" if anonymous
     nickname: str | None
     since: float  # when it joined the lobby (``time.time()``)
     host: bool
@@ -52,7 +52,7 @@ class Member:
     @property
     def user_id(self) -> int | None:
         """The signed-in user holding this peer id, or None for an anonymous peer."""
-        return user_of(self.holder)
+        return user_of(self.account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +85,13 @@ class Presence(ABC):
     """Ephemeral relay state behind one async interface."""
 
     @abstractmethod
-    async def connect_peer(self, peer_id: str, connection: str, holder: str) -> str | None:
-        """Make ``connection`` the peer's control socket, held by ``holder`` (an identity's
-        :attr:`~lobbies.policy.Identity.holder`), forgetting the ids of any previous one.
+    async def connect_peer(self, peer_id: str, connection: str, account: str) -> str | None:
+        """Make ``connection`` the peer's control socket, held by ``account`` (an identity's
+        :attr:`~lobbies.policy.Identity.account`), forgetting the ids of any previous one.
 
         Returns the connection id it replaced (which the caller closes), or ``None``. Raises
-        :class:`PeerIdTaken` when :func:`lobbies.policy.may_take_peer_id` says the current
-        holder keeps the id.
+        :class:`PeerIdTaken` when :func:`lobbies.policy.may_take_peer_id` says the account
+        holding it keeps the id.
         """
 
     @abstractmethod
@@ -157,8 +157,8 @@ class Presence(ABC):
         """How many peers are in each of these ids now (0 for an empty one)."""
 
     @abstractmethod
-    async def held_by(self, holder: str) -> dict[str, str]:
-        """The peer ids online under ``holder`` (a user's key; never ``""``), each with its
+    async def peers_of(self, account: str) -> dict[str, str]:
+        """The peer ids online under ``account`` (a user's key; never ``""``), each with its
         control socket's connection id: where to reach a user who is banned."""
 
     @abstractmethod

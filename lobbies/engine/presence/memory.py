@@ -29,7 +29,7 @@ class MemoryPresence(Presence):
 
     def __init__(self) -> None:
         self.peer_connection: dict[str, str] = {}
-        self.peer_holder: dict[str, str] = {}
+        self.peer_account: dict[str, str] = {}
         self.peer_nickname: dict[str, str] = {}
         self.peer_documents: dict[str, set[str]] = {}
         self.document_peers: dict[str, dict[str, float]] = {}
@@ -54,20 +54,20 @@ class MemoryPresence(Presence):
         for document_id in self.peer_documents.pop(peer_id, ()):
             self._remove(peer_id, document_id)
 
-    async def connect_peer(self, peer_id: str, connection: str, holder: str) -> str | None:
-        if not may_take_peer_id(holder, self.peer_holder.get(peer_id)):
+    async def connect_peer(self, peer_id: str, connection: str, account: str) -> str | None:
+        if not may_take_peer_id(account, self.peer_account.get(peer_id)):
             raise PeerIdTaken(peer_id)
         previous = self.peer_connection.get(peer_id)
         self._forget_documents(peer_id)
         self.peer_nickname.pop(peer_id, None)
         self.peer_connection[peer_id] = connection
-        self.peer_holder[peer_id] = holder
+        self.peer_account[peer_id] = account
         return previous
 
     async def disconnect_peer(self, peer_id: str, connection: str) -> None:
         if self.peer_connection.get(peer_id) == connection:
             del self.peer_connection[peer_id]
-            del self.peer_holder[peer_id]
+            del self.peer_account[peer_id]
             self.peer_nickname.pop(peer_id, None)
             self._forget_documents(peer_id)
 
@@ -111,7 +111,7 @@ class MemoryPresence(Presence):
         star = key.document_id in self.document_host
         host = self.document_host.get(key.document_id)
         introduced = both_in and discovery.meets(key.seeker, key.target, star, host)
-        return PipeFacts(self.peer_holder.get(key.seeker), introduced)
+        return PipeFacts(self.peer_account.get(key.seeker), introduced)
 
     async def claim_host(self, document_id: str, peer_id: str | None) -> str | None:
         host = self.document_host.get(document_id)
@@ -141,7 +141,7 @@ class MemoryPresence(Presence):
         return [
             Member(
                 peer_id,
-                self.peer_holder.get(peer_id, ""),
+                self.peer_account.get(peer_id, ""),
                 self.peer_nickname.get(peer_id),
                 since,
                 peer_id == host,
@@ -156,11 +156,11 @@ class MemoryPresence(Presence):
         found = self.document_peers
         return {d: len(found.get(d, ())) for d in document_ids}
 
-    async def held_by(self, holder: str) -> dict[str, str]:
+    async def peers_of(self, account: str) -> dict[str, str]:
         return {
             peer_id: self.peer_connection[peer_id]
-            for peer_id, held in self.peer_holder.items()
-            if held == holder and holder
+            for peer_id, held in self.peer_account.items()
+            if held == account and account
         }
 
     async def hold_or_pair(self, key: PipeKey, connection: str) -> str | None:

@@ -1,9 +1,12 @@
-"""What the database says about an identity in some lobbies: the facts ``lobbies.policy`` judges.
+"""What the control sockets ask the product side before they admit a peer to lobbies, and the
+answers: what the database says about an identity in some lobbies (the facts ``lobbies.policy``
+judges), the Join extras that create or change a lobby (through ``lobbies.owners``), and the
+ownerless lobbies that age out. The wire engine reaches the product side through this module.
 
-The control sockets ask for them when a socket opens (relay-wide bans) and when it Joins ids (the
-lobby rows, their bans and grants), never per frame. Answers are kept in this process for
+Answers are asked when a socket opens (relay-wide bans) and when it Joins ids (the lobby rows,
+their bans and grants), never per frame, and kept in this process's :class:`LobbyCache` for
 ``RELAY_FACTS_CACHE_SECONDS``: a lobby that a thousand peers join costs one query, not a
-thousand. A change saved in this process (admin, API, a Join that creates a lobby) drops the
+thousand. A change committed in this process (admin, API, a Join that creates a lobby) drops the
 cached answer at once, through model signals; one saved by another worker process is seen when
 the answer expires.
 
@@ -32,7 +35,7 @@ from lobbies.conf import relay_settings
 from lobbies.engine.presence import get_presence
 from lobbies.engine.tasks import spawn
 from lobbies.models import Ban, Lobby, LobbyGrant
-from lobbies.owners import Rejected as Rejected  # (for the sockets: they ask facts only)
+from lobbies.owners import Rejected as Rejected  # (the sockets ask this module only)
 from lobbies.policy import Identity, LobbyFacts, Role, roles_granted
 from lobbies.schemas import LobbySpec
 
@@ -138,7 +141,7 @@ def _load_lobbies(document_ids: list[str]) -> dict[str, LobbyRecord]:
     return records
 
 
-class Directory:
+class LobbyCache:
     """This process's cache of lobby records and relay-wide bans. Used from the event loop's
     thread; the signal handlers below only drop entries, which is safe from any thread.
 
@@ -239,13 +242,13 @@ class Directory:
                 self.loading.pop(document_id, None)
 
 
-directory = Directory()
+lobby_cache = LobbyCache()
 
 
 async def banned_everywhere(identity: Identity, peer_id: str) -> bool:
     """Whether a relay-wide ban applies to this user or this peer id."""
     now = timezone.now()
-    return any(ban.applies(identity, peer_id, now) for ban in await directory.bans_everywhere())
+    return any(ban.applies(identity, peer_id, now) for ban in await lobby_cache.bans_everywhere())
 
 
 async def join_facts(
@@ -254,7 +257,7 @@ async def join_facts(
     """The facts of each id for this identity and peer id."""
     orphans.start()
     everywhere = await banned_everywhere(identity, peer_id)
-    records = await directory.records(document_ids)
+    records = await lobby_cache.records(document_ids)
     now = timezone.now()
     return {
         document_id: JoinFacts(
@@ -289,9 +292,9 @@ async def update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> Lob
 
 
 def changed_since(generation: int) -> bool:
-    """Whether any lobby, grant or ban changed since :attr:`Directory.generation` was
+    """Whether any lobby, grant or ban changed since :attr:`LobbyCache.generation` was
     ``generation``: a Join that read its facts before must be judged again."""
-    return directory.generation != generation
+    return lobby_cache.generation != generation
 
 
 # -- forgetting what changed, once it is committed ----------------------------------------------
@@ -299,7 +302,7 @@ def changed_since(generation: int) -> bool:
 
 
 def _forget_on_commit(document_id: str | None) -> None:
-    transaction.on_commit(lambda: directory.forget(document_id))
+    transaction.on_commit(lambda: lobby_cache.forget(document_id))
 
 
 @receiver([post_save, post_delete], sender=Lobby)
