@@ -90,7 +90,7 @@ class World:
     secret: str
 
     def restore(self) -> None:
-        """Put back what an earlier case deleted, revoked or closed."""
+        """Put back what an earlier case deleted or revoked (the state it changed may stay)."""
         for visibility, public_id in LOBBIES.items():
             Lobby.objects.get_or_create(
                 public_id=public_id,
