@@ -191,7 +191,34 @@ class Message(Schema):
     detail: str
 
 
+class Problem(Schema):
+    """One thing wrong with a request, as pydantic (through django-ninja) reports it."""
+
+    type: str
+    loc: list[str | int] = Field(description="Where: the part of the request, then the field.")
+    msg: str
+    ctx: dict[str, Any] | None = None
+
+
+class Invalid(Schema):
+    """A 422: the request's input cannot be so. A message (a rule of the relay refused it), or
+    django-ninja's list of what failed validation, and where."""
+
+    detail: str | list[Problem]
+
+
+def answers(success: dict[int, Any], *errors: int) -> dict[int, Any]:
+    """An operation's documented responses: ``success``, then each error status it can answer,
+    with its body (``{"detail": ...}``: :class:`Invalid` for 422, else :class:`Message`).
+    django-ninja answers some itself: 400 for a body that is not JSON, 401 for a missing or bad
+    token, 403 for a session without its CSRF token, 422 for input that fails validation."""
+    return {**success, **{code: Invalid if code == 422 else Message for code in errors}}
+
+
 # -- lobbies ------------------------------------------------------------------------------------
+
+# The last page number the public list accepts: a million pages of lobbies is beyond any relay.
+MAX_PAGE = 1_000_000
 
 
 def _rejected(rejected: owners.Rejected) -> HttpError:
@@ -219,6 +246,10 @@ class LobbyPages(PageNumberPagination):
     """Page numbers, with the peers of the page's lobbies counted in one presence call: only
     the page is built, however many lobbies are listed."""
 
+    class Input(PageNumberPagination.Input):
+        # Bounded, so that the page's offset fits the database's integers (a 422, not a 500).
+        page: int = Field(1, ge=1, le=MAX_PAGE)
+
     def paginate_queryset(self, queryset: Any, pagination: Any, **params: Any) -> Any:
         page = super().paginate_queryset(queryset, pagination, **params)
         page[self.items_attribute] = LobbyOut.listed(page[self.items_attribute])
@@ -234,7 +265,9 @@ def _without_full(lobbies: QuerySet[Lobby]) -> QuerySet[Lobby]:
     return lobbies.exclude(document_id__in=full) if full else lobbies
 
 
-@api.get("/lobbies", response=list[LobbyOut], tags=["lobbies"], by_alias=True)
+@api.get(
+    "/lobbies", response=answers({200: list[LobbyOut]}, 401, 422), tags=["lobbies"], by_alias=True
+)
 @paginate(LobbyPages, page_size=20)
 def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet[Lobby]:
     """Public lobbies that are open or locked, newest first."""
@@ -251,14 +284,25 @@ def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet
     return _without_full(lobbies) if filters.has_room else lobbies
 
 
-@api.get("/lobbies/mine", response=list[LobbyOut], auth=SIGNED_IN, tags=["lobbies"], by_alias=True)
+@api.get(
+    "/lobbies/mine",
+    response=answers({200: list[LobbyOut]}, 401, 403),
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+    by_alias=True,
+)
 def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
     """The lobbies the signed-in user owns."""
     lobbies = Lobby.objects.select_related("owner").filter(owner=request.auth)
     return LobbyOut.listed(lobbies)
 
 
-@api.get("/lobbies/{lobby_id}", response=LobbyDetail, tags=["lobbies"], by_alias=True)
+@api.get(
+    "/lobbies/{lobby_id}",
+    response=answers({200: LobbyDetail}, 401, 404),
+    tags=["lobbies"],
+    by_alias=True,
+)
 def lobby_detail(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """One lobby, with its live peer count (and its members, to those who manage it). A private
     lobby is not found by those without a grant."""
@@ -270,7 +314,7 @@ def lobby_detail(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
 
 @api.post(
     "/lobbies",
-    response={201: LobbyOut, 403: Message, 409: Message, 422: Message},
+    response=answers({201: LobbyOut}, 400, 401, 403, 409, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -287,7 +331,7 @@ def create_lobby(request: HttpRequest, body: LobbyCreate) -> Status:
 
 @api.patch(
     "/lobbies/{lobby_id}",
-    response={200: LobbyOut, 422: Message},
+    response=answers({200: LobbyOut}, 400, 401, 403, 404, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -315,7 +359,7 @@ def _set_state(request: HttpRequest, lobby_id: str, state: LobbyState) -> dict[s
 
 @api.post(
     "/lobbies/{lobby_id}/lock",
-    response={200: LobbyOut, 422: Message},
+    response=answers({200: LobbyOut}, 401, 403, 404, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -327,7 +371,7 @@ def lock_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
 
 @api.post(
     "/lobbies/{lobby_id}/open",
-    response={200: LobbyOut, 422: Message},
+    response=answers({200: LobbyOut}, 401, 403, 404, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -339,7 +383,7 @@ def open_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
 
 @api.post(
     "/lobbies/{lobby_id}/close",
-    response={200: LobbyOut, 422: Message},
+    response=answers({200: LobbyOut}, 401, 403, 404, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -352,7 +396,7 @@ def close_lobby(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
 
 @api.post(
     "/lobbies/{lobby_id}/kick",
-    response={204: None, 404: Message},
+    response=answers({204: None}, 400, 401, 403, 404, 422),
     auth=SIGNED_IN,
     tags=["lobbies"],
 )
@@ -366,7 +410,12 @@ def kick_peer(request: HttpRequest, lobby_id: str, body: KickIn) -> Status:
     return Status(204, None)
 
 
-@api.delete("/lobbies/{lobby_id}", response={204: None}, auth=SIGNED_IN, tags=["lobbies"])
+@api.delete(
+    "/lobbies/{lobby_id}",
+    response=answers({204: None}, 401, 403, 404),
+    auth=SIGNED_IN,
+    tags=["lobbies"],
+)
 def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
     """Delete the lobby's row (peers inside are taken out as by close); its document id then
     behaves like an LF channel again."""
@@ -378,14 +427,24 @@ def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
 # -- grants -------------------------------------------------------------------------------------
 
 
-@api.get("/lobbies/{lobby_id}/grants", response=list[GrantOut], auth=SIGNED_IN, tags=["grants"])
+@api.get(
+    "/lobbies/{lobby_id}/grants",
+    response=answers({200: list[GrantOut]}, 401, 403, 404),
+    auth=SIGNED_IN,
+    tags=["grants"],
+)
 def list_grants(request: HttpRequest, lobby_id: str) -> list[dict[str, Any]]:
     """Who holds a role in the lobby."""
     _, lobby = _managed(request, lobby_id)
     return [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")]
 
 
-@api.post("/lobbies/{lobby_id}/grants", response={201: GrantOut}, auth=SIGNED_IN, tags=["grants"])
+@api.post(
+    "/lobbies/{lobby_id}/grants",
+    response=answers({201: GrantOut}, 400, 401, 403, 404, 422),
+    auth=SIGNED_IN,
+    tags=["grants"],
+)
 def add_grant(request: HttpRequest, lobby_id: str, body: GrantIn) -> Status:
     """Give a user (an invitation to a private lobby) or a group a role in the lobby."""
     _, lobby = _managed(request, lobby_id)
@@ -399,7 +458,10 @@ def add_grant(request: HttpRequest, lobby_id: str, body: GrantIn) -> Status:
 
 
 @api.delete(
-    "/lobbies/{lobby_id}/grants/{grant_id}", response={204: None}, auth=SIGNED_IN, tags=["grants"]
+    "/lobbies/{lobby_id}/grants/{grant_id}",
+    response=answers({204: None}, 401, 403, 404, 422),
+    auth=SIGNED_IN,
+    tags=["grants"],
 )
 def remove_grant(request: HttpRequest, lobby_id: str, grant_id: int) -> Status:
     """Take a role back."""
@@ -411,7 +473,13 @@ def remove_grant(request: HttpRequest, lobby_id: str, grant_id: int) -> Status:
 # -- tickets and tokens -------------------------------------------------------------------------
 
 
-@api.post("/tickets", response={201: TicketOut}, auth=SIGNED_IN, tags=["identity"], by_alias=True)
+@api.post(
+    "/tickets",
+    response=answers({201: TicketOut}, 400, 401, 403, 422),
+    auth=SIGNED_IN,
+    tags=["identity"],
+    by_alias=True,
+)
 def create_ticket(request: HttpRequest, body: TicketIn) -> Status:
     """A ticket that authenticates the signed-in user's game client on the relay's sockets."""
     longest = relay_settings().ticket_ttl
@@ -421,14 +489,24 @@ def create_ticket(request: HttpRequest, body: TicketIn) -> Status:
     return Status(201, {"ticket": ticket, "expires_at": expires, "path": f"/t/{ticket}"})
 
 
-@api.get("/tokens", response=list[TokenOut], auth=SIGNED_IN, tags=["identity"], by_alias=True)
+@api.get(
+    "/tokens",
+    response=answers({200: list[TokenOut]}, 401, 403),
+    auth=SIGNED_IN,
+    tags=["identity"],
+    by_alias=True,
+)
 def list_tokens(request: HttpRequest) -> QuerySet[ApiToken]:
     """The signed-in user's API tokens (their secrets are never shown again)."""
     return ApiToken.objects.filter(user=request.auth)
 
 
 @api.post(
-    "/tokens", response={201: TokenCreated}, auth=[django_auth], tags=["identity"], by_alias=True
+    "/tokens",
+    response=answers({201: TokenCreated}, 400, 401, 403, 422),
+    auth=[django_auth],
+    tags=["identity"],
+    by_alias=True,
 )
 def create_token(request: HttpRequest, body: TokenIn) -> Status:
     """A new API token, its secret shown once. Only a signed-in browser session (with its CSRF
@@ -437,7 +515,12 @@ def create_token(request: HttpRequest, body: TokenIn) -> Status:
     return Status(201, {**TokenOut.model_validate(token).model_dump(), "secret": secret})
 
 
-@api.delete("/tokens/{token_id}", response={204: None}, auth=SIGNED_IN, tags=["identity"])
+@api.delete(
+    "/tokens/{token_id}",
+    response=answers({204: None}, 401, 403, 404, 422),
+    auth=SIGNED_IN,
+    tags=["identity"],
+)
 def revoke_token(request: HttpRequest, token_id: int) -> Status:
     """Revoke one of the signed-in user's tokens: it stops working at once."""
     get_object_or_404(ApiToken, pk=token_id, user=request.auth).revoke()

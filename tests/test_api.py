@@ -365,3 +365,12 @@ def test_facts_for_more_ids_than_a_query_may_name(owner):
     ids = [f"id-{n}" for n in range(70_000)]  # past SQLite's and PostgreSQL's parameter limits
     records = _load_lobbies(ids)
     assert len(records) == 70_000 and records["id-69999"].view is not None
+
+
+def test_a_page_number_past_the_database_integers_is_a_422_not_a_500(owner):
+    # Found by tests/test_api_fuzz.py: the page's offset overflowed SQLite's integers.
+    Lobby.objects.create(document_id="listed", owner=owner)
+    response = Client().get("/api/lobbies?page=13205638507082480762224640")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "page"]
+    assert Client().get("/api/lobbies?page=1000000").json()["items"] == []
