@@ -8,6 +8,7 @@ acting on it needs ``change_lobby`` (and a ban ``add_ban``).
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
+from django.forms.models import construct_instance
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -70,8 +72,11 @@ class LobbyAdmin(admin.ModelAdmin):
             def clean(self) -> dict[str, Any]:
                 cleaned = super().clean()
                 if not self.errors:
+                    # The lobby as it would be saved (the form fills its instance only after
+                    # clean()).
+                    candidate = construct_instance(self, copy.copy(self.instance))
                     try:
-                        owners.check(self.instance)
+                        owners.check(candidate)
                     except owners.Rejected as rejected:
                         raise ValidationError(rejected.message) from None
                 return cleaned
@@ -87,6 +92,12 @@ class LobbyAdmin(admin.ModelAdmin):
         current = Lobby.objects.get(pk=obj.pk)
         changed = {name: getattr(obj, name) for name in form.changed_data if name in _EDITABLE}
         owners.update(current, changed, by=request.user.pk)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Lobby | None = None) -> Any:
+        # A lobby's document id is what its peers joined: changing it would leave them in a
+        # lobby that no longer has that id. Delete it and make another instead.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "document_id"] if obj is not None else fields
 
     def delete_model(self, request: HttpRequest, obj: Lobby) -> None:
         owners.delete(obj, by=request.user.pk)

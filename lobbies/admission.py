@@ -25,8 +25,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models import Q
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -160,6 +162,8 @@ class LobbyCache:
     def forget(self, document_id: str | None = None) -> None:
         """Drop the cached record of ``document_id``, or (None) the relay-wide bans."""
         self.generation += 1
+        # A load already under way may have read the old row: later askers start a new one.
+        self.loading.pop(document_id, None)
         if document_id is None:
             self.global_bans = None
         else:
@@ -188,7 +192,7 @@ class LobbyCache:
                 self.global_bans = (expires, bans)
             return bans
         finally:
-            del self.loading[None]
+            self.loading.pop(None, None)
 
     async def records(self, document_ids: list[str]) -> dict[str, LobbyRecord]:
         now = time.monotonic()
@@ -256,6 +260,7 @@ async def join_facts(
 ) -> dict[str, JoinFacts]:
     """The facts of each id for this identity and peer id."""
     orphans.start()
+    orphans.joined(document_ids)
     everywhere = await banned_everywhere(identity, peer_id)
     records = await lobby_cache.records(document_ids)
     now = timezone.now()
@@ -269,15 +274,17 @@ async def join_facts(
     }
 
 
-def _create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
-    return _view(owners.create(identity, document_id, spec))
+def _create_lobby(identity: Identity, document_id: str, spec: LobbySpec, address: str) -> LobbyView:
+    return _view(owners.create(identity, document_id, spec, address))
 
 
-async def create_lobby(identity: Identity, document_id: str, spec: LobbySpec) -> LobbyView:
+async def create_lobby(
+    identity: Identity, document_id: str, spec: LobbySpec, address: str
+) -> LobbyView:
     """Make the row of a lobby that a Join's ``lobby`` extra creates, owned by ``identity``
     (nobody, when anonymous), through ``lobbies.owners.create``. Raises :class:`Rejected`, as
     it does: when the rules refuse, or another request made the row first (409)."""
-    return await database_sync_to_async(_create_lobby)(identity, document_id, spec)
+    return await database_sync_to_async(_create_lobby)(identity, document_id, spec, address)
 
 
 def _update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> LobbyView:
@@ -323,6 +330,14 @@ def _lobby_rule_changed(sender: type, instance: Ban | LobbyGrant, **kwargs: Any)
         _forget_on_commit(found)
 
 
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL)
+def _owner_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    # The lobbies lose their owner by an UPDATE (SET_NULL), which sends no signal of its own.
+    owned = Lobby.objects.filter(owner_id=instance.pk).values_list("document_id", flat=True)
+    for document_id in owned:
+        _forget_on_commit(document_id)
+
+
 # -- ownerless lobbies age out -------------------------------------------------------------------
 
 
@@ -330,17 +345,28 @@ class OrphanSweeper:
     """Deletes lobbies without an owner that nobody has been in for ``RELAY_ORPHAN_LOBBY_TTL``
     seconds (made by anonymous Joins, or left by a deleted owner), so that ids taken by
     strangers come back. Runs in the event loop where presence lives, started by the first Join
-    of the process; one pass every quarter of the TTL (at most every 5 minutes)."""
+    of the process; one pass every quarter of the TTL (at most every 5 minutes), each over the
+    next :data:`_SWEPT_PER_PASS` ownerless lobbies, so that every one is looked at in turn.
+
+    A lobby is deleted once every pass for a whole TTL found it empty and no Join of it came in
+    between (:meth:`joined`)."""
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.empty_since: dict[str, float] = {}  # lobbies seen empty, and since when
+        self.after: tuple[datetime, int] | None = None  # where the next pass starts
 
     def start(self) -> None:
         """Make sure a sweep runs in this event loop (cheap: called by every Join)."""
         task = self.task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             self.task = spawn(self._run())
+
+    def joined(self, document_ids: list[str]) -> None:
+        """Someone Joined these ids: none of them has been empty since it was last looked at."""
+        if self.empty_since:
+            for document_id in document_ids:
+                self.empty_since.pop(document_id, None)
 
     async def _run(self) -> None:
         while True:
@@ -352,31 +378,44 @@ class OrphanSweeper:
                 logger.exception("sweeping ownerless lobbies failed; trying again later")
 
     async def sweep(self, now: float | None = None) -> int:
-        """One pass: note which ownerless lobbies are empty, delete those empty for the TTL.
-        Returns how many were deleted."""
+        """One pass: note which ownerless lobbies of the next batch are empty, delete those
+        empty for the TTL. Returns how many were deleted."""
         now = time.monotonic() if now is None else now
         ttl = relay_settings().orphan_lobby_ttl
-        ids = await database_sync_to_async(_ownerless_ids)(timezone.now() - timedelta(seconds=ttl))
+        changed_before = timezone.now() - timedelta(seconds=ttl)
+        batch = await database_sync_to_async(_ownerless)(changed_before, self.after)
+        self.after = (batch[-1][0], batch[-1][1]) if len(batch) == _SWEPT_PER_PASS else None
+        ids = [document_id for _, _, document_id in batch]
         present = await get_presence().counts(ids) if ids else {}
-        empty = {d: self.empty_since.get(d, now) for d in ids if not present.get(d)}
-        self.empty_since = empty
-        expired = [d for d, since in empty.items() if now - since >= ttl]
+        expired = []
+        for document_id in ids:
+            if present.get(document_id):
+                self.empty_since.pop(document_id, None)
+            elif now - self.empty_since.setdefault(document_id, now) >= ttl:
+                expired.append(document_id)
+                del self.empty_since[document_id]
         if not expired:
             return 0
-        for document_id in expired:
-            del self.empty_since[document_id]
         pruned = await database_sync_to_async(owners.prune_orphans)(expired)
         logger.info("%s ownerless lobbies nobody was in for %g s deleted", pruned, ttl)
         return pruned
 
 
-# One pass looks at this many ownerless lobbies at most (the oldest first).
+# One pass looks at this many ownerless lobbies at most (the next ones after the last pass's).
 _SWEPT_PER_PASS = 5_000
 
 
-def _ownerless_ids(changed_before: datetime) -> list[str]:
+def _ownerless(
+    changed_before: datetime, after: tuple[datetime, int] | None
+) -> list[tuple[datetime, int, str]]:
+    """The next ownerless lobbies unchanged since ``changed_before``, in (updated_at, pk)
+    order after ``after``: (updated_at, pk, document id) each."""
     rows = Lobby.objects.filter(owner__isnull=True, updated_at__lte=changed_before)
-    return list(rows.order_by("updated_at").values_list("document_id", flat=True)[:_SWEPT_PER_PASS])
+    if after is not None:
+        changed, pk = after
+        rows = rows.filter(Q(updated_at__gt=changed) | Q(updated_at=changed, pk__gt=pk))
+    ordered = rows.order_by("updated_at", "pk").values_list("updated_at", "pk", "document_id")
+    return list(ordered[:_SWEPT_PER_PASS])
 
 
 orphans = OrphanSweeper()

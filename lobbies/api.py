@@ -7,7 +7,7 @@ grant roles in them, issue tickets for their game clients and manage their API t
 is asked of ``lobbies.policy``; errors are JSON, ``{"detail": "..."}``, with the right status.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from lobbies import owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
-from lobbies.models import ApiToken, Lobby, LobbyGrant
+from lobbies.models import ApiToken, Lobby
 from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
 from lobbies.schemas import LobbySpec
 
@@ -242,6 +242,13 @@ def _managed(request: HttpRequest, lobby_id: str) -> tuple[Identity, Lobby]:
     return identity, lobby
 
 
+def _administered(request: HttpRequest, lobby_id: str) -> tuple[Identity, Lobby]:
+    identity, lobby = _managed(request, lobby_id)
+    if not owners.administers(identity, lobby):
+        raise HttpError(403, "only the lobby's owner and operators may do this")
+    return identity, lobby
+
+
 class LobbyPages(PageNumberPagination):
     """Page numbers, with the peers of the page's lobbies counted in one presence call: only
     the page is built, however many lobbies are listed."""
@@ -256,20 +263,33 @@ class LobbyPages(PageNumberPagination):
         return page
 
 
-def _without_full(lobbies: QuerySet[Lobby]) -> QuerySet[Lobby]:
-    """``lobbies`` less those with no room for one more peer now. Only lobbies with a capacity
-    are counted (as tuples, not rows), in one presence call."""
-    limited = dict(lobbies.filter(max_peers__isnull=False).values_list("document_id", "max_peers"))
-    present = owners.counts(list(limited))
-    full = [d for d, most in limited.items() if present.get(d, 0) >= most]
-    return lobbies.exclude(document_id__in=full) if full else lobbies
+class WithRoom(Sequence[Lobby]):
+    """The lobbies of a list that have room for one more peer now, in the list's order. Only
+    ids and capacities are read for the whole list (as tuples, their peers counted in one
+    presence call); rows are fetched for the page asked, by primary key."""
+
+    def __init__(self, lobbies: QuerySet[Lobby]) -> None:
+        self.lobbies = lobbies
+        rows = list(lobbies.values_list("pk", "document_id", "max_peers"))
+        present = owners.counts([d for _, d, most in rows if most is not None])
+        self.pks = [pk for pk, d, most in rows if most is None or present.get(d, 0) < most]
+
+    def __len__(self) -> int:
+        return len(self.pks)
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, slice):
+            return self[index : index + 1][0]
+        wanted = self.pks[index]
+        found = self.lobbies.model._default_manager.select_related("owner").in_bulk(wanted)
+        return [found[pk] for pk in wanted if pk in found]
 
 
 @api.get(
     "/lobbies", response=answers({200: list[LobbyOut]}, 401, 422), tags=["lobbies"], by_alias=True
 )
 @paginate(LobbyPages, page_size=20)
-def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet[Lobby]:
+def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet[Lobby] | WithRoom:
     """Public lobbies that are open or locked, newest first."""
     _user(request)  # a bad token is refused (401) here too, rather than taken as anonymous
     lobbies: QuerySet[Lobby] = Lobby.objects.select_related("owner").filter(
@@ -281,7 +301,7 @@ def list_lobbies(request: HttpRequest, filters: Query[LobbyFilters]) -> QuerySet
         lobbies = lobbies.filter(
             Q(title__icontains=filters.q) | Q(document_id__icontains=filters.q)
         )
-    return _without_full(lobbies) if filters.has_room else lobbies
+    return WithRoom(lobbies) if filters.has_room else lobbies
 
 
 @api.get(
@@ -314,7 +334,7 @@ def lobby_detail(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
 
 @api.post(
     "/lobbies",
-    response=answers({201: LobbyOut}, 400, 401, 403, 409, 422),
+    response=answers({201: LobbyOut}, 400, 401, 403, 409, 422, 429),
     auth=SIGNED_IN,
     tags=["lobbies"],
     by_alias=True,
@@ -323,7 +343,8 @@ def create_lobby(request: HttpRequest, body: LobbyCreate) -> Status:
     """A lobby owned by the signed-in user, as RELAY_CREATION_POLICY allows. 409 when the
     document id is taken (by any lobby: whether it is private is not said)."""
     try:
-        lobby = owners.create(identity_of(request.auth), body.document_id, body)
+        address = request.META.get("REMOTE_ADDR", "-")
+        lobby = owners.create(identity_of(request.auth), body.document_id, body, address)
     except owners.Rejected as rejected:
         raise _rejected(rejected) from None
     return Status(201, LobbyOut.of(lobby))
@@ -418,8 +439,8 @@ def kick_peer(request: HttpRequest, lobby_id: str, body: KickIn) -> Status:
 )
 def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
     """Delete the lobby's row (peers inside are taken out as by close); its document id then
-    behaves like an LF channel again."""
-    identity, lobby = _managed(request, lobby_id)
+    behaves like an LF channel again. Its owner and operators only (not its moderators)."""
+    identity, lobby = _administered(request, lobby_id)
     owners.delete(lobby, by=identity.user_id)
     return Status(204, None)
 
@@ -446,8 +467,9 @@ def list_grants(request: HttpRequest, lobby_id: str) -> list[dict[str, Any]]:
     tags=["grants"],
 )
 def add_grant(request: HttpRequest, lobby_id: str, body: GrantIn) -> Status:
-    """Give a user (an invitation to a private lobby) or a group a role in the lobby."""
-    _, lobby = _managed(request, lobby_id)
+    """Give a user (an invitation to a private lobby) or a group a role in the lobby. Its owner
+    and operators only."""
+    _, lobby = _administered(request, lobby_id)
     if (body.username is None) == (body.group is None):
         raise HttpError(422, "give either username or group")
     try:
@@ -464,9 +486,11 @@ def add_grant(request: HttpRequest, lobby_id: str, body: GrantIn) -> Status:
     tags=["grants"],
 )
 def remove_grant(request: HttpRequest, lobby_id: str, grant_id: int) -> Status:
-    """Take a role back."""
-    _, lobby = _managed(request, lobby_id)
-    get_object_or_404(LobbyGrant, pk=grant_id, lobby=lobby).delete()
+    """Take a role back (its owner and operators only). In a private lobby, the peers it let in
+    leave (``Left`` with ``private``)."""
+    _, lobby = _administered(request, lobby_id)
+    if not owners.revoke_grant(lobby, grant_id):
+        raise HttpError(404, "no such grant")
     return Status(204, None)
 
 

@@ -43,6 +43,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
 from lobbies.conf import relay_settings
+from lobbies.engine.ratelimits import get_rate_limits
 from lobbies.engine.security import cookie_trusted
 from lobbies.policy import ANONYMOUS, Identity
 
@@ -260,6 +261,12 @@ class RelayAuthMiddleware(BaseMiddleware):
         ticket, bearer, session_key = _credentials(scope)
         scope = dict(scope, identity=ANONYMOUS, user=AnonymousUser())
         if ticket is not None or bearer is not None or session_key:
+            # Counted before the database is asked: credentials, good or junk, must not buy a
+            # client more handshakes (and queries) than RELAY_HANDSHAKE_RATE.
+            address = scope["client"][0] if scope.get("client") else "-"
+            scope["handshake_allowed"] = await get_rate_limits().handshake(address)
+            if not scope["handshake_allowed"]:
+                return await self.inner(scope, receive, send)  # refused there (4429)
             try:
                 user, identity = await database_sync_to_async(resolve)(ticket, bearer, session_key)
             except AuthError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lobbies.engine import connections, pipes
 from lobbies.engine.orders import Action, Order, deliver
+from lobbies.engine.orders import soon as soon  # for lobbies.owners: act later, from a thread
 from lobbies.engine.presence import Member, OpenPipe, get_presence
 from lobbies.engine.protocol import CloseCode
 

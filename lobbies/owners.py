@@ -16,10 +16,13 @@ reported as ``signals.operator_action`` with who did it (``by``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
@@ -29,20 +32,23 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from lobbies import moderation, signals
-from lobbies.auth import identity_of
 from lobbies.conf import relay_settings
 from lobbies.engine.presence import get_presence
 from lobbies.engine.protocol import is_valid_id
+from lobbies.engine.ratelimits import get_rate_limits
 from lobbies.events import emit
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.policy import (
+    ANONYMOUS,
     Access,
     CreationPolicy,
     Identity,
+    LobbyFacts,
     LobbyState,
     Role,
     Visibility,
     account_of,
+    may_administer,
     may_create,
     may_describe,
     may_manage,
@@ -63,7 +69,7 @@ class NotFound(Exception):
 
 class Rejected(Exception):
     """A write the rules do not allow. ``status`` is what the API answers (403: not allowed,
-    409: the document id is taken, 422: the lobby cannot be so)."""
+    409: the document id is taken, 422: the lobby cannot be so, 429: too many too fast)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -72,7 +78,12 @@ class Rejected(Exception):
 
 
 _OWNERLESS = (
-    "a lobby without an owner can only be open, and public or unlisted: give it an owner first"
+    "a lobby without an owner can only be open, public or unlisted, a mesh and without a "
+    "capacity: give it an owner first"
+)
+_ANONYMOUS_LOBBY = (
+    "an anonymous peer can create only open, public or unlisted mesh lobbies without a "
+    "capacity: sign in (a ticket) to own a private, capped or hosted one"
 )
 
 
@@ -92,8 +103,13 @@ def visible(identity: Identity, lobby: Lobby) -> bool:
 
 
 def manages(identity: Identity, lobby: Lobby) -> bool:
-    """Whether ``identity`` may change, close or delete ``lobby`` (``lobbies.policy``)."""
+    """Whether ``identity`` may change, lock, close or kick in ``lobby`` (``lobbies.policy``)."""
     return may_manage(identity, lobby.facts(), access(identity, lobby))
+
+
+def administers(identity: Identity, lobby: Lobby) -> bool:
+    """Whether ``identity`` may delete ``lobby`` and grant roles in it (``lobbies.policy``)."""
+    return may_administer(identity, lobby.facts())
 
 
 def counts(document_ids: list[str]) -> dict[str, int]:
@@ -106,45 +122,62 @@ def members(document_id: str) -> list[str]:
     return async_to_sync(get_presence().members)(document_id)
 
 
-def _after_commit(action: Any) -> None:
-    # Live sockets are acted on once the change is in the database: a peer taken out that
-    # comes straight back must find the new row, not the old one.
-    transaction.on_commit(action)
+def _after_commit(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run ``action()`` on the sockets once the change is committed (a peer taken out that
+    comes straight back must find the new row), without waiting for it: the caller may be a
+    socket's own database hop, and that socket may be the one to act on."""
+    transaction.on_commit(lambda: moderation.soon(action))
 
 
 def _take_peers_out(document_id: str, reason: str) -> None:
-    _after_commit(lambda: async_to_sync(moderation.evict)(document_id, reason))
+    _after_commit(lambda: moderation.evict(document_id, reason))
 
 
-def _take_out_who_may_not_stay(lobby: Lobby) -> None:
-    """After ``lobby`` became private, smaller or someone else's: its peers without a right to
+def _take_out_who_may_not_stay(document_id: str) -> None:
+    """After a lobby became private, smaller or someone else's: its peers without a right to
     stay leave (``Left`` with ``private``), then the newest past its capacity (``Left`` with
-    ``full``)."""
-    facts = lobby.facts()
+    ``full``). Judged on the lobby as committed."""
+    _after_commit(lambda: _judge_who_stays(document_id))
+
+
+async def _judge_who_stays(document_id: str) -> None:
+    roster = (await moderation.live(document_id)).members
+    users = {member.user_id for member in roster if member.user_id}
+    found = await database_sync_to_async(_who_may_stay_facts)(document_id, users)
+    if found is None:
+        return  # deleted meanwhile: its own eviction takes everyone out
+    facts, grants, identities = found
+    staying = []
+    for member in roster:
+        identity = identities.get(member.user_id or 0, ANONYMOUS)
+        if may_stay(identity, facts, Access(roles_granted(identity, grants))):
+            staying.append(member.peer_id)
+        else:
+            await moderation.kick(document_id, member.peer_id, "private")
+    if facts.max_peers is not None:
+        for peer_id in staying[facts.max_peers :]:  # the roster lists the longest present first
+            await moderation.kick(document_id, peer_id, "full")
+
+
+def _who_may_stay_facts(
+    document_id: str, user_ids: set[int]
+) -> tuple[LobbyFacts, list[tuple[int | None, int | None, str]], dict[int, Identity]] | None:
+    """The lobby's facts, its grants and the identities of these users (what ``may_stay``
+    asks of them: owner, superuser, groups), in three queries."""
+    lobby = Lobby.objects.filter(document_id=document_id).first()
+    if lobby is None:
+        return None
     grants = list(lobby.grants.values_list("user_id", "group_id", "role"))
-
-    def judge() -> None:
-        roster = async_to_sync(moderation.live)(lobby.document_id).members
-        users = {
-            user.pk: user
-            for user in get_user_model()._default_manager.filter(
-                pk__in={m.user_id for m in roster if m.user_id}
-            )
-        }
-        out, staying = [], []
-        for member in roster:
-            identity = identity_of(users.get(member.user_id))
-            if may_stay(identity, facts, Access(roles_granted(identity, grants))):
-                staying.append(member.peer_id)
-            else:
-                out.append(member.peer_id)
-        for peer_id in out:
-            async_to_sync(moderation.kick)(lobby.document_id, peer_id, "private")
-        if facts.max_peers is not None:
-            for peer_id in staying[facts.max_peers :]:  # the roster lists the longest present first
-                async_to_sync(moderation.kick)(lobby.document_id, peer_id, "full")
-
-    _after_commit(judge)
+    users = get_user_model()._default_manager.filter(pk__in=user_ids).prefetch_related("groups")
+    identities = {
+        user.pk: Identity(
+            user_id=user.pk,
+            is_superuser=user.is_superuser,
+            group_ids=frozenset(group.pk for group in user.groups.all()),
+        )
+        for user in users
+    }
+    return lobby.facts(), grants, identities
 
 
 def _report(action: str, document_id: str | None, by: int | None, **detail: Any) -> None:
@@ -158,23 +191,23 @@ def _report(action: str, document_id: str | None, by: int | None, **detail: Any)
     )
 
 
-def create(
-    identity: Identity,
-    document_id: str,
-    spec: LobbySpec,
-) -> Lobby:
+def create(identity: Identity, document_id: str, spec: LobbySpec, address: str) -> Lobby:
     """Make a lobby for ``document_id`` with ``spec``'s metadata, owned by ``identity``'s user
-    (nobody, when anonymous: then it can only be public or unlisted). Raises :class:`Rejected`:
-    403 when the creation policy does not let ``identity`` create, 409 when the id has a row
-    already (whatever that row is: a private lobby is not confirmed as such), 422 for an
-    impossible lobby."""
+    (nobody, when anonymous: then it can only be an open, public or unlisted mesh without a
+    capacity), asked from ``address``. Raises :class:`Rejected`: 403 when the creation policy
+    does not let ``identity`` create, 409 when the id has a row already (whatever that row is: a
+    private lobby is not confirmed as such), 422 for an impossible lobby, 429 past
+    ``RELAY_LOBBY_CREATION_RATE`` (per address, and per user)."""
     if not may_create(identity, CreationPolicy(relay_settings().creation_policy)):
         raise Rejected(403, "you may not create lobbies (RELAY_CREATION_POLICY)")
     if not is_valid_id(document_id, relay_settings().max_id_length):
         raise Rejected(422, "not a valid document id (1 to RELAY_MAX_ID_LENGTH characters)")
     lobby = Lobby(document_id=document_id, owner_id=identity.user_id, **spec.row())
-    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), LobbyState.OPEN):
-        raise Rejected(403, "an anonymous peer can create only public or unlisted lobbies")
+    if not may_describe(lobby.facts()):
+        raise Rejected(403, _ANONYMOUS_LOBBY)
+    # Per address and per user, whichever way the rows are made (a Join, the API, the pages).
+    if not get_rate_limits().lobby_creation(identity.account, address):
+        raise Rejected(429, "too many new lobbies lately (RELAY_LOBBY_CREATION_RATE)")
     add(lobby)
     return Lobby.objects.select_related("owner").get(pk=lobby.pk)
 
@@ -195,8 +228,9 @@ def add(lobby: Lobby, by: int | None = None) -> None:
 
 def check(lobby: Lobby) -> None:
     """Raise :class:`Rejected` (422) if ``lobby`` as it is now may not be saved: one without an
-    owner can only be open, and public or unlisted (``lobbies.policy.may_describe``)."""
-    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), LobbyState(lobby.state)):
+    owner can only be an open, public or unlisted mesh without a capacity
+    (``lobbies.policy.may_describe``)."""
+    if not may_describe(lobby.facts()):
         raise Rejected(422, _OWNERLESS)
 
 
@@ -226,7 +260,7 @@ def update(lobby: Lobby, changes: dict[str, Any], by: int | None = None) -> Lobb
     made_private = now.visibility is Visibility.PRIVATE and was.visibility is not Visibility.PRIVATE
     smaller = now.max_peers is not None and (was.max_peers is None or now.max_peers < was.max_peers)
     if made_private or smaller or now.owner_id != was.owner_id:
-        _take_out_who_may_not_stay(lobby)
+        _take_out_who_may_not_stay(lobby.document_id)
     return lobby
 
 
@@ -234,7 +268,7 @@ def set_state(lobby: Lobby, state: LobbyState, by: int | None = None) -> None:
     """Open, lock or close ``lobby`` (``by``: the user who did it). Closing takes its peers out:
     their pipes in it are closed (4410) and those that opted in get ``Left`` with ``closed``.
     Raises :class:`Rejected` (422) for a lobby without an owner, which stays open."""
-    if not may_describe(lobby.owner_id, Visibility(lobby.visibility), state):
+    if not may_describe(replace(lobby.facts(), state=state)):
         raise Rejected(422, _OWNERLESS)
     lobby.state = state.value
     lobby.save(update_fields=["state", "updated_at"])
@@ -342,7 +376,7 @@ def transfer(lobby: Lobby, owner: Any, by: int | None = None) -> None:
     emit(signals.lobby_changed, document_id=lobby.document_id, state=lobby.state)
     _report("transfer", lobby.document_id, by, previous=previous, owner=owner.get_username())
     if lobby.visibility == Visibility.PRIVATE:
-        _take_out_who_may_not_stay(lobby)
+        _take_out_who_may_not_stay(lobby.document_id)
 
 
 def find_user(username: str) -> Any:
@@ -369,6 +403,18 @@ def grant(
         lobby=lobby, user=user, group=found_group, role=role.value
     )
     return created
+
+
+def revoke_grant(lobby: Lobby, grant_id: int | None) -> bool:
+    """Take back a role given in ``lobby``; False if it has no such grant. In a private lobby
+    the peers it let in leave (``Left`` with ``private``) unless another right keeps them."""
+    grant = lobby.grants.filter(pk=grant_id).first() if grant_id is not None else None
+    if grant is None:
+        return False
+    grant.delete()
+    if lobby.visibility == Visibility.PRIVATE:
+        _take_out_who_may_not_stay(lobby.document_id)
+    return True
 
 
 def describe_grant(grant: LobbyGrant) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -35,7 +36,8 @@ def my_lobbies(request: HttpRequest) -> HttpResponse:
     form = LobbyForm(request.POST or None)
     if request.method == "POST" and form.is_valid() and form.spec is not None:
         try:
-            lobby = owners.create(identity, form.cleaned_data["document_id"], form.spec)
+            address = request.META.get("REMOTE_ADDR", "-")
+            lobby = owners.create(identity, form.cleaned_data["document_id"], form.spec, address)
         except owners.Rejected as rejected:
             form.add_error("document_id" if rejected.status == 409 else None, rejected.message)
         else:
@@ -71,6 +73,7 @@ def my_lobby(request: HttpRequest, lobby_id: str) -> HttpResponse:
         "members": owners.members(lobby.document_id),
         "grants": [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")],
         "states": [s.value for s in LobbyState if s.value != lobby.state],
+        "administers": owners.administers(identity, lobby),
     }
     if request.method == "POST":
         return _invalid(request, "my/lobby.html", context)
@@ -85,6 +88,10 @@ def _act(
     form, grant_form = LobbyForm(instance=lobby), GrantForm()
     back = redirect("my-lobby", lobby_id=lobby.public_id)
     action = request.POST.get("action")
+    if action in ("grant", "revoke", "delete") and not owners.administers(
+        identity_of(request.user), lobby
+    ):
+        raise PermissionDenied("only the lobby's owner and operators may do this")
     try:
         if action == "save":
             form = LobbyForm(request.POST, instance=lobby)
@@ -111,9 +118,7 @@ def _act(
                     messages.success(request, f"{data['username']} is {data['role']} now.")
                     return back
         elif action == "revoke":
-            grant = lobby.grants.filter(pk=_posted_id(request, "grant")).first()
-            if grant is not None:
-                grant.delete()
+            if owners.revoke_grant(lobby, _posted_id(request, "grant")):
                 messages.success(request, "Grant removed.")
                 return back
             messages.error(request, "No such grant.")

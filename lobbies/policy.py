@@ -171,6 +171,13 @@ def may_manage(identity: Identity, lobby: LobbyFacts, access: Access = Access())
     return _owns(identity, lobby) or Role.MODERATOR in access.roles or identity.is_superuser
 
 
+def may_administer(identity: Identity, lobby: LobbyFacts) -> bool:
+    """Whether ``identity`` may delete ``lobby`` or hand out and take back roles in it: its
+    owner or an operator (superuser). A moderator manages the lobby but cannot make others
+    moderators, nor delete it (and take its id)."""
+    return _owns(identity, lobby) or identity.is_superuser
+
+
 def may_create(identity: Identity, policy: CreationPolicy) -> Decision:
     """Whether ``identity`` may create a lobby by joining an id that has no row."""
     if policy is CreationPolicy.ANYONE:
@@ -194,8 +201,8 @@ def may_join(
         return may_create(identity, policy)
     if lobby.owner_id is None:
         # Nobody could grant a role in it or open it again: an ownerless lobby (made by an
-        # anonymous Join, or whose owner was deleted) refuses nobody for good.
-        return _within_capacity(lobby, access)
+        # anonymous Join, or whose owner was deleted) refuses nobody but the banned.
+        return ALLOW
     privileged = may_manage(identity, lobby, access)
     if lobby.state is LobbyState.CLOSED and not privileged:
         return _refuse(Refusal.LOCKED)
@@ -238,10 +245,17 @@ def may_see(identity: Identity, lobby: LobbyFacts, access: Access) -> bool:
     return bool(access.roles) or may_manage(identity, lobby, access)
 
 
-def may_describe(owner_id: int | None, visibility: Visibility, state: LobbyState) -> Decision:
-    """Whether a lobby may be made ``visibility`` and ``state``: one without an owner can only
-    be open and public or unlisted, so that an anonymous Join cannot lock an id away."""
-    if owner_id is None and (visibility is Visibility.PRIVATE or state is not LobbyState.OPEN):
+def may_describe(lobby: LobbyFacts) -> Decision:
+    """Whether a lobby may be as ``lobby`` says. One without an owner (made by an anonymous
+    Join, or whose owner's account was deleted) can only be open, public or unlisted, without a
+    capacity and a mesh: nobody could grant a role in it or open it again, and whoever made it
+    must not be able to keep everyone else out (a private, locked, full or hosted lobby held by
+    one idle socket)."""
+    if lobby.owner_id is not None:
+        return ALLOW
+    if lobby.visibility is Visibility.PRIVATE or lobby.state is not LobbyState.OPEN:
+        return _refuse(Refusal.FORBIDDEN)
+    if lobby.max_peers is not None or lobby.topology is not Topology.MESH:
         return _refuse(Refusal.FORBIDDEN)
     return ALLOW
 

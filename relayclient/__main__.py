@@ -38,7 +38,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lobby",
         type=json.loads,
-        help='metadata for a lobby this Join creates, as JSON: \'{"topology": "host"}\'',
+        help='metadata for a lobby this Join creates, as JSON: \'{"title": "Race"}\' '
+        "(a private, capped or host lobby needs a ticket in the URL: it is then ours)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)

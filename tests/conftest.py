@@ -144,6 +144,28 @@ def relay_url(live_relay: LiveRelay) -> str:
     return live_relay.ws_url
 
 
+@functools.cache
+def _ticket_on(data_dir: Path, username: str) -> str:
+    environ = relay_environ(data_dir)
+    make_user = (
+        "from django.contrib.auth.models import User; "
+        f"User.objects.get_or_create(username={username!r})"
+    )
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "shell", "-c", make_user], cwd=ROOT, env=environ, check=True)
+    issued = subprocess.run(
+        [*manage, "issue_ticket", username], cwd=ROOT, env=environ, check=True, capture_output=True
+    )
+    return issued.stdout.decode().strip().splitlines()[-1]
+
+
+@pytest.fixture
+def signed_in_url(live_relay: LiveRelay) -> str:
+    """A live relay's base URL with a ticket of a user of its own (``/t/<ticket>``): what a
+    signed-in client (one that may own private, capped or hosted lobbies) is given."""
+    return f"{live_relay.ws_url}/t/{_ticket_on(live_relay.log_path.parent, 'player-one')}"
+
+
 @pytest.fixture(autouse=True)
 def fresh_process_state(settings) -> Iterator[None]:
     """Each test starts with no rate counted against it (the tests share one address), no

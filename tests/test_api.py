@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from lobbies.auth import resolve
+from lobbies.auth import issue_ticket, resolve
 from lobbies.engine.presence import get_presence
 from lobbies.models import ApiToken, Lobby, LobbyGrant
 from tests.accounts import signed_in
@@ -374,3 +374,52 @@ def test_a_page_number_past_the_database_integers_is_a_422_not_a_500(owner):
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "page"]
     assert Client().get("/api/lobbies?page=1000000").json()["items"] == []
+
+
+def test_a_moderator_can_neither_delete_the_lobby_nor_hand_out_roles(owner, other):
+    lobby = Lobby.objects.create(document_id="arena", owner=owner)
+    LobbyGrant.objects.create(lobby=lobby, user=other, role="moderator")
+    moderator = signed_in(other)
+    # Deleting would free the id for the moderator to create again as its own.
+    assert moderator.delete(f"/api/lobbies/{lobby.public_id}").status_code == 403
+    grants = f"/api/lobbies/{lobby.public_id}/grants"
+    made = post(moderator, grants, {"username": "other", "role": "moderator"})
+    assert made.status_code == 403
+    grant = LobbyGrant.objects.get(lobby=lobby)
+    assert moderator.delete(f"{grants}/{grant.pk}").status_code == 403
+    assert Lobby.objects.filter(pk=lobby.pk).exists() and LobbyGrant.objects.count() == 1
+    # The owner may.
+    assert signed_in(owner).delete(f"{grants}/{grant.pk}").status_code == 204
+
+
+def test_creating_lobbies_through_the_api_is_rate_limited_per_user(owner, settings):
+    settings.RELAY_LOBBY_CREATION_RATE = "2/hour"
+    client = signed_in(owner)
+    made = [post(client, "/api/lobbies", {"documentId": f"l{n}"}).status_code for n in range(3)]
+    assert made == [201, 201, 429]
+    assert Lobby.objects.count() == 2
+
+
+def test_revoking_a_grant_takes_its_holder_out_of_a_private_lobby(owner, other):
+    lobby = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
+    grant = LobbyGrant.objects.create(lobby=lobby, user=other, role="member")
+    ticket, owners_client = issue_ticket(other), signed_in(owner)
+
+    async def scenario() -> None:
+        guest = await opened(f"/t/{ticket}/introduction/guest")
+        await guest.send_to(
+            text_data=json.dumps({"type": "Join", "documentIds": ["secret"], "ext": 1})
+        )
+        assert (await received(guest))["type"] == "Joined"
+        gone = await sync_to_async(owners_client.delete)(
+            f"/api/lobbies/{lobby.public_id}/grants/{grant.pk}"
+        )
+        assert gone.status_code == 204
+        assert (await received(guest)) == {
+            "type": "Left",
+            "documentId": "secret",
+            "reason": "private",
+        }
+        await guest.disconnect()
+
+    async_to_sync(scenario)()

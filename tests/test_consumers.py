@@ -332,3 +332,27 @@ async def test_a_peer_id_with_a_bidi_override_closes_with_4400():
     assert (await received(player))["userName"] == "Zoë"
     for socket in (zoe, player):
         await socket.disconnect()
+
+
+async def test_a_fault_while_opening_closes_with_1011_and_frees_the_socket():
+    # The relay's own fault (here: its ban table gone, as when the database is unreachable).
+    from channels.db import database_sync_to_async
+    from django.db import connection
+
+    from lobbies.admission import lobby_cache
+    from lobbies.models import Ban
+
+    def drop(create: bool) -> None:
+        with connection.schema_editor() as editor:
+            (editor.create_model if create else editor.delete_model)(Ban)
+
+    live_before = connections.count()
+    await database_sync_to_async(drop)(False)
+    lobby_cache.clear()
+    try:
+        peer = await opened("/introduction/unlucky")
+        assert await closed_with(peer) == 1011
+    finally:
+        await database_sync_to_async(drop)(True)
+    assert connections.count() == live_before
+    assert await get_presence().connections(["unlucky"]) == {}

@@ -285,3 +285,16 @@ def test_the_proxy_header_setting_reads_its_environment_variable():
         [*MANAGE, "shell", "-c", code], cwd=ROOT, env=env, check=True, capture_output=True
     )
     assert shown.stdout.decode().strip().splitlines()[-1] == "('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
+async def test_credentials_past_the_handshake_rate_are_not_even_looked_up(alice, settings):
+    # Counted before the database is asked: junk (or good) credentials buy no extra handshakes.
+    settings.RELAY_HANDSHAKE_RATE = "1/minute"
+    token, secret = await db(ApiToken.issue)(alice, "game server")
+    first = await opened("/introduction/a", headers=bearer(secret))
+    assert await stays_open(first)
+    await db(ApiToken.objects.update)(last_used_at=None)
+    second = await opened("/introduction/b", headers=bearer(secret))
+    assert await closed_with(second) == 4429
+    assert (await db(ApiToken.objects.get)(pk=token.pk)).last_used_at is None  # never resolved
+    await first.disconnect()

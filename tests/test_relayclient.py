@@ -437,10 +437,13 @@ def test_the_cli_says_in_one_line_when_it_cannot_connect() -> None:
 
 
 @pytest.mark.asyncio
-async def test_join_lobby_creates_a_lobby_and_reports_each_peers_role(relay_url: str) -> None:
+async def test_join_lobby_creates_a_lobby_and_reports_each_peers_role(
+    relay_url: str, signed_in_url: str
+) -> None:
     document = unique("race")
-    spec = {"title": "Race", "topology": "host", "maxPeers": 2}
-    async with Client(unique("host"), relay_url) as host, Client(unique("p"), relay_url) as player:
+    spec = {"title": "Race", "topology": "host", "maxPeers": 2}  # (needs an owner: signed in)
+    host_client = Client(unique("host"), signed_in_url)
+    async with host_client as host, Client(unique("p"), relay_url) as player:
         joined = await within(host.join_lobby(document, nickname="Host", lobby=spec))
         assert (joined.role, joined.lobby["title"], joined.lobby["maxPeers"]) == ("host", "Race", 2)
         assert host.lobbies[document] == joined
@@ -456,9 +459,12 @@ async def test_join_lobby_creates_a_lobby_and_reports_each_peers_role(relay_url:
 
 
 @pytest.mark.asyncio
-async def test_when_the_host_leaves_a_member_is_told_and_its_pipe_closes(relay_url: str) -> None:
+async def test_when_the_host_leaves_a_member_is_told_and_its_pipe_closes(
+    relay_url: str, signed_in_url: str
+) -> None:
     document = unique("game")
-    async with Client(unique("host"), relay_url) as host, Client(unique("m"), relay_url) as member:
+    host_client = Client(unique("host"), signed_in_url)
+    async with host_client as host, Client(unique("m"), relay_url) as member:
         await within(host.join_lobby(document, lobby={"topology": "host"}))
         await within(member.join_lobby(document))
         pipe = await within(member.next_peer())
@@ -481,11 +487,11 @@ async def test_invalid_lobby_metadata_is_refused_with_its_reason(relay_url: str)
 
 
 @pytest.mark.asyncio
-async def test_the_cli_reports_its_role_and_a_refusal(relay_url: str) -> None:
+async def test_the_cli_reports_its_role_and_a_refusal(relay_url: str, signed_in_url: str) -> None:
     document = unique("cli-lobby")
     lobby = json.dumps({"topology": "host", "maxPeers": 1})
     first = await asyncio.to_thread(
-        run_cli, relay_url, unique("cli"), document, "--lobby", lobby, stdin="hi\n"
+        run_cli, signed_in_url, unique("cli"), document, "--lobby", lobby, stdin="hi\n"
     )
     assert first.returncode == 0, first.stderr
     assert f"joined {document!r}" in first.stderr and "(host)" in first.stderr

@@ -268,3 +268,107 @@ async def test_lobby_creation_is_rate_limited_per_address_and_per_user(settings,
     assert await db(Lobby.objects.count)() == 5
     for socket in (first, second, elsewhere):
         await socket.disconnect()
+
+
+async def test_an_anonymous_join_cannot_make_a_full_or_hosted_lobby():
+    for spec in ({"maxPeers": 1}, {"topology": "host"}):
+        squatter = await opened("/introduction/squatter")
+        await squatter.send_to(text_data=join("contested", ext=1, lobby=spec))
+        assert (await received(squatter))["code"] == "forbidden"
+        await squatter.disconnect()
+    assert not await db(Lobby.objects.exists)()
+
+
+async def test_an_ownerless_lobby_left_full_by_a_deleted_owner_refuses_nobody(owner):
+    await db(Lobby.objects.create)(document_id="tiny", owner=owner, max_peers=1)
+    first = await opened("/introduction/first")
+    await first.send_to(text_data=join("tiny", ext=1))
+    assert (await received(first))["type"] == "Joined"
+    await db(owner.delete)()
+    second = await opened("/introduction/second")
+    await second.send_to(text_data=join("tiny", ext=1))
+    assert (await received(second))["type"] == "Joined"
+    for socket in (first, second):
+        await socket.disconnect()
+
+
+async def test_an_owner_shrinking_its_lobby_by_a_join_does_not_freeze_the_relay(owner):
+    # The change is made in the sockets' own database thread; taking peers out must not wait
+    # there for a socket that is itself waiting on that thread.
+    await db(Lobby.objects.create)(document_id="arena", owner=owner)
+    early = await opened("/introduction/early")
+    await early.send_to(text_data=join("arena", ext=1))
+    assert (await received(early))["type"] == "Joined"
+    host = await opened(f"/t/{issue_ticket(owner)}/introduction/host")
+    await host.send_to(text_data=join("arena", ext=1))
+    await drained(host)
+    await drained(early)
+    await host.send_to(text_data=join("arena", ext=1, lobby={"maxPeers": 1}))
+    answers = [await received(host) for _ in range(3)]  # Joined, its Introduction, then Left
+    assert answers[0]["type"] == "Joined"
+    assert answers[-1] == {"type": "Left", "documentId": "arena", "reason": "full"}
+    # The relay still answers: a newcomer's Join needs the database thread.
+    other = await opened("/introduction/other")
+    await other.send_to(text_data=join("elsewhere", ext=1))
+    assert (await received(other))["type"] == "Joined"
+    for socket in (early, host, other):
+        await socket.disconnect()
+
+
+async def test_every_ownerless_lobby_is_looked_at_in_turn(settings, monkeypatch):
+    settings.RELAY_ORPHAN_LOBBY_TTL = 60.0
+    monkeypatch.setattr(admission, "_SWEPT_PER_PASS", 2)
+    for document_id in ("a", "b", "c", "d", "e"):
+        await db(Lobby.objects.create)(document_id=document_id)
+    await db(Lobby.objects.update)(updated_at=timezone.now() - timedelta(hours=2))
+    occupants = []
+    for document_id in ("a", "b"):  # the oldest two: busy for good
+        peer = await opened(f"/introduction/in-{document_id}")
+        await peer.send_to(text_data=join(document_id, ext=1))
+        assert (await received(peer))["type"] == "Joined"
+        occupants.append(peer)
+    sweeper = admission.OrphanSweeper()
+    for now in (0.0, 1.0, 2.0):  # every batch seen empty once
+        await sweeper.sweep(now=now)
+    pruned = sum([await sweeper.sweep(now=100.0 + n) for n in range(3)])
+    assert pruned == 3
+    left = await db(lambda: sorted(Lobby.objects.values_list("document_id", flat=True)))()
+    assert left == ["a", "b"]
+    for peer in occupants:
+        await peer.disconnect()
+
+
+async def test_a_join_between_two_passes_keeps_an_ownerless_lobby(settings):
+    settings.RELAY_ORPHAN_LOBBY_TTL = 60.0
+    await db(Lobby.objects.create)(document_id="visited")
+    await db(Lobby.objects.update)(updated_at=timezone.now() - timedelta(hours=2))
+    sweeper = admission.orphans
+    sweeper.empty_since.clear()
+    assert await sweeper.sweep(now=0.0) == 0
+    visitor = await opened("/introduction/visitor")
+    await visitor.send_to(text_data=join("visited", ext=1))
+    assert (await received(visitor))["type"] == "Joined"
+    await visitor.disconnect()
+    assert await sweeper.sweep(now=61.0) == 0  # empty again, but not for the whole TTL
+    assert await db(Lobby.objects.filter(document_id="visited").exists)()
+
+
+def test_the_admin_refuses_an_ownerless_private_lobby_with_a_message(transactional_db):
+    from tests.accounts import staff_client
+
+    root = staff_client("root", superuser=True)
+    form = {
+        "document_id": "x",
+        "title": "",
+        "game": "",
+        "visibility": "private",
+        "state": "open",
+        "topology": "mesh",
+        "data": "{}",
+        "grants-TOTAL_FORMS": "0",
+        "grants-INITIAL_FORMS": "0",
+    }
+    response = root.post("/admin/lobbies/lobby/add/", form)
+    assert response.status_code == 200  # the form again, with the reason
+    assert "without an owner" in response.content.decode()
+    assert not Lobby.objects.exists()

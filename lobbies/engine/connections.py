@@ -7,6 +7,7 @@ and introductions directly (a method call), never through the channel layer.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -20,10 +21,14 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 PROCESS_TOKEN = secrets.token_hex(6)
 _counter = itertools.count(1)
 _live: dict[str, Any] = {}
+# The event loop this process's sockets live in (the server's), for code in other threads.
+loop: asyncio.AbstractEventLoop | None = None
 
 
 def register(socket: Any) -> str:
     """Give ``socket`` a new connection id and make it findable by :func:`lookup`."""
+    global loop
+    loop = asyncio.get_running_loop()
     connection = f"{PROCESS_TOKEN}.{next(_counter)}"
     _live[connection] = socket
     return connection

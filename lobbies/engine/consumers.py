@@ -86,7 +86,11 @@ class RelayConsumer(AsyncConsumer):
         """Open the socket object, or refuse it; then feed it frames until the client goes."""
         socket: RelaySocket | None = None
         try:
-            if not await rates.handshake(address):
+            # (Counted by lobbies.auth already when the handshake carried credentials.)
+            allowed = self.scope.get("handshake_allowed")
+            if allowed is None:
+                allowed = await rates.handshake(address)
+            if not allowed:
                 raise Refused(CloseCode.RATE_LIMITED, "too many new sockets")
             if "auth_error" in self.scope:
                 raise Refused(CloseCode.UNAUTHORIZED, self.scope["auth_error"])
@@ -99,6 +103,15 @@ class RelayConsumer(AsyncConsumer):
             if socket is not None:
                 await socket.close(None)  # frees what it took while opening
             await self.refuse(send, refusal)
+            return
+        except Exception:
+            # A fault of the relay's while opening (its database unreachable, say): this socket
+            # is closed with a code the client sees, and frees what it took.
+            logger.exception("%s %s failed to open", self.client, self.scope["path"])
+            if socket is not None:
+                await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
+            else:
+                await send_close(send, CloseCode.INTERNAL_ERROR, "internal error")
             return
         client, path = self.client, self.scope["path"]
         started = time.monotonic()

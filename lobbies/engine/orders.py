@@ -9,11 +9,17 @@ process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from lobbies.engine import connections
 from lobbies.engine.protocol import CloseCode
+from lobbies.engine.tasks import spawn
 
 
 class Action(Enum):
@@ -43,3 +49,24 @@ async def deliver(connection: str, order: Order) -> bool:
     if socket is None or not hasattr(socket, "carry_out"):  # gone, or a pipe end (takes no orders)
         return False
     return await socket.carry_out(order)
+
+
+def soon(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run ``action()`` in the event loop where this process's sockets live, without waiting for
+    it. For code in another thread (a view, a database hop of a socket's own) that must act on
+    sockets: waiting there for a socket that is itself waiting on that thread would never end.
+    Nothing is done when no socket ever lived in this process (there is nobody to act on)."""
+    loop = connections.loop
+    if loop is None or loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        spawn(action())
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no sockets left
+        # A context of its own: the caller's (a thread of asgiref's) would make the action's
+        # own database hops think they are nested in it.
+        loop.call_soon_threadsafe(lambda: spawn(action()), context=contextvars.Context())

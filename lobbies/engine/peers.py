@@ -412,9 +412,6 @@ class ControlSocket:
                         self._refuse((document_id,), Refusal.RATE_LIMITED, _TOO_MANY_NEW)
                         continue
                     creations -= 1
-                    if not get_rate_limits().lobby_creation(self.identity.account, self.address):
-                        self._refuse((document_id,), Refusal.RATE_LIMITED, _CREATING_TOO_FAST)
-                        continue
                 try:
                     about = replace(about, lobby=await self._apply_spec(document_id, about, spec))
                 except admission.Rejected as refused:
@@ -441,7 +438,7 @@ class ControlSocket:
         Raises ``admission.Rejected`` when the rules refuse the write."""
         lobby = about.lobby
         if lobby is None:
-            return await admission.create_lobby(self.identity, document_id, spec)
+            return await admission.create_lobby(self.identity, document_id, spec, self.address)
         if may_manage(self.identity, lobby.facts, Access(about.roles)):
             return await admission.update_lobby(document_id, spec, self.identity.user_id)
         return lobby
@@ -453,7 +450,7 @@ class ControlSocket:
         (refused, said why) unless another Join created the row meanwhile (409), which is then
         judged as any row is."""
         if refused.status != 409:
-            refusal = Refusal.FORBIDDEN if refused.status == 403 else Refusal.INVALID
+            refusal = _REJECTED.get(refused.status, Refusal.INVALID)
             self._refuse((document_id,), refusal, refused.message)
             return None
         about = (await admission.join_facts(self.identity, self.peer_id, [document_id]))[
@@ -644,7 +641,8 @@ class ControlSocket:
 
 
 _TOO_MANY_NEW = "too many new lobbies in one Join (RELAY_MAX_NEW_LOBBIES_PER_JOIN)"
-_CREATING_TOO_FAST = "too many new lobbies lately (RELAY_LOBBY_CREATION_RATE)"
+# A lobby write refused (``lobbies.owners.Rejected``: an HTTP status) as the Join's Error code.
+_REJECTED = {403: Refusal.FORBIDDEN, 429: Refusal.RATE_LIMITED}
 _REFUSALS = {
     Refusal.FORBIDDEN: "you may not join this lobby",
     Refusal.NOT_FOUND: "no such lobby",
