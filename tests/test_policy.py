@@ -16,12 +16,17 @@ from lobbies.policy import (
     Role,
     Topology,
     Visibility,
+    may_administer,
     may_create,
+    may_describe,
     may_host,
     may_join,
     may_manage,
     may_pipe,
+    may_see,
+    may_stay,
     may_take_peer_id,
+    roles_granted,
 )
 
 OWNER = Identity(user_id=1)
@@ -156,3 +161,60 @@ def test_who_may_take_a_peer_id(claimant, account, allowed):
 def test_an_identity_holds_peer_ids_as_its_user():
     assert ANONYMOUS.account == ""
     assert OWNER.account == "user:1"
+
+
+NOBODYS = LobbyFacts(owner_id=None)
+MODERATOR = Access(roles=frozenset({Role.MODERATOR}))
+
+
+@pytest.mark.parametrize(
+    ("lobby", "allowed"),
+    [
+        (NOBODYS, True),
+        (LobbyFacts(owner_id=None, visibility=Visibility.UNLISTED), True),
+        (LobbyFacts(owner_id=None, visibility=Visibility.PRIVATE), False),
+        (LobbyFacts(owner_id=None, state=LobbyState.LOCKED), False),
+        (LobbyFacts(owner_id=None, state=LobbyState.CLOSED), False),
+        (LobbyFacts(owner_id=None, max_peers=1), False),
+        (LobbyFacts(owner_id=None, topology=Topology.HOST), False),
+        (LobbyFacts(owner_id=1, visibility=Visibility.PRIVATE, max_peers=1), True),
+    ],
+)
+def test_a_lobby_without_an_owner_can_keep_nobody_out(lobby, allowed):
+    assert bool(may_describe(lobby)) is allowed
+
+
+def test_an_ownerless_lobby_refuses_only_the_banned():
+    full = LobbyFacts(owner_id=None, max_peers=1, state=LobbyState.CLOSED)  # (an old row)
+    assert may_join(ANONYMOUS, full, Access(peers_present=5), CreationPolicy.ANYONE)
+    assert not may_join(ANONYMOUS, full, Access(banned=True), CreationPolicy.ANYONE)
+
+
+@pytest.mark.parametrize(
+    ("identity", "access", "stays"),
+    [
+        (ANONYMOUS, Access(), False),
+        (USER, Access(roles=frozenset({Role.MEMBER})), True),
+        (USER, MODERATOR, True),
+        (OWNER, Access(), True),
+        (OPERATOR, Access(), True),
+        (USER, Access(roles=frozenset({Role.MEMBER}), banned=True), False),
+    ],
+)
+def test_who_may_stay_in_a_lobby_made_private(identity, access, stays):
+    private = LobbyFacts(owner_id=1, visibility=Visibility.PRIVATE)
+    assert may_stay(identity, private, access) is stays
+    assert may_see(identity, private, access) is (stays or access.banned)
+
+
+def test_moderators_manage_but_only_owners_and_operators_administer():
+    lobby = LobbyFacts(owner_id=1)
+    assert may_manage(USER, lobby, MODERATOR) and not may_administer(USER, lobby)
+    assert may_administer(OWNER, lobby) and may_administer(OPERATOR, lobby)
+
+
+def test_roles_come_from_the_users_own_grants_and_its_groups():
+    grants = [(2, None, "member"), (None, 7, "host"), (9, None, "moderator")]
+    member_of_7 = Identity(user_id=2, group_ids=frozenset({7}))
+    assert roles_granted(member_of_7, grants) == {Role.MEMBER, Role.HOST}
+    assert roles_granted(ANONYMOUS, grants) == frozenset()
