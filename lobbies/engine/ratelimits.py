@@ -31,7 +31,7 @@ import ipaddress
 import time
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from itertools import islice
 
 from limits import parse
@@ -146,6 +146,7 @@ class BucketTable:
         self.next_prune = now + rate.period
 
 
+@lru_cache(maxsize=4096)  # parsing an address costs microseconds; a socket asks several times
 def address_key(address: str) -> str:
     """What one client address is counted as: an IPv6 address by its /64 (one subscriber's
     usual share), an IPv4 address, also one written IPv4-mapped, by itself. Anything else (no
