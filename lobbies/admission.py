@@ -38,7 +38,7 @@ from lobbies.engine.presence import get_presence
 from lobbies.engine.tasks import spawn
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.owners import Rejected as Rejected  # (the sockets ask this module only)
-from lobbies.policy import Identity, LobbyFacts, Role, roles_granted
+from lobbies.policy import Access, Identity, LobbyFacts, Role, roles_granted
 from lobbies.schemas import LobbySpec
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ class JoinFacts:
     lobby: LobbyView | None
     roles: frozenset[Role] = frozenset()
     banned: bool = False
+
+    def access(self, peers_present: int = 0) -> Access:
+        """The asker's access to the lobby (``lobbies.policy``), ``peers_present`` others in
+        it now."""
+        return Access(self.roles, self.banned, peers_present)
 
 
 @dataclass(frozen=True, slots=True)

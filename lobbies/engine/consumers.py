@@ -178,21 +178,19 @@ class RelayConsumer(AsyncConsumer):
         """The socket object for this path; raises :class:`PathError` for a bad one (4400)."""
         raise NotImplementedError
 
+    def surroundings(self, send: Send, settings: RelaySettings) -> tuple[Any, ...]:
+        """What every socket object is made with, after its path's ids: who the client is, how
+        to write to it, presence, the settings, the server's splice handle, the address."""
+        handle = splice_handle(self.scope)
+        return self.identity, send, get_presence(), settings, handle, self.address
+
 
 class IntroductionConsumer(RelayConsumer):
     """A peer's control socket (``lobbies.engine.peers``)."""
 
     def socket(self, send: Send, settings: RelaySettings) -> ControlSocket:
         peer_id = parse_introduction_path(_raw_path(self.scope), settings.max_id_length)
-        return ControlSocket(
-            peer_id,
-            self.identity,
-            send,
-            get_presence(),
-            settings,
-            splice_handle(self.scope),
-            self.address,
-        )
+        return ControlSocket(peer_id, *self.surroundings(send, settings))
 
 
 class ConnectionConsumer(RelayConsumer):
@@ -200,16 +198,7 @@ class ConnectionConsumer(RelayConsumer):
 
     def socket(self, send: Send, settings: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), settings.max_id_length)
-        key = PipeKey(a, b, document_id)
-        return PipeEnd(
-            key,
-            self.identity,
-            send,
-            get_presence(),
-            settings,
-            splice_handle(self.scope),
-            self.address,
-        )
+        return PipeEnd(PipeKey(a, b, document_id), *self.surroundings(send, settings))
 
 
 class InvalidPathConsumer(RelayConsumer):

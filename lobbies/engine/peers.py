@@ -403,7 +403,7 @@ class ControlSocket:
         for document_id in document_ids:
             about = found[document_id]
             if document_id not in self.lobbies:
-                access = Access(about.roles, about.banned, present.get(document_id, 0))
+                access = about.access(present.get(document_id, 0))
                 if not self._may_join(document_id, about, access):
                     continue
             if spec is not None:
@@ -439,7 +439,7 @@ class ControlSocket:
         lobby = about.lobby
         if lobby is None:
             return await admission.create_lobby(self.identity, document_id, spec, self.address)
-        if may_manage(self.identity, lobby.facts, Access(about.roles)):
+        if may_manage(self.identity, lobby.facts, about.access()):
             return await admission.update_lobby(document_id, spec, self.identity.user_id)
         return lobby
 
@@ -457,7 +457,7 @@ class ControlSocket:
             document_id
         ]
         present = await self.presence.counts([document_id])
-        access = Access(about.roles, about.banned, present.get(document_id, 0))
+        access = about.access(present.get(document_id, 0))
         return about if self._may_join(document_id, about, access) else None
 
     async def _judge_again(self, admitted: tuple[str, ...], fresh: list[str]) -> tuple[str, ...]:
@@ -470,7 +470,7 @@ class ControlSocket:
         for document_id in joined:
             about = found[document_id]
             lobby = about.lobby.facts if about.lobby is not None else None
-            if may_stay(self.identity, lobby, Access(about.roles, about.banned)):
+            if may_stay(self.identity, lobby, about.access()):
                 self.lobbies[document_id] = about
             else:
                 out.append(document_id)
@@ -489,7 +489,7 @@ class ControlSocket:
             lobby = about.lobby
             if lobby is None or lobby.facts.topology is not Topology.HOST:
                 continue
-            access = Access(about.roles)
+            access = about.access()
             claimant = self.peer_id if may_host(self.identity, lobby.facts, access) else None
             hosts[document_id] = await self.presence.claim_host(document_id, claimant)
         return hosts
