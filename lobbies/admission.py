@@ -66,6 +66,11 @@ class JoinFacts:
     roles: frozenset[Role] = frozenset()
     banned: bool = False
 
+    @property
+    def lobby_facts(self) -> LobbyFacts | None:
+        """What the policy judges of the lobby (None: no row)."""
+        return self.lobby.facts if self.lobby is not None else None
+
     def access(self, peers_present: int = 0) -> Access:
         """The asker's access to the lobby (``lobbies.policy``), ``peers_present`` others in
         it now."""

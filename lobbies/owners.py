@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -88,11 +88,11 @@ _ANONYMOUS_LOBBY = (
 
 
 def access(identity: Identity, lobby: Lobby) -> Access:
-    """The roles ``identity`` holds in ``lobby`` (its own grants and its groups')."""
+    """The roles ``identity`` holds in ``lobby`` (``lobbies.policy.roles_granted``)."""
     if not identity.is_authenticated:
-        return Access()
-    grants = lobby.grants.filter(Q(user_id=identity.user_id) | Q(group_id__in=identity.group_ids))
-    return Access(roles=frozenset(Role(r) for r in grants.values_list("role", flat=True)))
+        return Access()  # (no query)
+    grants = lobby.grants.values_list("user_id", "group_id", "role")
+    return Access(roles=roles_granted(identity, grants))
 
 
 def visible(identity: Identity, lobby: Lobby) -> bool:

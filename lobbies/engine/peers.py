@@ -259,10 +259,7 @@ class ControlSocket:
         if now is None:
             # Undone rather than joined without introductions: being in a lobby is what lets
             # two peers open a pipe.
-            undo = tuple(d for d in admitted if d in fresh)
-            for document_id in undo:
-                del self.lobbies[document_id]
-            await self.presence.leave(self.peer_id, self.connection, undo)
+            await self._withdraw([d for d in admitted if d in fresh])
             self._refuse(admitted, Refusal.RATE_LIMITED, "too many Introductions")
             return {}
         if self.ext:
@@ -423,9 +420,8 @@ class ControlSocket:
         return tuple(admitted)
 
     def _may_join(self, document_id: str, about: JoinFacts, access: Access) -> bool:
-        lobby = about.lobby.facts if about.lobby is not None else None
         policy_name = CreationPolicy(self.settings.creation_policy)
-        decision = may_join(self.identity, lobby, access, policy_name)
+        decision = may_join(self.identity, about.lobby_facts, access, policy_name)
         if not decision:
             self._refuse((document_id,), decision.refusal, _REFUSALS[decision.refusal])
         return decision.allowed
@@ -469,16 +465,20 @@ class ControlSocket:
         out = []
         for document_id in joined:
             about = found[document_id]
-            lobby = about.lobby.facts if about.lobby is not None else None
-            if may_stay(self.identity, lobby, about.access()):
+            if may_stay(self.identity, about.lobby_facts, about.access()):
                 self.lobbies[document_id] = about
             else:
                 out.append(document_id)
-                del self.lobbies[document_id]
-                self._refuse((document_id,), Refusal.LOCKED, "the lobby changed as you joined")
-        if out:
-            await self.presence.leave(self.peer_id, self.connection, tuple(out))
+        await self._withdraw(out)
+        self._refuse(out, Refusal.LOCKED, "the lobby changed as you joined")
         return tuple(d for d in admitted if d not in out)
+
+    async def _withdraw(self, document_ids: Sequence[str]) -> None:
+        """Undo the joining of these ids (admitted by this Join, then refused after all)."""
+        for document_id in document_ids:
+            del self.lobbies[document_id]
+        if document_ids:
+            await self.presence.leave(self.peer_id, self.connection, tuple(document_ids))
 
     async def _claim_hosts(self, document_ids: tuple[str, ...]) -> dict[str, str | None]:
         """The host of each joined id that is a host lobby, this peer if it may host and the
