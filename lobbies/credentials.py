@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
@@ -34,11 +32,8 @@ _WATCHED = ("password", "is_active")
 
 
 def _close(user_id: int, reason: str, which: Any = lambda _: True) -> None:
-    transaction.on_commit(
-        lambda: async_to_sync(moderation.disconnect_user)(
-            user_id, CloseCode.UNAUTHORIZED, reason, which
-        )
-    )
+    code = CloseCode.UNAUTHORIZED
+    moderation.after_commit(lambda: moderation.disconnect_user(user_id, code, reason, which))
 
 
 def _not_a_token(credential: str) -> bool:

@@ -9,12 +9,14 @@ presence.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
 
 from lobbies.engine import connections, pipes
-from lobbies.engine.orders import Action, Order, deliver
-from lobbies.engine.orders import soon as soon  # for lobbies.owners: act later, from a thread
+from lobbies.engine.orders import Action, Order, deliver, soon
 from lobbies.engine.presence import Member, OpenPipe, get_presence
 from lobbies.engine.protocol import CloseCode
 
@@ -99,3 +101,12 @@ async def disconnect_user(
             await socket.close(code, reason)
             closed += 1
     return closed
+
+
+def after_commit(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run ``action()`` on the live sockets once the current transaction is committed (a peer
+    taken out that comes straight back must find the change in the database), without waiting
+    for it (``lobbies.engine.orders.soon``): the committing thread may be the sockets' own
+    database thread, and the socket to act on may be waiting for it. The one way the product
+    side acts on sockets after a write."""
+    transaction.on_commit(lambda: soon(action))

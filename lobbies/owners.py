@@ -16,7 +16,6 @@ reported as ``signals.operator_action`` with who did it (``by``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -122,22 +121,15 @@ def members(document_id: str) -> list[str]:
     return async_to_sync(get_presence().members)(document_id)
 
 
-def _after_commit(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Run ``action()`` on the sockets once the change is committed (a peer taken out that
-    comes straight back must find the new row), without waiting for it: the caller may be a
-    socket's own database hop, and that socket may be the one to act on."""
-    transaction.on_commit(lambda: moderation.soon(action))
-
-
 def _take_peers_out(document_id: str, reason: str) -> None:
-    _after_commit(lambda: moderation.evict(document_id, reason))
+    moderation.after_commit(lambda: moderation.evict(document_id, reason))
 
 
 def _take_out_who_may_not_stay(document_id: str) -> None:
     """After a lobby became private, smaller or someone else's: its peers without a right to
     stay leave (``Left`` with ``private``), then the newest past its capacity (``Left`` with
     ``full``). Judged on the lobby as committed."""
-    _after_commit(lambda: _judge_who_stays(document_id))
+    moderation.after_commit(lambda: _judge_who_stays(document_id))
 
 
 async def _judge_who_stays(document_id: str) -> None:
@@ -344,16 +336,15 @@ def _ban_saved(sender: type, instance: Ban, **kwargs: Any) -> None:
     transaction.on_commit(lambda: enforce(instance))
 
 
-def enforce(ban: Ban) -> int:
-    """Apply ``ban`` to the sockets it names that are online now: kicked from its lobby
-    (``Left`` with ``banned``), or from the relay (4403, its pipes closed too). Returns how
-    many peers it reached; an expired ban reaches none. Every ban saved is applied so."""
+def enforce(ban: Ban) -> None:
+    """Apply ``ban`` to the sockets it names that are online: kicked from its lobby (``Left``
+    with ``banned``), or from the relay (4403, its pipes closed too), in the sockets' event
+    loop, not waited for. An expired ban reaches none. Every ban saved is applied so."""
     if ban.expires_at is not None and ban.expires_at <= timezone.now():
-        return 0
+        return
     document_id = ban.lobby.document_id if ban.lobby_id else None
-    reached = async_to_sync(moderation.enforce_ban)(
-        document_id, account_of(ban.user_id), ban.peer_id
-    )
+    account, peer_id = account_of(ban.user_id), ban.peer_id
+    moderation.soon(lambda: moderation.enforce_ban(document_id, account, peer_id))
     who = ban.user.get_username() if ban.user_id else ban.peer_id
     _report(
         "ban",
@@ -363,7 +354,6 @@ def enforce(ban: Ban) -> int:
         banned=who,
         expires_at=ban.expires_at.isoformat() if ban.expires_at else None,
     )
-    return reached
 
 
 def transfer(lobby: Lobby, owner: Any, by: int | None = None) -> None:
