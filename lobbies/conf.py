@@ -8,8 +8,10 @@ check, refuses impossible values at start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, fields
 from functools import cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
@@ -27,6 +29,11 @@ class RelaySettings:
 
     allowed_origins: tuple[str, ...]
     presence_backend: str
+    redis_url: str
+    redis_prefix: str
+    worker_ttl: float
+    pipe_window_bytes: int
+    trusted_proxies: tuple[str, ...]
     max_id_length: int
     max_ids_per_peer: int
     max_frame_bytes: int
@@ -76,6 +83,7 @@ def relay_settings() -> RelaySettings:
     """The relay's settings, read once per process (and again after a test overrides them)."""
     values = {f.name: getattr(settings, _setting_name(f.name)) for f in fields(RelaySettings)}
     values["allowed_origins"] = tuple(values["allowed_origins"])
+    values["trusted_proxies"] = tuple(values["trusted_proxies"])
     return RelaySettings(**values)
 
 
@@ -101,6 +109,7 @@ _MINIMUMS: dict[str, float] = {
     "facts_cache_seconds": 0,  # 0: ask the database every time
     "event_queue": 1,
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
+    "pipe_window_bytes": 1,
 }
 _RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate", "lobby_creation_rate")
 _POSITIVE = (
@@ -111,9 +120,7 @@ _POSITIVE = (
     "ticket_ttl",
     "orphan_lobby_ttl",
 )
-_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate")
-_POSITIVE = ("pair_timeout", "close_timeout", "ping_timeout", "handshake_timeout", "ticket_ttl")
-_POSITIVE += ("signin_lockout",)  # 0 would lock out for ever
+_POSITIVE += ("signin_lockout", "worker_ttl")  # 0 would lock out for ever
 
 
 def setting_errors(values: RelaySettings) -> list[str]:
@@ -154,6 +161,13 @@ def setting_errors(values: RelaySettings) -> list[str]:
     if values.creation_policy not in {p.value for p in CreationPolicy}:
         choices = ", ".join(p.value for p in CreationPolicy)
         errors.append(f"RELAY_CREATION_POLICY must be one of {choices}")
+    for proxy in values.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            errors.append(f"RELAY_TRUSTED_PROXIES: {proxy!r} is not an address or a network")
+    if values.redis_url and urlsplit(values.redis_url).scheme not in ("redis", "rediss", "unix"):
+        errors.append("RELAY_REDIS_URL must be a redis://, rediss:// or unix:// URL, or empty")
     try:
         import_string(values.presence_backend)
     except ImportError as exc:

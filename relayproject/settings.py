@@ -112,9 +112,31 @@ DATABASES = {
 # Under ASGI a persistent connection is never reused by the same thread: always 0.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 
-# One process by default; several workers need a shared layer (Redis), which comes with
-# the Redis presence backend.
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Many workers (lobbies/engine/workers.py): one Redis URL (e.g. redis://127.0.0.1:6379/0) moves
+# presence, the channel layer, the workers' messages, shared rate limits and cache invalidation
+# there. Empty: the embedded default, one process, everything in its memory.
+RELAY_REDIS_URL = env.str("RELAY_REDIS_URL", default="")
+# What every Redis key and channel of this relay starts with (several relays may share a Redis).
+RELAY_REDIS_PREFIX = env.str("RELAY_REDIS_PREFIX", default="relay:")
+# Seconds after which a worker that stopped announcing itself (killed, say) is gone from presence
+# with all its peers, held pipe requests and pipes. A worker announces itself every third of it.
+RELAY_WORKER_TTL = env.float("RELAY_WORKER_TTL", default=15.0)
+# Bytes one direction of a pipe whose ends are on two workers may have in flight (sent, not yet
+# written to the reader): a reader that stops reading stops its writer, on either worker.
+RELAY_PIPE_WINDOW_BYTES = env.int("RELAY_PIPE_WINDOW_BYTES", default=1024 * 1024)
+# Addresses or networks of the proxies whose X-Forwarded-For is believed (the client address then
+# comes from it, for per-address limits and logs); from anyone else the header is ignored.
+RELAY_TRUSTED_PROXIES = env.list("RELAY_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+
+if RELAY_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [RELAY_REDIS_URL], "prefix": f"{RELAY_REDIS_PREFIX}asgi"},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Axes first: a locked-out sign-in is refused before any password is checked.
 AUTHENTICATION_BACKENDS = [
@@ -165,8 +187,12 @@ LOGGING = {
 # Browser origins allowed to open WebSockets ("*" = any). Clients that send no Origin header
 # (game clients, Node.js, tools) are not judged by it.
 RELAY_ALLOWED_ORIGINS = env.list("RELAY_ALLOWED_ORIGINS", default=["*"])
+# Where presence lives: in this process's memory, or with RELAY_REDIS_URL in Redis.
 RELAY_PRESENCE_BACKEND = env.str(
-    "RELAY_PRESENCE_BACKEND", default="lobbies.engine.presence.memory.MemoryPresence"
+    "RELAY_PRESENCE_BACKEND",
+    default="lobbies.engine.presence.redis.RedisPresence"
+    if RELAY_REDIS_URL
+    else "lobbies.engine.presence.memory.MemoryPresence",
 )
 # Longest peer id or document id, in characters (longer: close 4400, or the Join is ignored).
 RELAY_MAX_ID_LENGTH = env.int("RELAY_MAX_ID_LENGTH", default=256)

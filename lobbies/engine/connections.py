@@ -34,6 +34,16 @@ def register(socket: Any) -> str:
     return connection
 
 
+def worker_of(connection: str) -> str:
+    """The worker (its process token) holding the socket named ``connection``."""
+    return connection.partition(".")[0]
+
+
+def is_local(connection: str) -> bool:
+    """Whether ``connection`` names a socket of this process."""
+    return connection.startswith(PROCESS_TOKEN) and worker_of(connection) == PROCESS_TOKEN
+
+
 def unregister(connection: str) -> None:
     """Forget a socket that has closed."""
     _live.pop(connection, None)

@@ -186,3 +186,29 @@ class Presence(ABC):
     @abstractmethod
     async def flush(self) -> None:
         """Forget everything (tests, and a restart of a single-process relay)."""
+
+    # -- workers (``lobbies.engine.workers``) ----------------------------------------------------
+    # A connection id names its worker (``lobbies.engine.connections.worker_of``). A backend
+    # shared by several workers forgets a worker that stopped announcing itself, with
+    # everything it held; until it does, every read already treats that worker's records as
+    # absent, so nobody is introduced to, or paired with, a ghost. One process alone (memory)
+    # has nothing to forget.
+
+    async def announce(self, worker: str, ttl: float) -> bool:
+        """``worker`` is alive for ``ttl`` more seconds. False when the store no longer knew a
+        worker that had announced itself before (it was forgotten, or the store lost its data:
+        a Redis restart): its sockets are not in presence any more."""
+        return True
+
+    async def reap(self) -> list[str]:
+        """Forget every worker whose announcement expired, with its peers, memberships, held
+        pipe requests and pipes; returns those workers."""
+        return []
+
+    async def withdraw(self, worker: str) -> None:
+        """Forget ``worker`` and everything it held now (it is shutting down)."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release the backend's connections (the event loop is ending)."""
+        return None
