@@ -7,8 +7,8 @@ Answers are asked when a socket opens (relay-wide bans) and when it Joins ids (t
 their bans and grants), never per frame, and kept in this process's :class:`LobbyCache` for
 ``RELAY_FACTS_CACHE_SECONDS``: a lobby that a thousand peers join costs one query, not a
 thousand. A change committed in this process (admin, API, a Join that creates a lobby) drops the
-cached answer at once, through model signals; one saved by another worker process is seen when
-the answer expires.
+cached answer at once, through model signals, and tells the other workers to drop theirs
+(``RELAY_REDIS_URL``); one saved outside the relay's processes is seen when the answer expires.
 
 The ORM runs in Channels' ``database_sync_to_async`` (which closes stale connections around each
 call, as consumers that skip ``AsyncConsumer``'s per-message cleanup must).
@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from lobbies import owners
 from lobbies.conf import relay_settings
+from lobbies.engine import orders, workers
 from lobbies.engine.presence import get_presence
 from lobbies.engine.tasks import spawn
 from lobbies.models import Ban, Lobby, LobbyGrant
@@ -319,7 +320,26 @@ def changed_since(generation: int) -> bool:
 
 
 def _forget_on_commit(document_id: str | None) -> None:
-    transaction.on_commit(lambda: lobby_cache.forget(document_id))
+    transaction.on_commit(lambda: _forget_everywhere(document_id))
+
+
+def _forget_everywhere(document_id: str | None) -> None:
+    """Drop the cached answer here at once, and in every other worker (``RELAY_REDIS_URL``)
+    as soon as its message arrives."""
+    lobby_cache.forget(document_id)
+    if workers.active() is not None:
+        orders.soon(lambda: _tell_workers(document_id))
+
+
+async def _tell_workers(document_id: str | None) -> None:
+    link = workers.active()
+    if link is not None:
+        link.broadcast(["forget", document_id])
+
+
+@workers.handler("forget")
+async def _forgotten_elsewhere(document_id: str | None) -> None:
+    lobby_cache.forget(document_id)
 
 
 @receiver([post_save, post_delete], sender=Lobby)

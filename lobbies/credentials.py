@@ -12,8 +12,8 @@ the sockets it authenticated with 4401 (``lobbies.moderation.disconnect_user``):
   tickets it minted.
 
 Model receivers, run once the change is committed, in the process that made it (the relay's own
-pages, API and admin): a change made elsewhere (``manage.py changepassword``, another worker)
-takes effect at the socket's next handshake.
+pages, API and admin), which tells every worker (``RELAY_REDIS_URL``): a change made outside the
+relay's processes (``manage.py changepassword``) takes effect at the socket's next handshake.
 """
 
 from __future__ import annotations
@@ -31,14 +31,9 @@ from lobbies.models import ApiToken
 _WATCHED = ("password", "is_active")
 
 
-def _close(user_id: int, reason: str, which: Any = lambda _: True) -> None:
+def _close(user_id: int, reason: str, **which: Any) -> None:
     code = CloseCode.UNAUTHORIZED
-    moderation.after_commit(lambda: moderation.disconnect_user(user_id, code, reason, which))
-
-
-def _not_a_token(credential: str) -> bool:
-    # Sessions and tickets (also a token's) end with the password; a bare API token does not.
-    return not credential.startswith("token:")
+    moderation.after_commit(lambda: moderation.disconnect_user(user_id, code, reason, **which))
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL)
@@ -63,7 +58,8 @@ def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     if before.get("is_active", False) and not instance.is_active:
         _close(instance.pk, "the user was deactivated")
     elif "password" in before and before["password"] != instance.password:
-        _close(instance.pk, "the password was changed", _not_a_token)
+        # Sessions and tickets (also a token's) end with the password; a bare API token does not.
+        _close(instance.pk, "the password was changed", keep_tokens=True)
 
 
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL)
@@ -76,5 +72,5 @@ def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 def _token_changed(sender: Any, instance: ApiToken, **kwargs: Any) -> None:
     if instance.revoked_at is None and kwargs.get("signal") is post_save:
         return
-    mine = {f"token:{instance.pk}", f"ticket:{instance.pk}"}
-    _close(instance.user_id, "the API token was revoked", mine.__contains__)
+    mine = frozenset({f"token:{instance.pk}", f"ticket:{instance.pk}"})
+    _close(instance.user_id, "the API token was revoked", credentials=mine)

@@ -9,13 +9,13 @@ presence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 
-from lobbies.engine import connections, pipes
+from lobbies.engine import connections, pipes, workers
 from lobbies.engine.orders import Action, Order, deliver, soon
 from lobbies.engine.presence import Member, OpenPipe, get_presence
 from lobbies.engine.protocol import CloseCode
@@ -83,24 +83,50 @@ async def enforce_ban(document_id: str | None, account: str, peer_id: str) -> in
 
 
 async def disconnect_user(
-    user_id: int, code: CloseCode, reason: str, which: Callable[[str], bool] = lambda _: True
+    user_id: int,
+    code: CloseCode,
+    reason: str,
+    credentials: Collection[str] | None = None,
+    *,
+    keep_tokens: bool = False,
+    everywhere: bool = True,
 ) -> int:
-    """Close the live sockets of user ``user_id`` whose credential (``Identity.credential``)
-    ``which`` names, with ``code``: a control socket as a relay-wide ban closes it (a DISCONNECT
-    order: its pipes close too), a pipe end at once. Returns how many sockets it closed. Only
-    this process's sockets (as everywhere today: ``lobbies.engine.connections``)."""
+    """Close the live sockets of user ``user_id`` that authenticated with one of
+    ``credentials`` (``Identity.credential``; None: any), or with ``keep_tokens`` any but a
+    bare API token, with ``code``: a control socket as a relay-wide ban closes it (a DISCONNECT
+    order: its pipes close too), a pipe end at once. On every worker (``everywhere``); returns
+    how many sockets it closed on this one."""
+    link = workers.active()
+    if everywhere and link is not None:
+        named = sorted(credentials) if credentials is not None else None
+        link.broadcast(["disconnect_user", user_id, int(code), reason, named, keep_tokens])
     order = Order(Action.DISCONNECT, reason, code=code)
     closed = 0
     for socket in connections.sockets():
         identity = getattr(socket, "identity", None)
-        if identity is None or identity.user_id != user_id or not which(identity.credential):
+        if identity is None or identity.user_id != user_id:
             continue
+        credential = identity.credential
+        if credentials is not None and credential not in credentials:
+            continue
+        if keep_tokens and credential.startswith("token:"):
+            continue  # sessions and tickets end with the password; a bare API token does not
         if hasattr(socket, "carry_out"):
             closed += await deliver(socket.connection, order)
         elif connections.lookup(socket.connection) is socket:  # not closed with its peer's
             await socket.close(code, reason)
             closed += 1
     return closed
+
+
+@workers.handler("disconnect_user")
+async def _disconnect_user_here(
+    user_id: int, code: int, reason: str, credentials: list[str] | None, keep_tokens: bool
+) -> None:
+    named = frozenset(credentials) if credentials is not None else None
+    await disconnect_user(
+        user_id, CloseCode(code), reason, named, keep_tokens=keep_tokens, everywhere=False
+    )
 
 
 def after_commit(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:

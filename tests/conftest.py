@@ -92,12 +92,13 @@ def relay_environ(data_dir: Path, **env: str) -> dict[str, str]:
     return {**environ, "RELAY_DATA_DIR": str(data_dir), **env}
 
 
-def start_relay(server: str, data_dir: Path, **env: str) -> LiveRelay:
+def start_relay(server: str, data_dir: Path, log_name: str = "relay.log", **env: str) -> LiveRelay:
     """Start ``manage.py serve`` as ``make run`` does (database migrated, static files
-    collected) and wait until it answers HTTP (at most 30 s)."""
+    collected) and wait until it answers HTTP (at most 30 s). Several relays started on one
+    ``data_dir`` share its database (workers of one relay), each logging to its ``log_name``."""
     env = {"DJANGO_STATIC_ROOT": collected_static(), **env}
     port = free_port()
-    log_path = data_dir / "relay.log"
+    log_path = data_dir / log_name
     command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
     # A file, not a pipe: a pipe nobody reads would stall the server once full.
     with log_path.open("ab") as log:

@@ -9,13 +9,16 @@ serves ``/connection/<A>/<B>/<documentId>`` (pipes). Who the client is was settl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, Protocol
 
 from channels.consumer import AsyncConsumer
+from redis.exceptions import RedisError
 
 from lobbies.conf import RelaySettings, relay_settings
+from lobbies.engine import workers
 from lobbies.engine.connections import Refused, Send, send_close
 from lobbies.engine.peers import ControlSocket
 from lobbies.engine.pipes import PipeEnd
@@ -72,6 +75,7 @@ class RelayConsumer(AsyncConsumer):
             return
         # Accepted first even when refused: a close code reaches only an accepted socket.
         await send({"type": "websocket.accept"})
+        await workers.start()  # (at once after the first socket; servers start it earlier)
         address = self.address
         rates = get_rate_limits()
         if not rates.connect(address):
@@ -103,6 +107,17 @@ class RelayConsumer(AsyncConsumer):
             if socket is not None:
                 await socket.close(None)  # frees what it took while opening
             await self.refuse(send, refusal)
+            return
+        except RedisError as exc:
+            # Presence is in Redis and Redis does not answer (restarting, say): the client is
+            # told to come back rather than left with a fault.
+            logger.warning(
+                "%s %s: Redis does not answer (%r)", self.client, self.scope["path"], exc
+            )
+            if socket is not None:
+                with contextlib.suppress(RedisError):
+                    await socket.close(None)
+            await send_close(send, CloseCode.TRY_AGAIN_LATER, "the relay cannot serve now; retry")
             return
         except Exception:
             # A fault of the relay's while opening (its database unreachable, say): this socket

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from lobbies.engine import connections
+from lobbies.engine import connections, workers
 from lobbies.engine.protocol import CloseCode
 from lobbies.engine.tasks import spawn
 
@@ -42,13 +42,46 @@ class Order:
 
 
 async def deliver(connection: str, order: Order) -> bool:
-    """Hand ``order`` to the live control socket named ``connection``; True if it was carried
-    out. False when there was nothing to do, which is not an error: the peer left the lobby or
-    the relay on its own meanwhile."""
+    """Hand ``order`` to the live control socket named ``connection``, on this worker or
+    another; True if it was carried out. False when there was nothing to do, which is not an
+    error: the peer left the lobby or the relay on its own meanwhile (or its worker did not
+    answer in time)."""
+    link = workers.active()
+    if link is not None and not connections.is_local(connection):
+        fields = [order.action.value, order.reason, order.document_id, int(order.code)]
+        try:
+            return bool(
+                await link.ask(connections.worker_of(connection), ["order", connection, *fields])
+            )
+        except workers.Unreachable:
+            return False
     socket = connections.lookup(connection)
     if socket is None or not hasattr(socket, "carry_out"):  # gone, or a pipe end (takes no orders)
         return False
     return await socket.carry_out(order)
+
+
+@workers.handler("order")
+async def _order_from_afar(
+    connection: str, action: str, reason: str, document_id: str, code: int
+) -> bool:
+    return await deliver(connection, Order(Action(action), reason, document_id, CloseCode(code)))
+
+
+async def close(connection: str, code: CloseCode, reason: str) -> None:
+    """Close the socket named ``connection`` with ``code``, on this worker or another."""
+    link = workers.active()
+    if link is not None and not connections.is_local(connection):
+        link.tell(connections.worker_of(connection), ["close", connection, int(code), reason])
+        return
+    socket = connections.lookup(connection)
+    if socket is not None:
+        await socket.close(code, reason)
+
+
+@workers.handler("close")
+async def _close_from_afar(connection: str, code: int, reason: str) -> None:
+    await close(connection, CloseCode(code), reason)
 
 
 def soon(action: Callable[[], Coroutine[Any, Any, Any]]) -> None:

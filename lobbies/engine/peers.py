@@ -20,11 +20,12 @@ from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from lobbies import admission, signals
 from lobbies.admission import JoinFacts, LobbyView
 from lobbies.conf import RelaySettings
-from lobbies.engine import connections, discovery, pipes
+from lobbies.engine import connections, discovery, orders, pipes, workers
 from lobbies.engine.connections import Refused, Send, send_close
 from lobbies.engine.orders import Action, Order
 from lobbies.engine.presence import PeerIdTaken, Presence
@@ -183,11 +184,10 @@ class ControlSocket:
             return
         self.state = PeerState.OPEN
         emit(signals.peer_online, peer_id=self.peer_id, user_id=self.identity.user_id)
-        old = connections.lookup(replaced) if replaced else None
-        if old is not None:
+        if replaced:
             # The LF relay leaves the old socket open, and its later close deletes the new
             # registration; closing it here avoids both.
-            await old.close(CloseCode.CONFLICT, "replaced by a newer connection")
+            await orders.close(replaced, CloseCode.CONFLICT, "replaced by a newer connection")
 
     async def handle_frame(self, message: dict[str, Any]) -> None:
         """One control frame from the client."""
@@ -504,13 +504,16 @@ class ControlSocket:
         encoded: dict[tuple[Dialect, tuple[str, ...]], str | bytes] = {}
         for other, shared in meetings.items():
             self.deliver(encode_introduction(self.dialect, other, shared))
-            socket = connections.lookup(online.get(other, ""))
+            connection = online.get(other, "")
+            socket = connections.lookup(connection)
             if socket is not None:
                 key = (socket.dialect, tuple(shared))
                 frame = encoded.get(key)
                 if frame is None:
                     frame = encoded[key] = encode_introduction(socket.dialect, self.peer_id, shared)
                 socket.deliver(frame)
+            elif connection:
+                _tell_afar(connection, "introduced", self.peer_id, shared)
 
     async def leave(self, document_ids: tuple[str, ...]) -> None:
         """Leave the ids; where this peer hosts, its members are told (``host_left``)."""
@@ -549,20 +552,14 @@ class ControlSocket:
         if heir is not None:
             logger.info("lobby %r: host %r left, %r hosts now", document_id, self.peer_id, heir)
             for member in members:
-                socket = connections.lookup(online.get(member, ""))
-                if socket is not None and socket.ext:
-                    socket._tell_joined(document_id, heir)
-            heir_socket = connections.lookup(online.get(heir, ""))
-            if heir_socket is not None:
-                others = {m: [document_id] for m in members if m != heir}
-                await heir_socket.introduce(others)
+                await _reach(online.get(member, ""), "host_is", document_id, heir)
+            others = {m: [document_id] for m in members if m != heir}
+            await _reach(online.get(heir, ""), "introduce", others)
             return
         logger.info("lobby %r: host %r left, closed for its members", document_id, self.peer_id)
         await pipes.close_between(self.peer_id, document_id, CloseCode.GONE, "the host left")
         for member in members:
-            socket = connections.lookup(online.get(member, ""))
-            if socket is not None:
-                await socket.remove(document_id, "host_left")
+            await _reach(online.get(member, ""), "remove", document_id, "host_left")
 
     def _tell_joined(self, document_id: str, host: str | None) -> None:
         lobby = self.lobbies[document_id].lobby
@@ -600,10 +597,16 @@ class ControlSocket:
             self.close_code, self.close_reason = int(code), reason
             await send_close(self.send, code, reason)
         if was_open:
-            for document_id in list(self.lobbies):
-                await self._hand_over(document_id)
-                self._report_left(document_id, "offline")
-            await self.presence.disconnect_peer(self.peer_id, self.connection)
+            try:
+                for document_id in list(self.lobbies):
+                    await self._hand_over(document_id)
+                    self._report_left(document_id, "offline")
+            except RedisError as exc:  # its members are told nothing: presence is away
+                logger.warning("peer %r left without handing over: %r", self.peer_id, exc)
+            # (If Redis does not answer, presence forgets the peer once it does.)
+            await workers.settle(
+                lambda: self.presence.disconnect_peer(self.peer_id, self.connection)
+            )
             emit(
                 signals.peer_offline,
                 peer_id=self.peer_id,
@@ -639,6 +642,53 @@ class ControlSocket:
         """What the client sent, for the log line of its close."""
         return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
 
+
+# -- control sockets reached from another worker, or from this one by connection id ------------
+
+
+def _tell_afar(connection: str, kind: str, *fields: Any) -> None:
+    link = workers.active()
+    if link is not None and not connections.is_local(connection):
+        link.tell(connections.worker_of(connection), [kind, connection, *fields])
+
+
+async def _reach(connection: str, kind: str, *fields: Any) -> None:
+    """Carry out ``kind`` on the control socket ``connection``, here or on its worker."""
+    if connections.is_local(connection):
+        await _CARRIED[kind](connection, *fields)
+    elif connection:
+        _tell_afar(connection, kind, *fields)
+
+
+@workers.handler("introduced")
+async def _introduced(connection: str, peer_id: str, shared: list[str]) -> None:
+    socket = connections.lookup(connection)
+    if isinstance(socket, ControlSocket):
+        socket.deliver(encode_introduction(socket.dialect, peer_id, shared))
+
+
+@workers.handler("host_is")
+async def _host_is(connection: str, document_id: str, host: str | None) -> None:
+    socket = connections.lookup(connection)
+    if isinstance(socket, ControlSocket) and socket.ext and document_id in socket.lobbies:
+        socket._tell_joined(document_id, host)
+
+
+@workers.handler("introduce")
+async def _introduce(connection: str, meetings: dict[str, list[str]]) -> None:
+    socket = connections.lookup(connection)
+    if isinstance(socket, ControlSocket):
+        await socket.introduce(meetings)
+
+
+@workers.handler("remove")
+async def _remove(connection: str, document_id: str, reason: str) -> None:
+    socket = connections.lookup(connection)
+    if isinstance(socket, ControlSocket):
+        await socket.remove(document_id, reason)
+
+
+_CARRIED = {"host_is": _host_is, "introduce": _introduce, "remove": _remove}
 
 _TOO_MANY_NEW = "too many new lobbies in one Join (RELAY_MAX_NEW_LOBBIES_PER_JOIN)"
 # A lobby write refused (``lobbies.owners.Rejected``: an HTTP status) as the Join's Error code.

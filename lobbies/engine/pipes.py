@@ -39,7 +39,7 @@ from typing import Any
 
 from lobbies import signals
 from lobbies.conf import RelaySettings
-from lobbies.engine import connections
+from lobbies.engine import connections, workers
 from lobbies.engine.connections import Refused, Send, send_close
 from lobbies.engine.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.engine.protocol import CloseCode, frame_size
@@ -208,14 +208,44 @@ class PipeEnd:
             if found is None:
                 await self._hold()
                 return
-            partner = connections.lookup(found)
-            if partner is not None and partner.state is PipeState.HELD:
-                await self._pair(partner)
-                return
+            if not connections.is_local(found):
+                if await self._pair_afar(found):
+                    return
+            else:
+                partner = connections.lookup(found)
+                if partner is not None and partner.state is PipeState.HELD:
+                    await self._pair(partner)
+                    return
             # The held socket went away between the presence lookup and now: the pipe counted
             # by hold_or_pair never carried a frame.
             await self.presence.pipe_closed(self.key)
         await self.close(CloseCode.NORMAL)
+
+    async def _pair_afar(self, found: str) -> bool:
+        """Pair with the held request ``found`` of another worker: it sends its held frames
+        and then its client's through the link, and so do we. False if it is not held there
+        any more (or its worker cannot be reached)."""
+        link = workers.active()
+        if link is None:
+            return False
+        remote = RemoteEnd(self, found, link)
+        # Ready for its frames before asking: the held ones may arrive before the answer.
+        self.partner, self.state = remote, PipeState.PAIRING
+        try:
+            accepted = await link.ask(remote.worker, ["pair", found, self.connection])
+        except workers.Unreachable:
+            accepted = False
+        if self.state is PipeState.CLOSED:
+            return True  # closed meanwhile (an order); close() told the other worker
+        if not accepted:
+            self.partner, self.state = None, PipeState.OPENING
+            remote.detach()
+            return False
+        self.state = PipeState.PAIRED
+        self.opened_at = time.monotonic()
+        seeker, target, document_id = min(self.key, remote.key)  # as in _report
+        emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
+        return True
 
     async def _hold(self) -> None:
         if not held_budget.admit_pipe(self.address, self.settings):
@@ -261,6 +291,37 @@ class PipeEnd:
         self.opened_at = partner.opened_at = time.monotonic()
         seeker, target, document_id = min(self.key, partner.key)  # as in _report
         emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
+
+    def paired_from_afar(self, connection: str, link: workers.Link) -> bool:
+        """The reciprocal request ``connection`` of another worker pairs with this held end:
+        its held frames leave first, then its client's. False if it is no longer held."""
+        if self.state is not PipeState.HELD:
+            return False
+        self._leave_held()
+        self.state = PipeState.PAIRING
+        spawn(self._flush_afar(RemoteEnd(self, connection, link)))
+        return True
+
+    async def _flush_afar(self, remote: RemoteEnd) -> None:
+        # Frames its client sends meanwhile join the held ones (it has no partner yet), so
+        # everything leaves in the order it came.
+        held = self.held
+        try:
+            while held and self.state is PipeState.PAIRING:
+                message = held.popleft()
+                payload = message.get("bytes")
+                cost = held_cost(message["text"] if payload is None else payload)
+                self.held_bytes -= cost
+                held_budget.refund(self.address, cost)
+                await remote.send(message)
+        finally:
+            self._refund_held()
+        if self.state is not PipeState.PAIRING:  # closed while flushing
+            await self.presence.pipe_closed(self.key)
+            await remote.close(CloseCode.NORMAL)
+            return
+        self.partner, self.state = remote, PipeState.PAIRED
+        self.opened_at = time.monotonic()
 
     async def handle_frame(self, message: dict[str, Any]) -> None:
         """Carry one frame received on this end to the other end (or hold it). The hot path."""
@@ -333,11 +394,12 @@ class PipeEnd:
         if self.handle is not None:
             self.handle.unsplice()
         partner, self.partner = self.partner, None
+        presence, key = self.presence, self.key
         if was_held:
-            await self.presence.release(self.key, self.connection)
+            await workers.settle(lambda: presence.release(key, self.connection))
         if partner is not None:
             partner.partner = None
-            await self.presence.pipe_closed(self.key)
+            await workers.settle(lambda: presence.pipe_closed(key))
             self._report(partner, closing=True)
         if code is not None:
             self.close_code, self.close_reason = int(code), reason
@@ -389,12 +451,186 @@ class PipeEnd:
             )
 
 
+class RemoteEnd:
+    """The other end of a local pipe end, on another worker (``lobbies.engine.workers``).
+
+    What the local end sends it leaves through the link in order; at most
+    ``RELAY_PIPE_WINDOW_BYTES`` may be on their way (sent, not yet written to the other client)
+    before :meth:`send` waits for the other worker's credit, so a reader that stops reading
+    stops its writer's reads, and neither worker holds more than a window per direction. What
+    the other end sends arrives by :meth:`receive` and is written to the local client by one
+    task, which returns credit as it writes.
+    """
+
+    __slots__ = (
+        "closed",
+        "connection",
+        "credit",
+        "in_flight",
+        "inbound",
+        "key",
+        "link",
+        "local",
+        "partner",
+        "reported",
+        "window",
+        "worker",
+        "writer",
+        "written",
+    )
+
+    def __init__(self, local: PipeEnd, connection: str, link: workers.Link) -> None:
+        self.local = local
+        self.connection = connection
+        self.worker = connections.worker_of(connection)
+        self.link = link
+        self.key = local.key.reciprocal()
+        self.window = local.settings.pipe_window_bytes
+        self.in_flight = 0  # bytes sent, not yet credited back
+        self.credit = asyncio.Event()
+        self.inbound: deque[str | bytes | None] = deque()  # None: the other end closed
+        self.writer: asyncio.Task[None] | None = None
+        self.written = 0  # bytes written to the local client, not yet credited
+        self.partner: PipeEnd | None = local  # (as a local partner's; close() clears it)
+        self.reported = (0, 0)
+        self.closed = False
+        _remote_ends[local.connection] = self
+
+    def totals(self) -> tuple[int, int]:
+        """What the other client sent is counted by its own worker."""
+        return 0, 0
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send a frame of the local client's to the other end, waiting while a window's worth
+        is on its way. Raises ``ConnectionError`` once the other end is gone."""
+        if self.closed:
+            raise ConnectionError("the other end of the pipe has gone")
+        payload = message.get("bytes")
+        if payload is None:
+            payload = message["text"]
+        self.link.tell(self.worker, ["f", self.connection, payload], self._lost)
+        self.in_flight += len(payload)
+        while self.in_flight > self.window and not self.closed:
+            self.credit.clear()
+            await self.credit.wait()
+
+    def _lost(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.credit.set()
+            spawn(self.local.close(CloseCode.INTERNAL_ERROR, "the other end's worker is gone"))
+
+    def credited(self, size: int) -> None:
+        """The other worker wrote ``size`` more bytes to its client."""
+        self.in_flight -= size
+        self.credit.set()
+
+    def receive(self, payload: str | bytes | None) -> None:
+        """A frame from the other end (None: it closed), to write to the local client after
+        the ones before it."""
+        self.inbound.append(payload)
+        if self.writer is None:
+            self.writer = spawn(self._write())
+
+    async def _write(self) -> None:
+        local, inbound = self.local, self.inbound
+        try:
+            while inbound:
+                payload = inbound.popleft()
+                if payload is None:
+                    await self._closed_afar()
+                    return
+                key = "text" if isinstance(payload, str) else "bytes"
+                await local.send({"type": "websocket.send", key: payload})
+                self.written += len(payload)
+                if self.written >= self.window // 4:
+                    self.link.tell(self.worker, ["c", self.connection, self.written])
+                    self.written = 0
+                if not inbound and self.written:
+                    self.link.tell(self.worker, ["c", self.connection, self.written])
+                    self.written = 0
+        except Exception:  # the local socket broke; its own disconnect closes the pipe
+            logger.debug("pipe %s: writing a frame from another worker failed", local.key)
+        finally:
+            self.writer = None
+
+    async def _closed_afar(self) -> None:
+        self.detach()
+        local = self.local
+        if local.partner is self:
+            local._report(self)  # what this end sent; the other worker reports the close
+            local.partner = None
+        await local.close(CloseCode.NORMAL)
+
+    async def close(self, code: CloseCode | None, reason: str = "") -> None:
+        """The local end closed: the other end closes after the frames sent before this."""
+        if not self.closed:
+            self.closed = True
+            self.credit.set()
+            self.link.tell(self.worker, ["x", self.connection])
+        self.detach()
+
+    def detach(self) -> None:
+        """Forget this link between the two ends."""
+        self.closed = True
+        self.credit.set()
+        if _remote_ends.get(self.local.connection) is self:
+            del _remote_ends[self.local.connection]
+
+
+# The remote partner of each local pipe end that has one, by the local end's connection id.
+_remote_ends: dict[str, RemoteEnd] = {}
+
+
+@workers.handler("pair")
+async def _pair_from_afar(connection: str, partner: str) -> bool:
+    end = connections.lookup(connection)
+    link = workers.active()
+    return isinstance(end, PipeEnd) and link is not None and end.paired_from_afar(partner, link)
+
+
+@workers.handler("f")
+async def _frame_from_afar(connection: str, payload: str | bytes) -> None:
+    remote = _remote_ends.get(connection)
+    if remote is not None:
+        remote.receive(payload)
+
+
+@workers.handler("c")
+async def _credit_from_afar(connection: str, size: int) -> None:
+    remote = _remote_ends.get(connection)
+    if remote is not None:
+        remote.credited(size)
+
+
+@workers.handler("x")
+async def _closed_from_afar(connection: str) -> None:
+    remote = _remote_ends.get(connection)
+    if remote is not None:
+        remote.receive(None)
+
+
+async def _links_lost(dead: set[str] | None, code: CloseCode, reason: str) -> None:
+    """Close the pipes that crossed to ``dead`` workers (None: to any worker), whose frames
+    may have been lost: ``code`` 1011 (their worker is gone) or 1012 (this worker's link to
+    Redis broke)."""
+    for remote in list(_remote_ends.values()):
+        if dead is None or remote.worker in dead:
+            remote.closed = True
+            remote.credit.set()
+            await remote.local.close(code, reason)
+
+
+workers.on_lost(_links_lost)
+
+
 def report_open_pipes() -> None:
-    """``pipe_traffic`` for every paired pipe of this process (``RELAY_PIPE_REPORT_SECONDS``)."""
+    """``pipe_traffic`` for every paired pipe of this process (``RELAY_PIPE_REPORT_SECONDS``);
+    a pipe whose ends are on two workers is reported by each for its own end."""
     for socket in connections.sockets():
         if isinstance(socket, PipeEnd) and socket.state is PipeState.PAIRED:
             partner = socket.partner
-            if partner is not None and socket.key < partner.key:
+            if partner is not None and (isinstance(partner, RemoteEnd) or socket.key < partner.key):
                 socket._report(partner)
 
 
@@ -408,18 +644,43 @@ async def close_between(
     reason: str,
     *,
     peer_gets_code: bool = False,
+    everywhere: bool = True,
 ) -> None:
-    """Close every pipe end of this process about ``document_id`` (None: any) that joins
-    ``peer_id`` (None: any peer) to another peer. One end of each pipe gets ``code`` and its
-    partner 1000: the other peers' ends, or with ``peer_gets_code`` (it was kicked or banned)
-    ``peer_id``'s own."""
-    ends = [
-        socket
-        for socket in connections.sockets()
-        if isinstance(socket, PipeEnd)
-        and (document_id is None or socket.key.document_id == document_id)
-        and (peer_id is None or peer_id in (socket.key.seeker, socket.key.target))
-    ]
-    ends.sort(key=lambda end: (end.key.seeker == peer_id) != peer_gets_code)
-    for end in ends:
+    """Close every pipe about ``document_id`` (None: any) that joins ``peer_id`` (None: any
+    peer) to another peer, on every worker (``everywhere``) or this one's. One end of each pipe
+    gets ``code`` and its partner 1000: the other peers' ends, or with ``peer_gets_code`` (it
+    was kicked or banned) ``peer_id``'s own; with no ``peer_id``, both ends of a pipe split
+    across workers get ``code``."""
+    link = workers.active()
+    if everywhere and link is not None:
+        link.broadcast(["close_between", peer_id, document_id, int(code), reason, peer_gets_code])
+    ends = []
+    for socket in connections.sockets():
+        if not isinstance(socket, PipeEnd):
+            continue
+        key = socket.key
+        if document_id is not None and key.document_id != document_id:
+            continue
+        if peer_id is not None and peer_id not in (key.seeker, key.target):
+            continue
+        gets_code = (key.seeker == peer_id) == peer_gets_code
+        if not gets_code and isinstance(socket.partner, RemoteEnd):
+            continue  # its partner's worker closes that end with the code, and this one after
+        ends.append((not gets_code, socket))
+    ends.sort(key=lambda item: item[0])
+    for _, end in ends:
         await end.close(code, reason)
+
+
+@workers.handler("close_between")
+async def _close_between_here(
+    peer_id: str | None, document_id: str | None, code: int, reason: str, peer_gets_code: bool
+) -> None:
+    await close_between(
+        peer_id,
+        document_id,
+        CloseCode(code),
+        reason,
+        peer_gets_code=peer_gets_code,
+        everywhere=False,
+    )

@@ -32,7 +32,10 @@ class CloseCode(IntEnum):
     with the codes the WebSocket layer sends on its own: 1002, 1007, 1009, 1011, 1012)."""
 
     NORMAL = 1000  # the other side of the pipe closed
+    GOING_AWAY = 1001  # this worker is shutting down (daphne); reconnect
     INTERNAL_ERROR = 1011  # a fault of the relay's (also sent by the servers' keepalive)
+    SERVICE_RESTART = 1012  # this worker lost its link to Redis, or is restarting; reconnect
+    TRY_AGAIN_LATER = 1013  # the relay cannot serve new sockets now (Redis unreachable)
     INVALID = 4400  # bad path: unknown endpoint, invalid id, a pipe to oneself
     UNAUTHORIZED = 4401  # a ticket or API token that is not valid, or has expired
     FORBIDDEN = 4403  # a peer id held by another user; a pipe not introduced; banned

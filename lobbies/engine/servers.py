@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -30,7 +31,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lobbies import events
 from lobbies.conf import RelaySettings, relay_settings
+from lobbies.engine import connections, workers
+from lobbies.engine.protocol import CloseCode
 from lobbies.engine.splice import RelayWebSocketProtocol
+
+logger = logging.getLogger(__name__)
 
 # Reading a daphne WebSocket pauses when this much received data waits for the application,
 # and resumes below half of it (uvicorn pauses after every single frame).
@@ -82,11 +87,15 @@ class _ReportingServer(uvicorn.Server):
         self.on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await workers.start()  # linked to the other workers before the first socket
         await super().startup(sockets)
         if self.started:
             self.on_ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Out of presence at once, so nobody is introduced to a peer of a worker that is going;
+        # uvicorn then closes every WebSocket with 1012.
+        await workers.stop()
         await super().shutdown(sockets)
         # Every socket is closed now: deliver their last events, and let plugins write what
         # they hold (uvicorn then re-raises the stop signal, so atexit handlers never run).
@@ -362,6 +371,22 @@ class FlowControlledDaphne(DaphneServer):
         # request headers would never be dropped: this deadline does not restart.
         factory.buildProtocol = build_with_deadline
         self._http_factory = factory
+
+    def kill_all_applications(self) -> Any:
+        """Drain before the reactor stops (SIGTERM, SIGINT): out of presence at once, every
+        socket closed with 1001, then daphne cancels what is left."""
+        from twisted.internet import defer
+
+        return defer.Deferred.fromFuture(asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        try:
+            await workers.stop()
+            for live in connections.sockets():
+                await live.close(CloseCode.GOING_AWAY, "the server is shutting down")
+        except Exception:
+            logger.exception("draining failed")
+        await super().kill_all_applications().asFuture(asyncio.get_running_loop())
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> asyncio.Queue | None:
         if scope.get("type") != "websocket" or getattr(protocol, "transport", None) is None:

@@ -515,6 +515,8 @@ export function scenario(name, body, { dialects = null, defaultDialect = null, t
   const ctx = {
     // the clients append "/introduction/..." themselves, so a trailing slash would double up
     baseUrl: baseUrl.replace(/\/+$/, ''),
+    // another worker of the same relay (--second=<url>), for scenarios across workers
+    secondUrl: (flags.second || baseUrl).replace(/\/+$/, ''),
     dialect,
     details: {},
     log,
@@ -574,7 +576,7 @@ export function scenario(name, body, { dialects = null, defaultDialect = null, t
  * once from peer-connect means the first of the two pipes is still held by the relay, so one of
  * the two greetings always travels as a held frame.
  */
-export async function seedHello(ctx, dialects) {
+export async function seedHello(ctx, dialects, urls = [ctx.baseUrl, ctx.baseUrl]) {
   // The seed uses the fixed id 'spaceRacer-lobby'; a random suffix keeps parallel runs apart.
   const lobby = uid('spaceRacer-lobby')
   const names = [uid('alice'), uid('bob')]
@@ -587,7 +589,7 @@ export async function seedHello(ctx, dialects) {
     const dialect = dialects[i]
     received[me] = []
     if (dialect === 'v3') {
-      const client = new ClientV3({ userName: me, url: ctx.baseUrl })
+      const client = new ClientV3({ userName: me, url: urls[i] })
       ctx.onCleanup(() => client.disconnectServer())
       client.on('peer.connect', ({ userName, documentId, socket }) => {
         connected[me] = { other: userName, documentId }
@@ -600,7 +602,7 @@ export async function seedHello(ctx, dialects) {
       })
       client.join(lobby)
     } else {
-      const client = new ClientV4({ peerId: me, url: ctx.baseUrl })
+      const client = new ClientV4({ peerId: me, url: urls[i] })
       ctx.onCleanup(() => client.disconnectServer())
       client.on('peer-connect', ({ peerId, documentId, socket }) => {
         connected[me] = { other: peerId, documentId }
