@@ -127,6 +127,12 @@ bus = EventBus()
 emit = bus.emit
 
 
+def wanted(signal: Signal) -> bool:
+    """Whether :func:`emit` would send ``signal`` anywhere: a value that costs a question to
+    compute for an event (one to presence, say) is computed only then."""
+    return signal.has_listeners(EventBus)
+
+
 @receiver(post_save, sender="lobbies.Lobby")
 def _lobby_saved(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
     # However a lobby is made (a Join, the API, the pages, the admin), plugins hear of it.

@@ -5,7 +5,9 @@ Every signal is sent with ``sender`` set to the relay's ``EventBus`` class and t
 arguments (times are ``time.time()`` seconds, peer and document ids are strings, ``user_id`` is
 None for an anonymous peer):
 
-``peer_online``     peer_id, user_id, at
+``peer_online``     peer_id, user_id, at, online (peers online on the whole relay right after
+                    it came, every worker's with Redis presence; None when presence could not
+                    say)
 ``peer_offline``    peer_id, user_id, at, seconds (how long it was online)
 ``lobby_joined``    document_id, peer_id, user_id, nickname, game, role ("host" | "member"), at
 ``lobby_left``      document_id, peer_id, reason ("left", "offline", "closed", "kicked",

@@ -23,6 +23,7 @@ import analytics.buffer
 from analytics.buffer import Buffer, buffer
 from analytics.models import DailyNickname, HourlyGame, HourlyLobby, HourlyPeer, HourlyTotals
 from analytics.stats import Period, summary, top_games, top_lobbies, top_nicknames
+from lobbies.engine.presence import get_presence
 from lobbies.events import bus
 from lobbies.models import Lobby
 from relayclient import Client
@@ -96,6 +97,29 @@ async def test_a_burst_of_joins_costs_a_few_queries():
     # update, or an insert in a savepoint for a new row; one insert for all the peers seen: a
     # few dozen at most, not one (or four) per join.
     assert len(queries) < 40, queries
+
+
+async def test_the_peak_is_the_relay_wide_count_of_peers_online():
+    """With many workers, presence counts every worker's peers: the hourly peak is that count,
+    not the sockets of the process that saw the arrival."""
+    presence = get_presence()
+    # Two peers online on another worker, as shared presence shows them to this one.
+    for peer in ("elsewhere-1", "elsewhere-2"):
+        await presence.connect_peer(peer, f"other-worker:{peer}", "")
+    here = []
+    for peer in ("here-1", "here-2"):  # the relay counts 3, then 4
+        socket = await opened(f"/introduction/{peer}")
+        await socket.send_to(text_data=join("race", ext=1))
+        assert (await received(socket))["type"] == "Joined"
+        here.append(socket)
+    await presence.disconnect_peer("elsewhere-1", "other-worker:elsewhere-1")
+    later = await opened("/introduction/here-3")  # 4 again: the peak stays
+    await later.send_to(text_data=join("race", ext=1))
+    assert (await received(later))["type"] == "Joined"
+    for socket in (*here, later):
+        await socket.disconnect()
+    await flushed()
+    assert (await db(summary)(Period.last_days(1)))["peak_peers"] == 4
 
 
 def test_workers_writing_the_same_rows_add_up():

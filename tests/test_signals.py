@@ -83,6 +83,7 @@ async def test_a_session_is_told_to_plugins_from_online_to_offline(recorded):
     await session()
     events = recorded.events
     assert [e["peer_id"] for e in events["peer_online"]] == ["alice", "bob"]
+    assert [e["online"] for e in events["peer_online"]] == [1, 2]  # relay-wide, after each
     joined = {e["peer_id"]: e for e in events["lobby_joined"]}
     assert joined["alice"]["nickname"] == "Ace" and joined["alice"]["document_id"] == "race"
     assert events["introduced"] == [

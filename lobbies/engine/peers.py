@@ -44,7 +44,7 @@ from lobbies.engine.protocol import (
 from lobbies.engine.ratelimits import MAX_SPREAD_SECONDS, TokenBucket, get_rate_limits
 from lobbies.engine.splice import SpliceHandle
 from lobbies.engine.tasks import spawn
-from lobbies.events import emit
+from lobbies.events import emit, wanted
 from lobbies.policy import (
     Access,
     CreationPolicy,
@@ -178,16 +178,33 @@ class ControlSocket:
             )
         except PeerIdTaken:
             raise Refused(CloseCode.FORBIDDEN, "this peer id is online as another user") from None
+        # Counted before the check below, which also covers a client that left meanwhile.
+        online = await self._peers_online() if wanted(signals.peer_online) else None
         if self.state is PeerState.CLOSED:
             # The client left while we registered; close() ran before presence knew us.
             await self.presence.disconnect_peer(self.peer_id, self.connection)
             return
         self.state = PeerState.OPEN
-        emit(signals.peer_online, peer_id=self.peer_id, user_id=self.identity.user_id)
+        emit(
+            signals.peer_online,
+            peer_id=self.peer_id,
+            user_id=self.identity.user_id,
+            online=online,
+        )
         if replaced:
             # The LF relay leaves the old socket open, and its later close deletes the new
             # registration; closing it here avoids both.
             await orders.close(replaced, CloseCode.CONFLICT, "replaced by a newer connection")
+
+    async def _peers_online(self) -> int | None:
+        """Peers online on the whole relay, as presence counts them (every worker's, with
+        Redis presence), for the statistics' peak; None rather than a failed open when
+        presence cannot say."""
+        try:
+            return (await self.presence.stats()).peers_online
+        except Exception as exc:  # a statistic must never cost a client its socket
+            logger.warning("peers online could not be counted: %r", exc)
+            return None
 
     async def handle_frame(self, message: dict[str, Any]) -> None:
         """One control frame from the client."""

@@ -10,10 +10,22 @@ What the counters cost follows what is live, never what was ever seen:
 
 - A socket's own limits (Joins and Leaves, Introductions) are :class:`TokenBucket` objects kept
   on the socket, made at its first Join, gone with it.
-- An address's limits (handshakes, refusals; replacements of a peer id) are kept in a
-  :class:`BucketTable`, which forgets a key as soon as its bucket has filled up again (it then
-  says exactly what a new one would), checked once per period, and never holds more than
-  :data:`MAX_KEYS` keys.
+- An address's limits (handshakes, refusals; replacements of a peer id; lobby creations, also
+  per account) are kept in a :class:`BucketTable`, which forgets a key as soon as its bucket
+  has filled up again (it then says exactly what a new one would), checked once per period, and
+  never holds more than :data:`MAX_KEYS` keys.
+
+With ``RELAY_REDIS_URL`` set, those shared limits are counted in Redis instead, by every worker
+together (``lobbies.engine.sharedlimits``: keys that expire, and a check that fails open, with
+a warning, when Redis cannot be asked), so a client spreading its handshakes over the workers
+gets one budget, not one per worker. What stays in each process even then:
+
+- A socket's own buckets: a socket lives on one worker, so there is nothing to share.
+- The count of sockets open per address (``RELAY_MAX_CONNECTIONS_PER_ADDRESS``) is per worker:
+  it is a count of what is live, not a rate, and a count in Redis would be left too high by
+  every worker that dies without saying goodbye (SIGKILL, a crash) with nothing to expire it
+  by; it is also asked on every connect and disconnect. Behind a load balancer one address can
+  so hold up to that many sockets on each worker.
 
 An IPv6 client usually holds a whole /64, so addresses are counted by :func:`address_key`: an
 IPv6 address by its /64, an IPv4 address (also one written IPv4-mapped) by itself.
@@ -37,6 +49,7 @@ from itertools import islice
 from limits import parse
 
 from lobbies.conf import RelaySettings, relay_settings
+from lobbies.engine.sharedlimits import RedisCounters, SharedTable
 
 # Keys one table may hold at once: past it, the oldest are forgotten (a key hit in every period
 # by that many addresses at once is a botnet, which no per-address count would stop anyway).
@@ -162,25 +175,43 @@ def address_key(address: str) -> str:
     return str(ip)
 
 
+Table = BucketTable | SharedTable
+
+
 class RateLimits:
-    """This process's per-address counters and the rates sockets count themselves with; one
-    instance per process (:func:`get_rate_limits`)."""
+    """The per-address counters (this process's, or with ``RELAY_REDIS_URL`` every
+    worker's) and the rates sockets count themselves with; one instance per process
+    (:func:`get_rate_limits`)."""
 
     def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings
         self.join_rate = parse_rate(settings.join_rate)
         self.introduction_rate = parse_rate(settings.introduction_rate)
-        handshake_rate = parse_rate(settings.handshake_rate)
-        refusal_rate = parse_rate(settings.refusal_rate)
-        creation_rate = parse_rate(settings.lobby_creation_rate)
-        self.handshakes = BucketTable(handshake_rate) if handshake_rate else None
-        self.refusals = BucketTable(refusal_rate) if refusal_rate else None
-        self.creations = BucketTable(creation_rate) if creation_rate else None
+        self.shared = (
+            RedisCounters(settings.redis_url, settings.redis_prefix) if settings.redis_url else None
+        )
+        self.handshakes = self._table("handshake", settings.handshake_rate)
+        self.refusals = self._table("refusal", settings.refusal_rate)
+        self.creations = self._table("lobby_creation", settings.lobby_creation_rate)
         # Sockets open per address right now: a count, not a rate; a key goes at zero.
         self.open_per_address: Counter[str] = Counter()
 
+    def _table(self, name: str, text: str) -> Table | None:
+        rate = parse_rate(text)
+        if rate is None:
+            return None
+        if self.shared is not None:
+            return SharedTable(self.shared, name, text)
+        return BucketTable(rate)
+
+    async def close(self) -> None:
+        """Close the connections to Redis, if any (tests)."""
+        if self.shared is not None:
+            await self.shared.close()
+
     def entries(self) -> int:
-        """How many keys the counters hold: the addresses (and peer ids) seen lately."""
+        """How many keys this process's counters hold: the addresses (and peer ids) seen
+        lately (none of the ones counted in Redis)."""
         tables = (self.handshakes, self.refusals, self.creations)
         return len(self.open_per_address) + sum(len(t) for t in tables if t is not None)
 
@@ -202,27 +233,40 @@ class RateLimits:
 
     async def handshake(self, address: str) -> bool:
         """Whether ``address`` may open another socket now (``RELAY_HANDSHAKE_RATE``)."""
-        return self.handshakes is None or self.handshakes.take(address_key(address))
+        table = self.handshakes
+        if table is None:
+            return True
+        if isinstance(table, BucketTable):
+            return table.take(address_key(address))  # one process: no await, as cheap as ever
+        return await table.take(address_key(address))
 
     def lobby_creation(self, account: str, address: str) -> bool:
         """Whether a Join may create one more lobby row now (``RELAY_LOBBY_CREATION_RATE``),
         counted for the client's address and, when signed in, for its user too (``account``),
-        so that neither many addresses nor many accounts multiply it."""
-        if self.creations is None:
+        so that neither many addresses nor many accounts multiply it. Called in a thread
+        (the database's), never in the event loop: with Redis, it waits for it."""
+        creations = self.creations
+        if creations is None:
             return True
-        if not self.creations.take(f"address {address_key(address)}"):
+        take = creations.take if isinstance(creations, BucketTable) else creations.take_blocking
+        if not take(f"address {address_key(address)}"):
             return False
-        return not account or self.creations.take(f"account {account}")
+        return not account or take(f"account {account}")
 
     async def refusal_delay(self, kind: str, key: str) -> float:
         """How long to wait before answering a refusal of an ``"address"`` (or a replacement
         of a ``"peer"`` id): nothing while it is under ``RELAY_REFUSAL_RATE``,
         ``RELAY_REFUSAL_DELAY`` past it."""
-        if self.refusals is None:
+        table = self.refusals
+        if table is None:
             return 0.0
         if kind == "address":
             key = address_key(key)
-        if self.refusals.take(f"{kind} {key}"):
+        if isinstance(table, BucketTable):
+            allowed = table.take(f"{kind} {key}")
+        else:
+            allowed = await table.take(f"{kind} {key}")
+        if allowed:
             return 0.0
         return self.settings.refusal_delay
 
