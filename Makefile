@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 0.0.0.0
 PORT ?= 8080
-# CI also runs the suite (less the Node interop tests, already run) against PostgreSQL.
+# CI also runs the suite against PostgreSQL, less the tests that start relay processes (the Node
+# interop tests, the live and multi-worker ones: those relays keep their own SQLite database).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 # Root installs system packages itself; anyone else through sudo.
@@ -49,7 +50,7 @@ format: $(VENV)/.dev-deps
 test: $(VENV)/.dev-deps $(CHROMIUM) lint
 	@TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.services
 	$(PY) -m pytest
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop" -p no:cacheprovider -q
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop and not live" -p no:cacheprovider -q
 
 bench: $(VENV)/.dev-deps bench/node_modules/.installed
 	$(PY) bench/run.py

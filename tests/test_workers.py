@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ROOT, LiveRelay, relay_environ, start_relay, stop_relay
+from tests.interop.test_npm_clients import NODE, SCENARIOS_DIR, npm_clients_built  # noqa: F401
 from tests.meeting import segment
+
+pytestmark = pytest.mark.live
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TTL = 3.0  # RELAY_WORKER_TTL of these workers: a killed one is gone within it
@@ -268,3 +272,290 @@ async def test_a_draining_worker_closes_its_sockets_and_leaves_presence_at_once(
     assert await nothing_comes(newcomer)
     await staying.close()
     await newcomer.close()
+
+
+def _owner_token(cluster: Cluster) -> str:
+    """An API token of a user allowed to create lobbies, in the workers' database."""
+    script = (
+        "from django.contrib.auth.models import Permission, User; "
+        "from lobbies.models import ApiToken; "
+        "user, _ = User.objects.get_or_create(username='owner'); "
+        "user.user_permissions.add(Permission.objects.get(codename='create_lobby')); "
+        "print(ApiToken.issue(user, 'test')[1])"
+    )
+    return cluster.manage("shell", "-c", script).strip().splitlines()[-1]
+
+
+def api(worker: LiveRelay, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{worker.http_url}/api{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read() or b"{}")
+
+
+async def test_an_owners_kick_and_close_reach_peers_on_another_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    lobby = api(second, token, "POST", "/lobbies", {"documentId": "arena", "game": "race"})
+    p, q = await control(first, "p"), await control(second, "q")
+    await join(p, "arena", ext=1)
+    assert (await next_message(p))["type"] == "Joined"
+    await join(q, "arena", ext=1)
+    assert (await next_message(q))["type"] == "Joined"
+    assert await introduced_to(p) == "q"
+    assert await introduced_to(q) == "p"
+    end_p, end_q = await asyncio.gather(
+        pipe(first, "p", "q", "arena"), pipe(second, "q", "p", "arena")
+    )
+    # Asked of the second worker, carried out by the first, where p's sockets are.
+    api(second, token, "POST", f"/lobbies/{lobby['id']}/kick", {"peerId": "p"})
+    left = await next_message(p)
+    assert (left["type"], left["documentId"], left["reason"]) == ("Left", "arena", "kicked")
+    assert await close_code(end_p) == 4410  # the kicked peer's own end gets the code
+    assert await close_code(end_q) == 1000
+    # p comes back; then the lobby closes for both, whichever worker each is on.
+    await join(p, "arena", ext=1)
+    assert (await next_message(p))["type"] == "Joined"
+    await introduced_to(p)
+    await introduced_to(q)
+    api(first, token, "POST", f"/lobbies/{lobby['id']}/close")
+    for socket in (p, q):
+        left = await next_message(socket)
+        assert (left["type"], left["reason"]) == ("Left", "closed")
+    await join(q, "arena", ext=1)
+    assert (await next_message(q))["type"] == "Error"  # closed on every worker, at once
+    await p.close()
+    await q.close()
+
+
+def _ticket(cluster: Cluster, username: str) -> str:
+    cluster.manage(
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; "
+        f"User.objects.get_or_create(username={username!r})",
+    )
+    return cluster.manage("issue_ticket", username).strip().splitlines()[-1]
+
+
+async def test_a_users_peer_id_is_theirs_on_every_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    ann, bob = _ticket(uvicorn_cluster, "ann"), _ticket(uvicorn_cluster, "bob")
+    mine = await connect(f"{first.ws_url}/t/{ann}/introduction/me")
+    await join(mine, "doc")
+    thief = await connect(f"{second.ws_url}/t/{bob}/introduction/me")
+    assert await close_code(thief) == 4403  # held by ann on the other worker
+    again = await connect(f"{second.ws_url}/t/{ann}/introduction/me")
+    assert await close_code(mine) == 4409  # ann's newer socket replaces hers, across workers
+    await join(again, "doc")
+    other = await control(first, "other")
+    await join(other, "doc")
+    assert await introduced_to(other) == "me"
+    await again.close()
+    await other.close()
+
+
+def resident_bytes(worker: LiveRelay) -> int:
+    """The worker process's resident memory."""
+    for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_reader_that_stops_reading_stops_its_writer_across_workers(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    a, b = await control(first, "a"), await control(second, "b")
+    await join(a, "doc")
+    await join(b, "doc")
+    await introduced_to(a)
+    await introduced_to(b)
+    writer, reader = await asyncio.gather(
+        pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc")
+    )
+    before = [resident_bytes(worker) for worker in uvicorn_cluster.workers]
+    frame, sent = os.urandom(64 * 1024), 0
+
+    async def write_forever() -> None:
+        nonlocal sent
+        while True:
+            await writer.send(frame)
+            sent += len(frame)
+
+    writing = asyncio.ensure_future(write_forever())
+    await asyncio.sleep(3)  # the reader reads nothing meanwhile
+    stalled_at = sent
+    grown = [resident_bytes(w) - b for w, b in zip(uvicorn_cluster.workers, before, strict=True)]
+    # The window (1 MiB) and the sockets' buffers, not the 64 KiB frames the writer would send.
+    assert stalled_at < 32 * 1024 * 1024
+    assert max(grown) < 32 * 1024 * 1024, grown
+    received = 0
+    while received < stalled_at:
+        got = await asyncio.wait_for(reader.recv(), 10)
+        assert got == frame
+        received += len(got)
+    writing.cancel()
+    for socket in (writer, reader, a, b):
+        await socket.close()
+
+
+class OwnRedis:
+    """A Redis server of the test's own, which it may kill and start again (empty)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+async def test_workers_come_back_by_themselves_after_redis_restarts_empty(make_cluster, own_redis):
+    first, second = make_cluster(RELAY_REDIS_URL=own_redis.url).workers
+    a, b = await control(first, "a"), await control(second, "b")
+    await join(a, "doc")
+    await join(b, "doc")
+    await introduced_to(a)
+    await introduced_to(b)
+    end_a, end_b = await asyncio.gather(pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc"))
+    await end_a.send("paired")
+    assert await asyncio.wait_for(end_b.recv(), 5) == "paired"
+    own_redis.kill()
+    # Meanwhile a new socket is told to come back later, not given a fault.
+    newcomer = await control(first, "newcomer")
+    assert await close_code(newcomer) == 1013
+    own_redis.start()  # empty: presence lost every peer
+    # What the link carried may be lost: the pipe split across workers closes; the peers that
+    # presence forgot are closed so that their clients reconnect.
+    assert await close_code(end_a, TTL * 3) == 1012
+    assert await close_code(end_b, TTL * 3) == 1012
+    assert await close_code(a, TTL * 3) == 1012
+    assert await close_code(b, TTL * 3) == 1012
+    # The same workers serve again, without a restart.
+    a, b = await control(first, "a"), await control(second, "b")
+    await join(a, "doc")
+    await join(b, "doc")
+    assert await introduced_to(a) == "b"
+    assert await introduced_to(b) == "a"
+    assert stats(first)["peers_online"] == 2
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.interop
+@pytest.mark.usefixtures("npm_clients_built")
+def test_the_published_clients_meet_and_pipe_across_workers(cluster):
+    """The seed's example, unmodified clients: the 3.6.2 client on one worker, the 4.2.2 client
+    on the other (tests/interop/scenarios/across_workers.mjs)."""
+    first, second = cluster.workers
+    script = SCENARIOS_DIR / "across_workers.mjs"
+    done = subprocess.run(
+        [NODE, str(script), first.ws_url, f"--second={second.ws_url}"],
+        cwd=SCENARIOS_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+def test_relayclient_meets_and_pipes_across_workers(uvicorn_cluster):
+    """The bundled Python client, as the README's example uses it, one peer on each worker."""
+    first, second = uvicorn_cluster.workers
+    code = """
+import asyncio, sys
+from relayclient import Client
+
+async def main(first, second):
+    async with Client("host", first) as host, Client("player", second) as player:
+        await host.join("race")
+        await player.join("race")
+        to_player, to_host = await host.next_peer(), await player.next_peer()
+        await to_player.send("go")
+        print(await anext(aiter(to_host)))
+        await to_host.send(b"ok")
+        print(await anext(aiter(to_player)))
+
+asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 30))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code, first.ws_url, second.ws_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["go", "b'ok'"]
+
+
+async def test_the_hourly_peak_counts_the_peers_of_every_worker(make_cluster):
+    cluster = make_cluster(RELAY_ANALYTICS_FLUSH_SECONDS="0.2")
+    first, second = cluster.workers
+    sockets = [await control(first, "a"), await control(first, "b"), await control(second, "c")]
+    for socket in sockets:
+        await join(socket, "doc")
+    peak, joins = 0, 0
+    for _ in range(50):  # written by each worker within its flush interval
+        await asyncio.sleep(0.2)
+        found = cluster.manage(
+            "shell",
+            "-c",
+            "from analytics.models import HourlyTotals as H; "
+            "row = H.objects.order_by('-hour').first(); "
+            "print(row.peak_peers if row else 0, row.joins if row else 0)",
+        )
+        peak, joins = map(int, found.split()[-2:])
+        if joins == 3:
+            break
+    assert (peak, joins) == (3, 3)  # not the most one worker had (2)
+    for socket in sockets:
+        await socket.close()
