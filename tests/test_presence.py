@@ -1,21 +1,48 @@
-"""The presence interface, one suite for every backend (only ``memory`` so far)."""
+"""The presence interface, one suite for every backend (memory, and Redis at 127.0.0.1:6379).
+
+Each Redis test works under a prefix of its own and deletes only its own keys: the Redis is
+shared with other tests and relays.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
 
 import pytest
 
 from lobbies.engine.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
 from lobbies.engine.presence.memory import MemoryPresence
+from lobbies.engine.presence.redis import RedisPresence
 
-BACKENDS = [MemoryPresence]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+BACKENDS = [MemoryPresence, RedisPresence]
+
+
+def _build(backend: type, prefix: str):
+    if backend is RedisPresence:
+        return RedisPresence(REDIS_URL, prefix)
+    return backend()
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda cls: cls.__name__)
 async def presence(request):
-    store = request.param()
+    store = _build(request.param, f"test:{uuid4().hex}:")
     await store.flush()
     yield store
     await store.flush()
+    await store.aclose()
+
+
+@pytest.fixture
+async def workers():
+    """Two Redis backends under one prefix, as two worker processes share a Redis."""
+    prefix = f"test:{uuid4().hex}:"
+    first, second = RedisPresence(REDIS_URL, prefix), RedisPresence(REDIS_URL, prefix)
+    yield first, second
+    await first.flush()
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_join_returns_the_other_members_of_each_id(presence):
