@@ -201,3 +201,104 @@ async def test_held_by_finds_a_users_peers_and_never_the_anonymous(presence):
     await presence.connect_peer("c", "cc", "")
     assert await presence.peers_of("user:7") == {"a": "ca", "b": "cb"}
     assert await presence.peers_of("") == {}
+
+
+async def test_reciprocal_requests_racing_pair_exactly_once(presence):
+    keys = [PipeKey("a", "b", f"doc{n}") for n in range(50)]
+    outcomes = await asyncio.gather(
+        *(presence.hold_or_pair(key, f"ca{n}") for n, key in enumerate(keys)),
+        *(presence.hold_or_pair(key.reciprocal(), f"cb{n}") for n, key in enumerate(keys)),
+    )
+    for n in range(50):
+        # Either a's request is held and b's pairs with it, or the other way round.
+        assert (outcomes[n], outcomes[50 + n]) in ((None, f"ca{n}"), (f"cb{n}", None))
+    assert (await presence.stats()).pipes_open == 50
+
+
+async def test_sockets_racing_for_a_users_peer_id_have_one_winner(presence):
+    outcomes = await asyncio.gather(
+        *(presence.connect_peer("a", f"c{n}", f"user:{n}") for n in range(20)),
+        return_exceptions=True,
+    )
+    winners = [n for n, outcome in enumerate(outcomes) if not isinstance(outcome, Exception)]
+    assert len(winners) == 1
+    assert outcomes[winners[0]] is None  # nobody held it before
+    assert all(isinstance(o, PeerIdTaken) for n, o in enumerate(outcomes) if n != winners[0])
+    assert await presence.connections(["a"]) == {"a": f"c{winners[0]}"}
+
+
+async def test_sockets_racing_for_an_anonymous_peer_id_replace_one_another_in_turn(presence):
+    sockets = [f"c{n}" for n in range(20)]
+    replaced = await asyncio.gather(*(presence.connect_peer("a", c, "") for c in sockets))
+    # A chain: the first replaced nobody, each later one replaced exactly one other, and the one
+    # that holds the id now was replaced by nobody.
+    assert replaced.count(None) == 1
+    assert len(set(replaced)) == len(sockets)
+    (holder,) = set(sockets) - set(replaced)
+    assert await presence.connections(["a"]) == {"a": holder}
+    assert (await presence.stats()).peers_online == 1
+
+
+# -- workers (Redis only: one process alone has no other worker to forget) ----------------------
+
+
+async def test_a_worker_that_stops_announcing_is_absent_at_once_and_reaped_later(workers):
+    one, two = workers
+    assert await one.announce("w1", 0.3)
+    assert await two.announce("w2", 30)
+    await one.connect_peer("a", "w1.1", "user:1")
+    await one.join("a", "w1.1", ("doc",), "Ann")
+    assert await one.claim_host("doc", "a") == "a"
+    for peer, connection in (("b", "w2.1"), ("c", "w2.2")):
+        await two.connect_peer(peer, connection, "")
+        await two.join(peer, connection, ("doc",))
+    assert await one.hold_or_pair(PipeKey("a", "b", "doc"), "w1.2") is None
+    assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") == "w1.2"
+    assert await one.hold_or_pair(PipeKey("a", "c", "doc"), "w1.3") is None
+    assert await two.members("doc") == ["a", "b", "c"]
+    assert await two.stats() == Stats(peers_online=3, lobbies_active=1, pipes_open=1)
+
+    await asyncio.sleep(0.5)  # w1's announcement expires; nobody has reaped it yet
+
+    await two.connect_peer("d", "w2.4", "")
+    assert await two.join("d", "w2.4", ("doc",)) == {"doc": ["b", "c"]}
+    assert await two.connections(["a", "b"]) == {"b": "w2.1"}
+    assert await two.members("doc") == ["b", "c", "d"]
+    assert await two.hosts(["doc"]) == {"doc": None}
+    assert await two.pipe_facts(PipeKey("a", "b", "doc")) == PipeFacts(None, False)
+    assert await two.peers_of("user:1") == {}
+    assert await two.pipes("doc") == []
+    # c's request is held, not paired with the ghost's.
+    assert await two.hold_or_pair(PipeKey("c", "a", "doc"), "w2.5") is None
+
+    assert await two.reap() == ["w1"]
+    assert await two.reap() == []
+    assert await two.stats() == Stats(peers_online=3, lobbies_active=1, pipes_open=0)
+    assert [m.peer_id for m in await two.roster("doc")] == ["b", "c", "d"]
+    assert await two.counts(["doc"]) == {"doc": 3}
+    assert await two.connect_peer("a", "w2.6", "user:2") is None  # the id is free again
+
+
+async def test_a_withdrawn_worker_is_forgotten_at_once(workers):
+    one, two = workers
+    await one.announce("w1", 30)
+    await one.connect_peer("a", "w1.1", "")
+    await one.join("a", "w1.1", ("doc",))
+    await one.hold_or_pair(PipeKey("a", "b", "doc"), "w1.2")
+    await one.hold_or_pair(PipeKey("a", "c", "doc"), "w1.3")
+    await two.connect_peer("c", "w2.1", "")
+    assert await two.hold_or_pair(PipeKey("c", "a", "doc"), "w2.2") == "w1.3"
+    await one.withdraw("w1")
+    assert await two.connections(["a"]) == {}
+    assert await two.stats() == Stats(peers_online=1, lobbies_active=0, pipes_open=0)
+    assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") is None  # nothing held
+    assert await two.reap() == []
+
+
+async def test_announce_says_when_the_store_has_forgotten_the_worker(workers):
+    one, two = workers
+    assert await one.announce("w1", 30)  # the first time: nothing to have forgotten
+    assert await one.announce("w1", 30)
+    await two.flush()  # the store loses its data, as a Redis restart does
+    assert not await one.announce("w1", 30)
+    assert await one.announce("w1", 30)  # known again from now on
