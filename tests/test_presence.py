@@ -11,7 +11,14 @@ from uuid import uuid4
 
 import pytest
 
-from lobbies.engine.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
+from lobbies.engine.presence import (
+    PeerIdTaken,
+    PipeFacts,
+    PipeKey,
+    PipeKeyTaken,
+    Stats,
+    get_presence,
+)
 from lobbies.engine.presence.memory import MemoryPresence
 from lobbies.engine.presence.redis import RedisPresence
 
@@ -302,3 +309,18 @@ async def test_announce_says_when_the_store_has_forgotten_the_worker(workers):
     await two.flush()  # the store loses its data, as a Redis restart does
     assert not await one.announce("w1", 30)
     assert await one.announce("w1", 30)  # known again from now on
+
+
+async def test_the_redis_backend_takes_its_url_and_prefix_from_the_settings(settings):
+    prefix = f"test:{uuid4().hex}:"
+    settings.RELAY_REDIS_URL = REDIS_URL
+    settings.RELAY_REDIS_PREFIX = prefix
+    settings.RELAY_PRESENCE_BACKEND = "lobbies.engine.presence.redis.RedisPresence"
+    store = get_presence()
+    assert isinstance(store, RedisPresence)
+    await store.connect_peer("a", "c1", "")
+    another_worker = RedisPresence(REDIS_URL, prefix)
+    assert await another_worker.connections(["a"]) == {"a": "c1"}
+    await another_worker.aclose()
+    await store.flush()
+    await store.aclose()
