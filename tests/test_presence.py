@@ -10,6 +10,7 @@ import asyncio
 from uuid import uuid4
 
 import pytest
+import redis.asyncio
 
 from lobbies.engine.presence import (
     PeerIdTaken,
@@ -300,6 +301,16 @@ async def test_a_withdrawn_worker_is_forgotten_at_once(workers):
     assert await two.stats() == Stats(peers_online=1, lobbies_active=0, pipes_open=0)
     assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") is None  # nothing held
     assert await two.reap() == []
+    await two.release(PipeKey("b", "a", "doc"), "w2.3")
+    await two.disconnect_peer("c", "w2.1")
+    assert await _keys(two) == []  # nothing of w1's is left behind
+
+
+async def _keys(store: RedisPresence) -> list[str]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    found = [key async for key in client.scan_iter(match=f"{store.keys}*")]
+    await client.aclose()
+    return found
 
 
 async def test_announce_says_when_the_store_has_forgotten_the_worker(workers):
@@ -324,3 +335,24 @@ async def test_the_redis_backend_takes_its_url_and_prefix_from_the_settings(sett
     await another_worker.aclose()
     await store.flush()
     await store.aclose()
+
+
+async def test_nothing_stays_in_redis_once_everyone_has_gone(workers):
+    one, _ = workers
+    await one.announce("w1", 30)
+    for n in range(6):
+        await one.connect_peer(f"p{n}", f"w1.{n}", "user:1" if n % 2 else "")
+        await one.join(f"p{n}", f"w1.{n}", ("x", "y"), f"nick{n}")
+    await one.claim_host("x", "p0")
+    await one.drop_host("x", "p0", successor=True)
+    await one.connect_peer("p3", "w1.30", "user:1")  # replaces p3's socket
+    await one.leave("p4", "w1.4", ("y",))
+    await one.hold_or_pair(PipeKey("p1", "p2", "x"), "w1.10")
+    await one.hold_or_pair(PipeKey("p2", "p1", "x"), "w1.11")
+    await one.hold_or_pair(PipeKey("p1", "p5", "x"), "w1.12")
+    await one.release(PipeKey("p1", "p5", "x"), "w1.12")
+    await one.pipe_closed(PipeKey("p1", "p2", "x"))
+    for n in range(6):
+        await one.disconnect_peer(f"p{n}", "w1.30" if n == 3 else f"w1.{n}")
+    assert await one.stats() == Stats(peers_online=0, lobbies_active=0, pipes_open=0)
+    assert await _keys(one) == [f"{one.keys}workers"]  # only the worker's announcement

@@ -69,6 +69,9 @@ class RedisPresence(Presence):
             raise ValueError("RedisPresence needs a Redis URL: set RELAY_REDIS_URL")
         self.url = url
         self.prefix = prefix
+        # Presence's own part of the prefix: the channel layer and the rate limits keep theirs
+        # beside it, and flush() never touches them.
+        self.keys = f"{prefix}presence:"
         self._clients: dict[asyncio.AbstractEventLoop, _Client] = {}
         # Workers this instance announced: the store forgetting one of them means its sockets
         # are no longer in presence (``announce`` returns False).
@@ -82,8 +85,10 @@ class RedisPresence(Presence):
         if client is None:
             # A loop that has closed (a finished async_to_sync call, a test's loop) can never
             # use its client again: drop it here rather than keep it for the process's life.
-            for stale in [other for other in self._clients if other.is_closed()]:
-                del self._clients[stale]
+            # (list() first: another thread's loop may add its client meanwhile.)
+            for other in list(self._clients):
+                if other.is_closed():
+                    self._clients.pop(other, None)
             connection = aioredis.Redis.from_url(
                 self.url,
                 decode_responses=True,
@@ -97,7 +102,7 @@ class RedisPresence(Presence):
     async def _run(self, script: str, *args: str) -> Any:
         """Run one script with the prefix and ``args``: one round trip (two the first time a
         Redis sees the script)."""
-        return await self._client().scripts[script](args=(self.prefix, *args))
+        return await self._client().scripts[script](args=(self.keys, *args))
 
     async def aclose(self) -> None:
         """Close this loop's connections to Redis."""
@@ -183,7 +188,7 @@ class RedisPresence(Presence):
             return {}
         async with self._client().redis.pipeline(transaction=False) as pipe:
             for document_id in document_ids:
-                pipe.zcard(f"{self.prefix}members:{document_id}")
+                pipe.zcard(f"{self.keys}members:{document_id}")
             found = await pipe.execute()
         return dict(zip(document_ids, found, strict=True))
 
@@ -218,10 +223,10 @@ class RedisPresence(Presence):
         return Stats(peers_online, lobbies_active, pipes_open)
 
     async def flush(self) -> None:
-        """Delete every key under this backend's prefix (and nothing else: other relays and
-        tests may share the Redis)."""
+        """Delete every presence key under this backend's prefix, and nothing else: the
+        channel layer, other relays and tests may share the Redis (never FLUSHDB)."""
         client = self._client().redis
-        pattern = _glob_escape(self.prefix) + "*"
+        pattern = _glob_escape(self.keys) + "*"
         batch: list[str] = []
         async for name in client.scan_iter(match=pattern, count=_FLUSH_BATCH):
             batch.append(name)

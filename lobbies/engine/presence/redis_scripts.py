@@ -5,7 +5,8 @@ script alone, so two workers racing (reciprocal pipe requests, two sockets claim
 are served one after the other, and a Join costs one round trip. ``RedisPresence`` in ``redis``
 sends them; this module only holds their text.
 
-Keys (``P`` is the prefix, ``RELAY_REDIS_PREFIX``; a name's variable part always comes last):
+Keys (``P`` is ``RELAY_REDIS_PREFIX`` followed by ``presence:``, so ``P peers`` is the key
+``relay:presence:peers``; a name's variable part always comes last):
 
 =========================  =====  ===========================================================
 ``P peers``                hash   peer id -> its control socket's connection id
@@ -35,7 +36,7 @@ connection): a retried ``connect_peer`` does not replace itself, a retried ``hol
 finds the pipe it made. The one exception is ``pipe_closed`` for two pipes open at once between
 the same two peers on the same document: the interface names a pipe only by its key.
 
-Scripts build key names from the prefix (ARGV[1]) instead of declaring them in KEYS: fine for
+Scripts build key names from ``P`` (ARGV[1]) instead of declaring them in KEYS: fine for
 one Redis (or a primary with replicas), not for Redis Cluster.
 """
 
@@ -204,7 +205,7 @@ local function forget_worker(worker)
 end
 """
 
-# Each script's own part: the arguments after the prefix, then what it does.
+# Each script's own part: the arguments after P, then what it does.
 _BODIES: dict[str, str] = {
     # peer, connection, account -> {'taken'} | {'ok', replaced connection or ''}
     "connect_peer": r"""
