@@ -44,6 +44,8 @@ from .redis_scripts import SCRIPTS
 # A Redis that does not answer makes a socket's open or Join fail within seconds, not hang.
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
+# Connections per event loop: Redis serves one command at a time, so more would only queue there.
+MAX_CONNECTIONS = 50
 _FLUSH_BATCH = 1000
 
 
@@ -89,12 +91,17 @@ class RedisPresence(Presence):
             for other in list(self._clients):
                 if other.is_closed():
                     self._clients.pop(other, None)
-            connection = aioredis.Redis.from_url(
+            # A blocking pool: with more calls in flight than connections, a call waits for a
+            # free one (up to COMMAND_TIMEOUT) instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=COMMAND_TIMEOUT,
                 decode_responses=True,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=COMMAND_TIMEOUT,
             )
+            connection = aioredis.Redis.from_pool(pool)
             scripts = {name: connection.register_script(text) for name, text in SCRIPTS.items()}
             client = self._clients[loop] = _Client(connection, scripts)
         return client
