@@ -1,9 +1,10 @@
 """Presence in Redis: the backend of a relay served by many workers (``RELAY_REDIS_URL``).
 
-Every worker's presence is one Redis, under ``RELAY_REDIS_PREFIX``. Each method is one round
-trip: a Lua script (``redis_scripts``, which also describes the keys) for anything that writes
-or must read one consistent state, so the races of the interface (reciprocal pipe requests on
-two workers, two sockets claiming one peer id) have exactly one outcome.
+All workers share one Redis (5 or newer: scripts read its clock before they write), with keys
+under ``RELAY_REDIS_PREFIX`` + ``presence:``. Each method is one round trip: a Lua script
+(``redis_scripts``, which also describes the keys) for anything that writes or must read one
+consistent state, so the races of the interface (reciprocal pipe requests on two workers, two
+sockets claiming one peer id) have exactly one outcome.
 
 Workers: a connection id names its worker (``lobbies.engine.connections.worker_of``). A worker
 announces itself (:meth:`RedisPresence.announce`) at least three times per ``RELAY_WORKER_TTL``;
@@ -101,14 +102,14 @@ class RedisPresence(Presence):
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=COMMAND_TIMEOUT,
             )
-            connection = aioredis.Redis.from_pool(pool)
-            scripts = {name: connection.register_script(text) for name, text in SCRIPTS.items()}
-            client = self._clients[loop] = _Client(connection, scripts)
+            shared = aioredis.Redis.from_pool(pool)
+            scripts = {name: shared.register_script(text) for name, text in SCRIPTS.items()}
+            client = self._clients[loop] = _Client(shared, scripts)
         return client
 
     async def _run(self, script: str, *args: str) -> Any:
-        """Run one script with the prefix and ``args``: one round trip (two the first time a
-        Redis sees the script)."""
+        """Run one script with the key prefix and ``args``: one round trip (after the first
+        call, which loads the script into a Redis that does not know it yet)."""
         return await self._client().scripts[script](args=(self.keys, *args))
 
     async def aclose(self) -> None:
