@@ -4,6 +4,11 @@
 // Usage: node loadgen.mjs TEST 'JSON-OPTIONS'
 //   TEST is one of: pipe, echo, setup, intro, idle (see the functions of the same name).
 //
+// Many workers: with `ports` (a list) and `placement`, the sockets go to several workers of one
+// relay (see workerOf): "split" puts peer A's sockets on the first and peer B's on the second, so
+// every pipe and every introduction crosses between them; "local" keeps each pair's sockets on
+// one worker (pairs alternate), as a proxy that hashes the document id does.
+//
 // Output: one JSON object per line on stdout. {"event":"mark",...} lines tell the harness when a
 // measurement window starts and ends (it samples the server's CPU time then); the last line is
 // {"event":"result",...} or {"event":"error",...}. The exit status is 0 when a result was
@@ -131,21 +136,44 @@ function wsLibConnect(host, port, path, { timeoutMs = 10000 } = {}) {
   });
 }
 
+/** connectFn(path, worker = 0): a socket to `path` on worker number `worker` of opts.ports. */
 function makeConnector(opts) {
-  const { host, port, client = "raw" } = opts;
-  if (client === "ws") return (path) => wsLibConnect(host, port, path);
-  if (client === "raw") return (path) => rawConnect(host, port, path);
+  const { host, client = "raw" } = opts;
+  const ports = opts.ports ?? [opts.port];
+  const portOf = (worker) => {
+    if (ports[worker] === undefined) throw new Error(`no port for worker ${worker}`);
+    return ports[worker];
+  };
+  if (client === "ws") return (path, worker = 0) => wsLibConnect(host, portOf(worker), path);
+  if (client === "raw") return (path, worker = 0) => rawConnect(host, portOf(worker), path);
   throw new Error(`unknown client ${client}`);
 }
 
-/** Opens all `paths`, at most `concurrency` handshakes at a time (listen backlogs are small). */
-async function openAll(connectFn, paths, concurrency) {
+/**
+ * The worker (index into opts.ports) that serves a socket of peer `side` (0: A, the sender; 1: B)
+ * of pair `p`. Placement "split": A on worker 0 and B on worker 1, so everything between them
+ * crosses workers; "local": both on worker p % 2; none ("one"): worker 0.
+ */
+function workerOf(opts, side, p) {
+  const placement = opts.placement ?? "one";
+  if (placement === "one") return 0;
+  if ((opts.ports ?? []).length < 2) throw new Error(`placement ${placement} needs two ports`);
+  if (placement === "split") return side;
+  if (placement === "local") return p % 2;
+  throw new Error(`unknown placement ${placement}`);
+}
+
+/**
+ * Opens all `paths`, at most `concurrency` handshakes at a time (listen backlogs are small);
+ * path number i on worker `workerAt(i)`.
+ */
+async function openAll(connectFn, paths, concurrency, workerAt = () => 0) {
   const conns = new Array(paths.length);
   let next = 0;
   async function worker() {
     while (next < paths.length) {
       const i = next++;
-      conns[i] = await connectFn(paths[i]);
+      conns[i] = await connectFn(paths[i], workerAt(i));
     }
   }
   try {
@@ -163,9 +191,11 @@ async function openAll(connectFn, paths, concurrency) {
  * protocol lets a server refuse pipes that it has not introduced, so pipes are set up this way
  * unless `introduce` is false. Returns the control sockets; they stay open while the pipes live.
  */
-async function introducePairs(opts, connectFn, pairs) {
+async function introducePairs(opts, connectFn, pairs, first = 0) {
   const paths = pairs.flatMap(({ A, B }) => [`/introduction/${A}`, `/introduction/${B}`]);
-  const conns = await openAll(connectFn, paths, opts.connect_concurrency ?? 32);
+  const conns = await openAll(connectFn, paths, opts.connect_concurrency ?? 32, (i) =>
+    workerOf(opts, i % 2, first + Math.floor(i / 2)),
+  );
   let introduced = 0;
   pairs.forEach(({ A, B, doc }, p) => {
     [
@@ -206,16 +236,38 @@ function pairNames(opts, tag, p) {
  * Opens `count` pipes and returns [{a, b, control}] once every pipe is known to be paired: each b
  * sends one probe frame and each a waits for it. a's later frames therefore never meet the held
  * path (the LF server re-encodes held frames, which would read as corruption here).
+ *
+ * On several workers (a placement other than "one") every a end is opened first and every b end
+ * `stagger_ms` later: two reciprocal requests that reach a Redis-backed relay at the same moment
+ * may both end up held until the pair timeout (a race in the relay's pairing, see
+ * bench/README.md), which would fail the set-up rather than measure the pipes.
  */
 async function openPipes(opts, count, tag) {
   const connectFn = makeConnector(opts);
   const names = Array.from({ length: count }, (_, p) => pairNames(opts, tag, p));
   const control = opts.introduce === false ? [] : await introducePairs(opts, connectFn, names);
-  const paths = names.flatMap(({ A, B, doc }) => [
-    `/connection/${A}/${B}/${doc}`,
-    `/connection/${B}/${A}/${doc}`,
-  ]);
-  const conns = await openAll(connectFn, paths, opts.connect_concurrency ?? 32);
+  const concurrency = opts.connect_concurrency ?? 32;
+  let conns;
+  if ((opts.placement ?? "one") === "one") {
+    const paths = names.flatMap(({ A, B, doc }) => [
+      `/connection/${A}/${B}/${doc}`,
+      `/connection/${B}/${A}/${doc}`,
+    ]);
+    conns = await openAll(connectFn, paths, concurrency);
+  } else {
+    const aPaths = names.map(({ A, B, doc }) => `/connection/${A}/${B}/${doc}`);
+    const bPaths = names.map(({ A, B, doc }) => `/connection/${B}/${A}/${doc}`);
+    const as = await openAll(connectFn, aPaths, concurrency, (p) => workerOf(opts, 0, p));
+    await sleep(opts.stagger_ms ?? 100);
+    let bs;
+    try {
+      bs = await openAll(connectFn, bPaths, concurrency, (p) => workerOf(opts, 1, p));
+    } catch (err) {
+      for (const c of as) c.destroy();
+      throw err;
+    }
+    conns = as.flatMap((a, p) => [a, bs[p]]);
+  }
   const pipes = [];
   let probed = 0;
   for (let p = 0; p < count; p++) {
@@ -551,16 +603,16 @@ async function setup(opts) {
     let control = [];
     try {
       if (opts.introduce !== false) {
-        control = await introducePairs(opts, connectFn, [{ A, B, doc }]);
+        control = await introducePairs(opts, connectFn, [{ A, B, doc }], i);
       }
       const t0 = now();
       const got = new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error("first frame timed out")), 10000);
-        const pa = connectFn(`/connection/${A}/${B}/${doc}`).then((conn) => {
+        const pa = connectFn(`/connection/${A}/${B}/${doc}`, workerOf(opts, 0, i)).then((conn) => {
           a = conn;
           a.send(probe, OP_BINARY);
         });
-        const pb = connectFn(`/connection/${B}/${A}/${doc}`).then((conn) => {
+        const pb = connectFn(`/connection/${B}/${A}/${doc}`, workerOf(opts, 1, i)).then((conn) => {
           b = conn;
           b.onmessage = (data) => {
             clearTimeout(timer);
@@ -613,10 +665,13 @@ async function intro(opts) {
     const ids = Array.from({ length: n }, (_, i) => `${opts.prefix}r${r}p${i}`);
     const idSet = new Set(ids);
     const doc = `${opts.prefix}lobby${r}`;
+    // Many workers: "split" spreads the lobby's peers over the two (every other peer on each),
+    // "local" keeps them all on the first.
     const conns = await openAll(
       connectFn,
       ids.map((id) => `/introduction/${id}`),
       opts.connect_concurrency ?? 32,
+      (i) => workerOf(opts, i % 2, 0),
     );
     // The timed part only counts and keeps a copy of each frame: decoding and checking happen
     // after the round, so that the generator's own work does not slow the figure down.
