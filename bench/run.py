@@ -36,6 +36,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import secrets
 import shlex
 import signal
 import socket
@@ -51,6 +52,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import redisctl  # bench/redisctl.py (the script's own folder is on sys.path)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -181,21 +184,26 @@ class CpuSample:
     server: float
     gen: float
     busy: dict[str, float]
+    redis: float | None = None  # the Redis server's, when the servers under test use one
 
 
-def cpu_sample(server_pid: int, gen_pid: int) -> CpuSample:
+def cpu_sample(server_pids: list[int], gen_pid: int, redis_pid: int | None = None) -> CpuSample:
+    """CPU time now of the servers' process trees (all workers), the generator, the machine's
+    cores and, when given, the Redis server."""
     return CpuSample(
         wall=time.monotonic(),
-        server=cpu_seconds(process_tree(server_pid)),
+        server=sum(cpu_seconds(process_tree(pid)) for pid in server_pids),
         gen=cpu_seconds([gen_pid]),
         busy=cpu_busy_seconds(),
+        redis=None if redis_pid is None else cpu_seconds([redis_pid]),
     )
 
 
 def cpu_window(a: CpuSample, b: CpuSample, server_cpus: set[int]) -> dict[str, float]:
-    """Percent of one core used, between two samples, by: the server process tree, the
-    generator, the server's core(s) as a whole (anything, softirq included), and "other": all
-    busy time that is neither server, generator nor softirq (other processes: noise)."""
+    """Percent of one core used, between two samples, by: the server process tree(s), the
+    generator, the server's core(s) as a whole (anything, softirq included), Redis (when the
+    samples read it: ``redis_cpu_pct``, wherever it ran), and "other": all busy time that is
+    neither server, generator, Redis nor softirq (other processes: noise)."""
     wall = max(b.wall - a.wall, 1e-9)
 
     def pct(seconds: float) -> float:
@@ -205,14 +213,18 @@ def cpu_window(a: CpuSample, b: CpuSample, server_cpus: set[int]) -> dict[str, f
     cores = sum(v for k, v in delta.items() if k.startswith("cpu"))
     server = b.server - a.server
     gen = b.gen - a.gen
-    return {
+    redis = b.redis - a.redis if a.redis is not None and b.redis is not None else None
+    window = {
         "server_cpu_pct": pct(server),
         "server_core_pct": pct(sum(delta.get(f"cpu{c}", 0.0) for c in server_cpus)),
         "gen_cpu_pct_proc": pct(gen),
         "machine_busy_pct": pct(cores),
         "softirq_pct": pct(delta["softirq"]),
-        "other_cpu_pct": max(0.0, pct(cores - server - gen)),
+        "other_cpu_pct": max(0.0, pct(cores - server - gen - (redis or 0.0))),
     }
+    if redis is not None:
+        window["redis_cpu_pct"] = pct(redis)
+    return window
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +289,21 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    # What the harness reads of any server under test, one process or a cluster of workers.
+    redis_pid: int | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
     def _wait_ready(self, timeout: float) -> None:
         """Waits until GET / gets any HTTP answer (the server is accepting and routing)."""
         deadline = time.monotonic() + timeout
@@ -331,6 +358,92 @@ def running_server(spec: ServerSpec, cfg: Config) -> Iterator[ServerProcess]:
         server.stop()
 
 
+class Cluster:
+    """Workers of one relay over Redis (``RELAY_REDIS_URL``), each started as ``spec`` starts our
+    server, all pinned to the servers' core(s), sharing the database and a Redis key prefix of
+    their own; stop() deletes that prefix's keys, and only those (the Redis may be shared)."""
+
+    def __init__(self, spec: ServerSpec, cfg: Config, count: int = 2) -> None:
+        self.redis_url = cfg.redis_url
+        self.redis_pid = cfg.redis_pid
+        self.prefix = f"bench:{secrets.token_hex(6)}:"
+        env = {**spec.env, "RELAY_REDIS_URL": cfg.redis_url, "RELAY_REDIS_PREFIX": self.prefix}
+        worker = ServerSpec(spec.key, spec.label, spec.cmd, env)
+        self.workers: list[ServerProcess] = []
+        t0 = time.monotonic()
+        try:
+            for _ in range(count):
+                self.workers.append(
+                    ServerProcess(worker, cfg.server_cpus, cfg.log_dir, cfg.startup_timeout_s)
+                )
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+        self.keys_deleted = 0
+
+    @property
+    def port(self) -> int:
+        return self.workers[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        return [w.port for w in self.workers]
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of the first worker that has exited (None: all alive)."""
+        return next((w.returncode for w in self.workers if not w.alive()), None)
+
+    def alive(self) -> bool:
+        return all(w.alive() for w in self.workers)
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(
+            f"[worker {n}]\n{w.log_tail(lines)}" for n, w in enumerate(self.workers, 1)
+        )
+
+    def stop(self) -> None:
+        """Stops every worker (SIGTERM: each leaves presence), then deletes this run's keys."""
+        for w in self.workers:
+            w.stop()
+        with contextlib.suppress(redisctl.RedisError, OSError):
+            self.keys_deleted = redisctl.delete_prefix(self.redis_url, self.prefix)
+
+
+@contextlib.contextmanager
+def running_cluster(spec: ServerSpec, cfg: Config) -> Iterator[Cluster]:
+    cluster = Cluster(spec, cfg)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# Where the scale-out part puts the sockets (loadgen.mjs's placement): ONE, our server alone as
+# the rest of the benchmark runs it (no Redis); LOCAL, two Redis-backed workers with both sockets
+# of each pair on one of them, pairs alternating (what nginx's hash on the document id gives);
+# SPLIT, peer A's sockets on the first worker and B's on the second, so that every pipe frame
+# and every introduction crosses between them.
+ONE, LOCAL, SPLIT = "one", "local", "split"
+PLACEMENTS = (ONE, LOCAL, SPLIT)
+PLACEMENT_LABELS = {ONE: "1 worker", LOCAL: "2, pairs local", SPLIT: "2, pairs split"}
+
+
+def placement_opts(placement: str) -> dict[str, Any]:
+    """The generator's options for ``placement`` (none for ONE: the run is as it always was)."""
+    return {} if placement == ONE else {"placement": placement}
+
+
+def placement_tag(placement: str) -> str:
+    """Part of the generator's id prefix, so that no two runs share a peer id."""
+    return "" if placement == ONE else placement[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Load generator
 
@@ -342,7 +455,7 @@ class GeneratorError(RuntimeError):
 def run_generator(
     test: str,
     opts: dict[str, Any],
-    server: ServerProcess,
+    server: ServerProcess | Cluster,
     cfg: Config,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -355,6 +468,7 @@ def run_generator(
     limit = float(opts.get("hard_limit_s", 120))
     opts = {
         "port": server.port,
+        **({"ports": server.ports} if len(server.ports) > 1 else {}),
         "client": cfg.client,
         "introduce": cfg.introduce,
         "hard_limit_s": limit,
@@ -383,7 +497,7 @@ def run_generator(
                     continue
                 kind = event.get("event")
                 if kind == "mark":
-                    marks[event["name"]] = cpu_sample(server.pid, proc.pid)
+                    marks[event["name"]] = cpu_sample(server.pids, proc.pid, server.redis_pid)
                 elif kind == "ready":
                     if on_ready is not None:
                         on_ready(event)
@@ -421,6 +535,8 @@ def run_generator(
                     "gen_cpu_s": end.gen - start.gen,
                     "wall_s": end.wall - start.wall,
                 }
+                if start.redis is not None and end.redis is not None:
+                    windows[base]["redis_cpu_s"] = end.redis - start.redis
     if windows:
         result["cpu_windows"] = windows
     return result
@@ -462,6 +578,11 @@ class Config:
     gen_cpus: str
     startup_timeout_s: float
     log_dir: Path = Path()
+    # The scale-out part (tests xpipe, xecho, xintro): pipe cells, and the Redis of the workers.
+    x_sizes: list[int] = field(default_factory=lambda: [64, 1024])
+    x_pairs: list[int] = field(default_factory=lambda: [16])
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_pid: int | None = None
 
     def window(self, size: int, pairs: int) -> int:
         """Frames in flight per pipe: as many as fit in window_bytes, at most window_frames and
@@ -480,7 +601,7 @@ def order_for(rep: int, specs: list[ServerSpec]) -> list[ServerSpec]:
     return specs if rep % 2 == 0 else list(reversed(specs))
 
 
-def error_entry(exc: BaseException, server: ServerProcess | None) -> dict[str, Any]:
+def error_entry(exc: BaseException, server: ServerProcess | Cluster | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}", "valid": False}
     if server is not None:
         entry["server_alive"] = server.alive()
@@ -489,19 +610,24 @@ def error_entry(exc: BaseException, server: ServerProcess | None) -> dict[str, A
 
 
 def measure(
-    spec: ServerSpec, cfg: Config, body: Callable[[ServerProcess], dict[str, Any]]
+    spec: ServerSpec,
+    cfg: Config,
+    body: Callable[[Any], dict[str, Any]],
+    placement: str = ONE,
 ) -> dict[str, Any]:
-    """Starts a fresh server, runs ``body`` against it, stops it; failures become results."""
-    server: ServerProcess | None = None
+    """Starts a fresh server (with a placement other than ONE, a fresh cluster of two workers),
+    runs ``body`` against it, stops it; failures become results."""
+    server: ServerProcess | Cluster | None = None
+    start = running_server if placement == ONE else running_cluster
     try:
-        with running_server(spec, cfg) as server:
+        with start(spec, cfg) as server:
             result = body(server)
             result["server_startup_s"] = round(server.startup_s, 3)
             if not server.alive():
                 # returncode < 0: killed by that signal (from outside: we had not stopped it).
                 result["valid"] = False
                 result["server_died"] = True
-                result["server_returncode"] = server.proc.returncode
+                result["server_returncode"] = server.returncode
                 result["server_log_tail"] = server.log_tail()
             return result
     except (ServerError, GeneratorError, OSError, subprocess.SubprocessError) as exc:
@@ -512,10 +638,13 @@ def measure(
         return entry
 
 
-def pipe_cell(spec: ServerSpec, cfg: Config, size: int, pairs: int, rep: int) -> dict[str, Any]:
+def pipe_cell(
+    spec: ServerSpec, cfg: Config, size: int, pairs: int, rep: int, placement: str = ONE
+) -> dict[str, Any]:
     window = cfg.window(size, pairs)
     opts = {
-        "prefix": f"{spec.key}{size}x{pairs}r{rep}",
+        **placement_opts(placement),
+        "prefix": f"{spec.key}{placement_tag(placement)}{size}x{pairs}r{rep}",
         "pairs": pairs,
         "size": size,
         "window": window,
@@ -524,7 +653,7 @@ def pipe_cell(spec: ServerSpec, cfg: Config, size: int, pairs: int, rep: int) ->
         "drain_timeout_s": cfg.drain_timeout_s,
         "hard_limit_s": cfg.warmup_s + cfg.duration_s + cfg.drain_timeout_s + 60,
     }
-    result = measure(spec, cfg, lambda server: run_generator("pipe", opts, server, cfg))
+    result = measure(spec, cfg, lambda server: run_generator("pipe", opts, server, cfg), placement)
     gen = result.get("gen_cpu_pct")
     if isinstance(gen, int | float) and gen > 0:
         # The rate at which the generator would fill its own core, if its cost per message stays
@@ -534,15 +663,22 @@ def pipe_cell(spec: ServerSpec, cfg: Config, size: int, pairs: int, rep: int) ->
 
 
 def pipe_cell_retrying(
-    spec: ServerSpec, cfg: Config, size: int, pairs: int, rep: int, log: Callable[[str], None]
+    spec: ServerSpec,
+    cfg: Config,
+    size: int,
+    pairs: int,
+    rep: int,
+    log: Callable[[str], None],
+    placement: str = ONE,
 ) -> dict[str, Any]:
     """pipe_cell, run again (at most cfg.noise_retries times) while other processes took more
     than NOISE_PCT of a core during the window: this machine may be shared. The discarded runs
     stay in the result under "disturbed_runs"."""
     disturbed: list[dict[str, Any]] = []
     for attempt in range(cfg.noise_retries + 1):
-        r = pipe_cell(spec, cfg, size, pairs, rep)
-        tag = f"[{spec.key} #{rep + 1}{'' if attempt == 0 else f' retry {attempt}'}]"
+        r = pipe_cell(spec, cfg, size, pairs, rep, placement)
+        who = spec.key if placement == ONE and spec.key != "ours" else placement
+        tag = f"[{who} #{rep + 1}{'' if attempt == 0 else f' retry {attempt}'}]"
         log(f"pipe {size:>5} B x {pairs:>3} {tag} {brief(r)}")
         if r.get("other_cpu_pct", 0.0) <= NOISE_PCT or attempt == cfg.noise_retries:
             break
@@ -552,16 +688,17 @@ def pipe_cell_retrying(
     return r
 
 
-def echo_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
+def echo_test(spec: ServerSpec, cfg: Config, placement: str = ONE) -> dict[str, Any]:
     opts = {
-        "prefix": f"{spec.key}echo",
+        **placement_opts(placement),
+        "prefix": f"{spec.key}{placement_tag(placement)}echo",
         "size": 64,
         "warmup": cfg.echo_warmup,
         "samples": cfg.echo_samples,
         "max_s": 60,
         "hard_limit_s": 120,
     }
-    return measure(spec, cfg, lambda server: run_generator("echo", opts, server, cfg))
+    return measure(spec, cfg, lambda server: run_generator("echo", opts, server, cfg), placement)
 
 
 def setup_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
@@ -584,9 +721,10 @@ def setup_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
     return measure(spec, cfg, body)
 
 
-def intro_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
+def intro_test(spec: ServerSpec, cfg: Config, placement: str = ONE) -> dict[str, Any]:
     opts = {
-        "prefix": f"{spec.key}intro",
+        **placement_opts(placement),
+        "prefix": f"{spec.key}{placement_tag(placement)}intro",
         "peers": cfg.intro_peers,
         "rounds": cfg.intro_rounds,
         "warmup_rounds": cfg.intro_warmup_rounds,
@@ -594,7 +732,7 @@ def intro_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
         "hard_limit_s": 60 + 35 * (cfg.intro_rounds + cfg.intro_warmup_rounds),
     }
 
-    def body(server: ServerProcess) -> dict[str, Any]:
+    def body(server: ServerProcess | Cluster) -> dict[str, Any]:
         result = run_generator("intro", opts, server, cfg)
         # Server CPU during each round (Joins sent -> last Introduction received): near 100%
         # means the server was the limit; well below it, the generator or the wiring was.
@@ -603,12 +741,16 @@ def intro_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
             w = windows.get(f"round{i}")
             if w and rnd.get("elapsed_s"):
                 rnd["server_cpu_pct"] = round(w["server_cpu_s"] / rnd["elapsed_s"] * 100, 1)
+                if "redis_cpu_s" in w:
+                    rnd["redis_cpu_pct"] = round(w["redis_cpu_s"] / rnd["elapsed_s"] * 100, 1)
         measured = [r for r in result["rounds"] if not r.get("warmup")]
         result["server_cpu_pct"] = median_of(measured, "server_cpu_pct")
         result["gen_cpu_pct"] = median_of(measured, "gen_cpu_pct")
+        if placement != ONE:
+            result["redis_cpu_pct"] = median_of(measured, "redis_cpu_pct")
         return result
 
-    return measure(spec, cfg, body)
+    return measure(spec, cfg, body, placement)
 
 
 def stable_rss(server: ServerProcess, max_wait_s: float) -> tuple[int, bool, list[int]]:
@@ -679,6 +821,11 @@ def summarize_cell(size: int, pairs: int, window: int, runs: list[dict[str, Any]
         "gen_cpu_pct": median_of(runs, "gen_cpu_pct"),
         "gen_ceiling_msgs_per_s": median_of(runs, "gen_ceiling_msgs_per_s"),
         "other_cpu_pct": median_of(runs, "other_cpu_pct"),
+        **(
+            {"redis_cpu_pct": median_of(runs, "redis_cpu_pct")}
+            if any("redis_cpu_pct" in r for r in runs)
+            else {}
+        ),
         "valid": all(r.get("valid") for r in runs),
         "runs": runs,
     }
@@ -716,6 +863,39 @@ def run_all(specs: list[ServerSpec], cfg: Config, log: Callable[[str], None]) ->
     return results
 
 
+SCALE_OUT_TESTS = ("xpipe", "xecho", "xintro")
+
+
+def run_scale_out(spec: ServerSpec, cfg: Config, log: Callable[[str], None]) -> dict:
+    """The scale-out part, for our server only: each test in every placement (ONE, LOCAL,
+    SPLIT), the pipe cells repeated with the order of the placements rotating, so that drift
+    hits them alike. Returns {placement: {"pipe": {cell: ...}, "echo": ..., "intro": ...}},
+    shaped as one server's results."""
+    results: dict[str, dict[str, Any]] = {p: {} for p in PLACEMENTS}
+    if "xpipe" in cfg.tests:
+        for placement in PLACEMENTS:
+            results[placement]["pipe"] = {}
+        for size in cfg.x_sizes:
+            for pairs in cfg.x_pairs:
+                runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PLACEMENTS}
+                for rep in range(cfg.repeat):
+                    turn = rep % len(PLACEMENTS)
+                    for placement in PLACEMENTS[turn:] + PLACEMENTS[:turn]:
+                        r = pipe_cell_retrying(spec, cfg, size, pairs, rep, log, placement)
+                        runs[placement].append(r)
+                for placement in PLACEMENTS:
+                    cell = summarize_cell(size, pairs, cfg.window(size, pairs), runs[placement])
+                    results[placement]["pipe"][f"{size}x{pairs}"] = cell
+    for test, fn in (("xecho", echo_test), ("xintro", intro_test)):
+        if test not in cfg.tests:
+            continue
+        for placement in PLACEMENTS:
+            r = fn(spec, cfg, placement)
+            results[placement][test[1:]] = r
+            log(f"{test[1:]:<6} [{placement}] {brief(r)}")
+    return results
+
+
 def iter_entries(results: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Every figure's entry: each pipe cell and each other test, for every server."""
     for res in results.values():
@@ -740,6 +920,7 @@ def brief(r: dict[str, Any]) -> str:
         ("per_conn_kib", "{:,.1f} KiB/conn"),
         ("server_cpu_pct", "server {:.0f}%"),
         ("server_core_pct", "its core {:.0f}%"),
+        ("redis_cpu_pct", "Redis {:.0f}%"),
         ("gen_cpu_pct", "gen {:.0f}%"),
         ("other_cpu_pct", "other {:.0f}%"),
     ):
@@ -844,6 +1025,48 @@ def build_table(results: dict[str, dict[str, Any]], cfg: Config) -> list[Row]:
     return rows
 
 
+def build_scale_out_table(results: dict[str, dict[str, Any]], cfg: Config) -> list[Row]:
+    """The many-workers table: one column per placement, the ratio SPLIT / ONE."""
+    rows: list[Row] = []
+
+    def add(metric: str, unit: str, better: str, test: str, key: str, cell: str | None = None):
+        values: dict[str, float | None] = {}
+        flags: dict[str, str] = {}
+        for placement in PLACEMENTS:
+            entry = results.get(placement, {}).get(test)
+            if entry is not None and cell is not None:
+                entry = entry.get(cell)
+            v = entry.get(key) if isinstance(entry, dict) else None
+            values[placement] = v if isinstance(v, int | float) else None
+            flags[placement] = flags_for(entry, test == "pipe") if isinstance(entry, dict) else ""
+        ratio = None
+        if values.get(SPLIT) and values.get(ONE):
+            ratio = values[SPLIT] / values[ONE]
+        rows.append(Row(metric, unit, better, values, flags, ratio))
+
+    if "xpipe" in cfg.tests:
+        for size in cfg.x_sizes:
+            for pairs in cfg.x_pairs:
+                label = f"pipe {fmt_size(size)} x {pairs} pair{'s' if pairs > 1 else ''}"
+                cell = f"{size}x{pairs}"
+                add(label, "msg/s", "higher", "pipe", "msgs_per_s", cell)
+                add(label, "MB/s", "higher", "pipe", "mb_per_s", cell)
+                add(f"{label}: Redis CPU", "% core", "lower", "pipe", "redis_cpu_pct", cell)
+    if "xecho" in cfg.tests:
+        add("echo round trip p50", "µs", "lower", "echo", "p50_us")
+        add("echo round trip p99", "µs", "lower", "echo", "p99_us")
+    if "xintro" in cfg.tests:
+        add(
+            f"introductions ({cfg.intro_peers} peers)",
+            "intro/s",
+            "higher",
+            "intro",
+            "intros_per_s_median",
+        )
+        add("introductions: Redis CPU", "% core", "lower", "intro", "redis_cpu_pct")
+    return rows
+
+
 def fmt_size(size: int) -> str:
     return f"{size // KIB} KiB" if size >= KIB and size % KIB == 0 else f"{size} B"
 
@@ -857,17 +1080,25 @@ def fmt_value(v: float | None, unit: str) -> str:
 
 
 def render_table(rows: list[Row], specs: list[ServerSpec]) -> str:
-    keys = [s.key for s in specs]
-    headers = ["metric", "unit", *(s.label for s in specs)]
-    if len(keys) == 2:
-        headers += ["ours/LF", "better"]
+    """Our server against LF's (or one of them alone)."""
+    columns = [(s.key, s.label) for s in specs]
+    return render_rows(rows, columns, "ours/LF" if len(specs) == 2 else None)
+
+
+def render_rows(rows: list[Row], columns: list[tuple[str, str]], ratio: str | None) -> str:
+    """A table: metric, unit, one value (and its flags) per column, then, under the header
+    ``ratio`` if given, each row's ratio and which direction is better."""
+    keys = [key for key, _ in columns]
+    headers = ["metric", "unit", *(label for _, label in columns)]
+    if ratio is not None:
+        headers += [ratio, "better"]
     lines = []
     body = []
     for row in rows:
         cells = [row.metric, row.unit]
         for k in keys:
             cells.append(fmt_value(row.values.get(k), row.unit) + row.flags.get(k, ""))
-        if len(keys) == 2:
+        if ratio is not None:
             cells.append("-" if row.ratio is None else f"{row.ratio:.2f}")
             cells.append(row.better)
         body.append(cells)
@@ -938,7 +1169,18 @@ def _npm_version(*path: str) -> str | None:
 
 def versions() -> dict[str, Any]:
     python_pkgs = {}
-    for name in ("Django", "channels", "daphne", "uvicorn", "websockets", "uvloop", "msgpack"):
+    for name in (
+        "Django",
+        "channels",
+        "daphne",
+        "uvicorn",
+        "websockets",
+        "uvloop",
+        "msgpack",
+        "redis",
+        "hiredis",
+        "channels-redis",
+    ):
         try:
             python_pkgs[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -988,9 +1230,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="environment variable for our server (repeatable)",
     )
     p.add_argument("--ours-label", help="our server's column title (default: ours[/server])")
-    p.add_argument("--tests", default="pipe,echo,setup,intro,memory", help="comma-separated subset")
-    p.add_argument("--sizes", help="pipe frame sizes in bytes, comma-separated (64,1024,16384)")
-    p.add_argument("--pairs", help="pipe counts, comma-separated (1,16,128)")
+    p.add_argument(
+        "--tests",
+        default="pipe,echo,setup,intro,memory",
+        help="comma-separated subset; xpipe, xecho, xintro are the scale-out part",
+    )
+    p.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="also run the scale-out part (xpipe,xecho,xintro): our relay as one worker, as two"
+        " Redis-backed workers with each pair on one, and with every pair split across them",
+    )
+    p.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="the Redis of the scale-out workers (their keys get a prefix of the run's own, "
+        "deleted after; default %(default)s)",
+    )
+    p.add_argument(
+        "--sizes", help="pipe frame sizes in bytes, comma-separated (64,1024,16384; xpipe 64,1024)"
+    )
+    p.add_argument("--pairs", help="pipe counts, comma-separated (1,16,128; xpipe 16)")
     p.add_argument("--duration", type=float, help="seconds measured per pipe cell (3)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up per pipe cell (1)")
     p.add_argument("--repeat", type=int, help="repetitions per pipe cell; the median counts (3)")
@@ -1038,12 +1298,17 @@ def make_config(args: argparse.Namespace, log_dir: Path) -> Config:
         return [int(x) for x in text.split(",")] if text else default
 
     tests = [t.strip() for t in args.tests.split(",") if t.strip()]
-    unknown = set(tests) - {"pipe", "echo", "setup", "intro", "memory"}
+    if args.scale_out:
+        tests += [t for t in SCALE_OUT_TESTS if t not in tests]
+    unknown = set(tests) - {"pipe", "echo", "setup", "intro", "memory", *SCALE_OUT_TESTS}
     if unknown:
         raise SystemExit(f"unknown tests: {', '.join(sorted(unknown))}")
     return Config(
         sizes=ints(args.sizes, [64, 1024, 16384]),
         pairs=ints(args.pairs, [1, 16, 128]),
+        x_sizes=ints(args.sizes, [64, 1024]),
+        x_pairs=ints(args.pairs, [16]),
+        redis_url=args.redis_url,
         warmup_s=args.warmup if args.warmup is not None else (0.3 if q else 1.0),
         duration_s=args.duration if args.duration is not None else (0.7 if q else 3.0),
         repeat=args.repeat if args.repeat is not None else (1 if q else 3),
@@ -1133,6 +1398,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config(args, log_dir)
     specs = make_specs(args)
     out = args.out or BENCH / "results" / f"{stamp}{'-quick' if args.quick else ''}.json"
+    scale_out = [t for t in cfg.tests if t in SCALE_OUT_TESTS]
+    ours = next((s for s in specs if s.key == "ours"), None)
+    redis_server: dict[str, Any] | None = None
+    if scale_out:
+        if ours is None:
+            raise SystemExit("the scale-out part (xpipe, xecho, xintro) measures our relay only")
+        try:
+            cfg.redis_pid = redisctl.server_pid(cfg.redis_url)
+            redis_server = {**redisctl.server_info(cfg.redis_url), "pid": cfg.redis_pid}
+        except redisctl.RedisError as exc:
+            raise SystemExit(f"the scale-out part needs Redis: {exc}") from exc
 
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -1140,11 +1416,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     log(f"servers: {', '.join(f'{s.key}={s.cmd}' for s in specs)}; logs in {log_dir}")
     results = run_all(specs, cfg, log)
+    scale = run_scale_out(ours, cfg, log) if scale_out and ours is not None else None
     machine["loadavg_end"] = list(os.getloadavg())
     rows = build_table(results, cfg)
-    table = render_table(rows, specs)
+    tables = [render_table(rows, specs)] if rows else []
+    scale_rows: list[Row] = []
+    if scale is not None:
+        scale_rows = build_scale_out_table(scale, cfg)
+        columns = [(p, PLACEMENT_LABELS[p]) for p in PLACEMENTS]
+        tables.append(
+            "Many workers (our relay; Redis CPU wherever it ran):\n"
+            + render_rows(scale_rows, columns, "split/1")
+        )
 
-    all_valid = all(entry.get("valid", False) for entry in iter_entries(results))
+    entries = [*iter_entries(results), *iter_entries(scale or {})]
+    all_valid = all(entry.get("valid", False) for entry in entries)
     report = {
         "schema": SCHEMA,
         "started_at": started.isoformat(),
@@ -1161,10 +1447,19 @@ def main(argv: list[str] | None = None) -> int:
         "table": [asdict(r) for r in rows],
         "results": results,
     }
+    if scale is not None:
+        # The scale-out part: shaped as "results" with placements for servers (one, local,
+        # split), and its table, whose values are keyed by placement.
+        report["scale_out"] = {
+            "placements": PLACEMENT_LABELS,
+            "redis": redis_server,
+            "table": [asdict(r) for r in scale_rows],
+            "results": scale,
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
 
-    print(table)
+    print("\n\n".join(tables))
     print(f"\nresults: {out}")
     if not all_valid:
         print(f"\n*** SOME FIGURES ARE INVALID (lost/reordered/altered frames, failures): {out}")
