@@ -341,6 +341,10 @@ def _client(url: str) -> Redis:
         socket_timeout=None,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
+        # RESP2: under RESP3 (redis-py 8's default) every pub/sub message goes through a push
+        # handler that formats it whole for a debug line it then drops (redis-py issue 4230):
+        # a quarter as many 1 KiB messages a second (bench/transport.py).
+        protocol=2,
     )
 
 
