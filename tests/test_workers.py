@@ -559,3 +559,60 @@ async def test_the_hourly_peak_counts_the_peers_of_every_worker(make_cluster):
     assert (peak, joins) == (3, 3)  # not the most one worker had (2)
     for socket in sockets:
         await socket.close()
+
+
+class Operator:
+    """A superuser signed in to one worker's admin, as a browser would be (session, CSRF)."""
+
+    def __init__(self, cluster: Cluster, worker: LiveRelay) -> None:
+        import http.cookiejar
+
+        cluster.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "User.objects.filter(username='root').exists() or "
+            "User.objects.create_superuser('root', '', 'a long pass phrase')",
+        )
+        self.base = worker.http_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.post("/admin/login/", {"username": "root", "password": "a long pass phrase"})
+
+    def post(self, path: str, form: dict[str, str]) -> int:
+        from urllib.parse import urlencode
+
+        self.opener.open(f"{self.base}{path}", timeout=10).read()  # the CSRF cookie
+        csrf = next(c.value for c in self.jar if c.name == "csrftoken")
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            data=urlencode({**form, "csrfmiddlewaretoken": csrf}).encode(),
+            headers={"Referer": f"{self.base}{path}"},
+        )
+        with self.opener.open(request, timeout=10) as answer:
+            return answer.status
+
+
+async def test_a_relay_wide_ban_closes_the_peer_on_another_worker(make_cluster):
+    # Cached answers kept far longer than the test: only the workers' messages can drop them.
+    cluster = make_cluster(RELAY_FACTS_CACHE_SECONDS="300")
+    first, second = cluster.workers
+    operator = Operator(cluster, second)
+    banned, other = await control(first, "spammer"), await control(second, "other")
+    await join(banned, "doc")
+    await join(other, "doc")
+    await introduced_to(banned)
+    await introduced_to(other)
+    end_banned, end_other = await asyncio.gather(
+        pipe(first, "spammer", "other", "doc"), pipe(second, "other", "spammer", "doc")
+    )
+    await end_banned.send("hello")
+    assert await asyncio.wait_for(end_other.recv(), 5) == "hello"
+    form = {"peer_id": "spammer", "reason": "", "expires_at_0": "", "expires_at_1": ""}
+    assert operator.post("/admin/lobbies/ban/add/", form) == 200  # (after the redirect)
+    assert await close_code(banned) == 4403
+    assert await close_code(end_banned) == 4403  # its pipes too, across workers
+    assert await close_code(end_other) == 1000
+    again = await control(first, "spammer")
+    assert await close_code(again) == 4403  # the worker that cached "no ban" knows at once
+    await other.close()
