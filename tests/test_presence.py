@@ -1,21 +1,56 @@
-"""The presence interface, one suite for every backend (only ``memory`` so far)."""
+"""The presence interface, one suite for every backend (memory, and Redis at 127.0.0.1:6379).
+
+Each Redis test works under a prefix of its own and deletes only its own keys: the Redis is
+shared with other tests and relays.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from uuid import uuid4
+
 import pytest
+import redis.asyncio
 
-from lobbies.engine.presence import PeerIdTaken, PipeFacts, PipeKey, PipeKeyTaken, Stats
+from lobbies.engine.presence import (
+    PeerIdTaken,
+    PipeFacts,
+    PipeKey,
+    PipeKeyTaken,
+    Stats,
+    get_presence,
+)
 from lobbies.engine.presence.memory import MemoryPresence
+from lobbies.engine.presence.redis import RedisPresence
 
-BACKENDS = [MemoryPresence]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+BACKENDS = [MemoryPresence, RedisPresence]
+
+
+def _build(backend: type, prefix: str):
+    if backend is RedisPresence:
+        return RedisPresence(REDIS_URL, prefix)
+    return backend()
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda cls: cls.__name__)
 async def presence(request):
-    store = request.param()
+    store = _build(request.param, f"test:{uuid4().hex}:")
     await store.flush()
     yield store
     await store.flush()
+    await store.aclose()
+
+
+@pytest.fixture
+async def workers():
+    """Two Redis backends under one prefix, as two worker processes share a Redis."""
+    prefix = f"test:{uuid4().hex}:"
+    first, second = RedisPresence(REDIS_URL, prefix), RedisPresence(REDIS_URL, prefix)
+    yield first, second
+    await first.flush()
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_join_returns_the_other_members_of_each_id(presence):
@@ -174,3 +209,151 @@ async def test_held_by_finds_a_users_peers_and_never_the_anonymous(presence):
     await presence.connect_peer("c", "cc", "")
     assert await presence.peers_of("user:7") == {"a": "ca", "b": "cb"}
     assert await presence.peers_of("") == {}
+
+
+async def test_reciprocal_requests_racing_pair_exactly_once(presence):
+    # 400 calls at once: more than a Redis backend has connections, so some wait for one.
+    keys = [PipeKey("a", "b", f"doc{n}") for n in range(200)]
+    outcomes = await asyncio.gather(
+        *(presence.hold_or_pair(key, f"ca{n}") for n, key in enumerate(keys)),
+        *(presence.hold_or_pair(key.reciprocal(), f"cb{n}") for n, key in enumerate(keys)),
+    )
+    for n in range(200):
+        # Either a's request is held and b's pairs with it, or the other way round.
+        assert (outcomes[n], outcomes[200 + n]) in ((None, f"ca{n}"), (f"cb{n}", None))
+    assert (await presence.stats()).pipes_open == 200
+
+
+async def test_sockets_racing_for_a_users_peer_id_have_one_winner(presence):
+    outcomes = await asyncio.gather(
+        *(presence.connect_peer("a", f"c{n}", f"user:{n}") for n in range(20)),
+        return_exceptions=True,
+    )
+    winners = [n for n, outcome in enumerate(outcomes) if not isinstance(outcome, Exception)]
+    assert len(winners) == 1
+    assert outcomes[winners[0]] is None  # nobody held it before
+    assert all(isinstance(o, PeerIdTaken) for n, o in enumerate(outcomes) if n != winners[0])
+    assert await presence.connections(["a"]) == {"a": f"c{winners[0]}"}
+
+
+async def test_sockets_racing_for_an_anonymous_peer_id_replace_one_another_in_turn(presence):
+    sockets = [f"c{n}" for n in range(20)]
+    replaced = await asyncio.gather(*(presence.connect_peer("a", c, "") for c in sockets))
+    # A chain: the first replaced nobody, each later one replaced exactly one other, and the one
+    # that holds the id now was replaced by nobody.
+    assert replaced.count(None) == 1
+    assert len(set(replaced)) == len(sockets)
+    (holder,) = set(sockets) - set(replaced)
+    assert await presence.connections(["a"]) == {"a": holder}
+    assert (await presence.stats()).peers_online == 1
+
+
+# -- workers (Redis only: one process alone has no other worker to forget) ----------------------
+
+
+async def test_a_worker_that_stops_announcing_is_absent_at_once_and_reaped_later(workers):
+    one, two = workers
+    assert await one.announce("w1", 0.3)
+    assert await two.announce("w2", 30)
+    await one.connect_peer("a", "w1.1", "user:1")
+    await one.join("a", "w1.1", ("doc",), "Ann")
+    assert await one.claim_host("doc", "a") == "a"
+    for peer, connection in (("b", "w2.1"), ("c", "w2.2")):
+        await two.connect_peer(peer, connection, "")
+        await two.join(peer, connection, ("doc",))
+    assert await one.hold_or_pair(PipeKey("a", "b", "doc"), "w1.2") is None
+    assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") == "w1.2"
+    assert await one.hold_or_pair(PipeKey("a", "c", "doc"), "w1.3") is None
+    assert await two.members("doc") == ["a", "b", "c"]
+    assert await two.stats() == Stats(peers_online=3, lobbies_active=1, pipes_open=1)
+
+    await asyncio.sleep(0.5)  # w1's announcement expires; nobody has reaped it yet
+
+    await two.connect_peer("d", "w2.4", "")
+    assert await two.join("d", "w2.4", ("doc",)) == {"doc": ["b", "c"]}
+    assert await two.connections(["a", "b"]) == {"b": "w2.1"}
+    assert await two.members("doc") == ["b", "c", "d"]
+    assert await two.hosts(["doc"]) == {"doc": None}
+    assert await two.pipe_facts(PipeKey("a", "b", "doc")) == PipeFacts(None, False)
+    assert await two.peers_of("user:1") == {}
+    assert await two.pipes("doc") == []
+    # c's request is held, not paired with the ghost's.
+    assert await two.hold_or_pair(PipeKey("c", "a", "doc"), "w2.5") is None
+
+    assert await two.reap() == ["w1"]
+    assert await two.reap() == []
+    assert await two.stats() == Stats(peers_online=3, lobbies_active=1, pipes_open=0)
+    assert [m.peer_id for m in await two.roster("doc")] == ["b", "c", "d"]
+    assert await two.counts(["doc"]) == {"doc": 3}
+    assert await two.connect_peer("a", "w2.6", "user:2") is None  # the id is free again
+
+
+async def test_a_withdrawn_worker_is_forgotten_at_once(workers):
+    one, two = workers
+    await one.announce("w1", 30)
+    await one.connect_peer("a", "w1.1", "")
+    await one.join("a", "w1.1", ("doc",))
+    await one.hold_or_pair(PipeKey("a", "b", "doc"), "w1.2")
+    await one.hold_or_pair(PipeKey("a", "c", "doc"), "w1.3")
+    await two.connect_peer("c", "w2.1", "")
+    assert await two.hold_or_pair(PipeKey("c", "a", "doc"), "w2.2") == "w1.3"
+    await one.withdraw("w1")
+    assert await two.connections(["a"]) == {}
+    assert await two.stats() == Stats(peers_online=1, lobbies_active=0, pipes_open=0)
+    assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") is None  # nothing held
+    assert await two.reap() == []
+    await two.release(PipeKey("b", "a", "doc"), "w2.3")
+    await two.disconnect_peer("c", "w2.1")
+    assert await _keys(two) == []  # nothing of w1's is left behind
+
+
+async def _keys(store: RedisPresence) -> list[str]:
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    found = [key async for key in client.scan_iter(match=f"{store.keys}*")]
+    await client.aclose()
+    return found
+
+
+async def test_announce_says_when_the_store_has_forgotten_the_worker(workers):
+    one, two = workers
+    assert await one.announce("w1", 30)  # the first time: nothing to have forgotten
+    assert await one.announce("w1", 30)
+    await two.flush()  # the store loses its data, as a Redis restart does
+    assert not await one.announce("w1", 30)
+    assert await one.announce("w1", 30)  # known again from now on
+
+
+async def test_the_redis_backend_takes_its_url_and_prefix_from_the_settings(settings):
+    prefix = f"test:{uuid4().hex}:"
+    settings.RELAY_REDIS_URL = REDIS_URL
+    settings.RELAY_REDIS_PREFIX = prefix
+    settings.RELAY_PRESENCE_BACKEND = "lobbies.engine.presence.redis.RedisPresence"
+    store = get_presence()
+    assert isinstance(store, RedisPresence)
+    await store.connect_peer("a", "c1", "")
+    another_worker = RedisPresence(REDIS_URL, prefix)
+    assert await another_worker.connections(["a"]) == {"a": "c1"}
+    await another_worker.aclose()
+    await store.flush()
+    await store.aclose()
+
+
+async def test_nothing_stays_in_redis_once_everyone_has_gone(workers):
+    one, _ = workers
+    await one.announce("w1", 30)
+    for n in range(6):
+        await one.connect_peer(f"p{n}", f"w1.{n}", "user:1" if n % 2 else "")
+        await one.join(f"p{n}", f"w1.{n}", ("x", "y"), f"nick{n}")
+    await one.claim_host("x", "p0")
+    await one.drop_host("x", "p0", successor=True)
+    await one.connect_peer("p3", "w1.30", "user:1")  # replaces p3's socket
+    await one.leave("p4", "w1.4", ("y",))
+    await one.hold_or_pair(PipeKey("p1", "p2", "x"), "w1.10")
+    await one.hold_or_pair(PipeKey("p2", "p1", "x"), "w1.11")
+    await one.hold_or_pair(PipeKey("p1", "p5", "x"), "w1.12")
+    await one.release(PipeKey("p1", "p5", "x"), "w1.12")
+    await one.pipe_closed(PipeKey("p1", "p2", "x"))
+    for n in range(6):
+        await one.disconnect_peer(f"p{n}", "w1.30" if n == 3 else f"w1.{n}")
+    assert await one.stats() == Stats(peers_online=0, lobbies_active=0, pipes_open=0)
+    assert await _keys(one) == [f"{one.keys}workers"]  # only the worker's announcement
