@@ -74,6 +74,9 @@ def uvicorn_config(
         # The LF server (Node's ws) does not compress either; deflate costs CPU per frame.
         ws_per_message_deflate=False,
         lifespan="off",
+        # uvicorn would believe X-Forwarded-For from FORWARDED_ALLOW_IPS itself: the relay has
+        # one rule for it under both servers, RELAY_TRUSTED_PROXIES (lobbies.proxies).
+        proxy_headers=False,
         log_level="warning",
         access_log=False,
     )
@@ -207,6 +210,9 @@ def run_daphne(
         ping_interval=settings.ping_interval or 86400,
         ping_timeout=settings.ping_timeout,
         ready_callable=on_ready,
+        # No X-Forwarded-For of daphne's own (its default): RELAY_TRUSTED_PROXIES is the one
+        # rule under both servers (lobbies.proxies).
+        proxy_forwarded_address_header=None,
         verbosity=0,
     ).run()
     events.shutdown()  # the reactor has stopped: the sockets' last events, then plugins
