@@ -9,7 +9,6 @@ Which worker got a socket is read from the workers' own logs (one ``<client> <pa
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -33,10 +32,6 @@ from tests.conftest import ROOT, _ticket_on, collected_static, free_port, relay_
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-# Peers on two workers meet through the Redis presence (issue 14, items 2 and 3), built apart
-# from this file. Until it exists the cluster runs each worker on its own memory presence, and
-# only the test that needs it is expected to fail.
-REDIS_PRESENCE = importlib.util.find_spec("lobbies.engine.presence.redis") is not None
 CLIENT = "203.0.113.21"  # what the test's sockets say they forward for
 
 pytestmark = [
@@ -93,8 +88,6 @@ def cluster(tmp_path_factory) -> Iterator[LiveCluster]:
         RELAY_REDIS_URL=REDIS_URL,
         RELAY_REDIS_PREFIX=prefix,
     )
-    if not REDIS_PRESENCE:
-        env["RELAY_PRESENCE_BACKEND"] = "lobbies.engine.presence.memory.MemoryPresence"
     output = data_dir / "cluster.out"
     command = [sys.executable, "deploy/cluster.py", "--workers", "2", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--worker-port", str(worker_ports[0])]
@@ -184,11 +177,6 @@ async def test_both_sockets_of_a_pipe_reach_the_same_worker(cluster):
     assert workers_used == set(cluster.worker_ports)
 
 
-@pytest.mark.xfail(
-    not REDIS_PRESENCE,
-    reason="peers on two workers meet only through the Redis presence (issue 14, items 2-3)",
-    strict=True,
-)
 async def test_peers_on_two_workers_are_introduced(cluster):
     first = await online(cluster, "meet-1", "meet-doc")
     second = await online(cluster, "meet-2", "meet-doc")

@@ -311,6 +311,8 @@ async def test_an_owners_kick_and_close_reach_peers_on_another_worker(uvicorn_cl
     end_p, end_q = await asyncio.gather(
         pipe(first, "p", "q", "arena"), pipe(second, "q", "p", "arena")
     )
+    await end_q.send("paired?")
+    assert await asyncio.wait_for(end_p.recv(), 5) == "paired?"
     # Asked of the second worker, carried out by the first, where p's sockets are.
     api(second, token, "POST", f"/lobbies/{lobby['id']}/kick", {"peerId": "p"})
     left = await next_message(p)
@@ -377,6 +379,8 @@ async def test_a_reader_that_stops_reading_stops_its_writer_across_workers(uvico
     writer, reader = await asyncio.gather(
         pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc")
     )
+    await writer.send("paired?")  # (not held: a held end may hold only RELAY_MAX_HELD_BYTES)
+    assert await asyncio.wait_for(reader.recv(), 5) == "paired?"
     before = [resident_bytes(worker) for worker in uvicorn_cluster.workers]
     frame, sent = os.urandom(64 * 1024), 0
 

@@ -132,18 +132,31 @@ class Outlet:
                     item = queue.popleft()
                     batch.append(item)
                     size += _size(item[0])
-                payload = msgpack.packb([self.link.token, [message for message, _ in batch]])
-                try:
-                    received = await self.link.publisher.publish(self.channel, payload)
-                except (RedisError, OSError) as exc:
-                    logger.warning("publishing to %s failed: %r", self.channel, exc)
-                    received = 0
+                received = await self._send(batch)
+                if not received and any(lost is None for _, lost in batch):
+                    # The connection may have gone stale (Redis restarted): once more on a new
+                    # one, for the messages a repeat cannot harm (never a pipe's frames, which
+                    # close their pipe instead).
+                    received = await self._send([item for item in batch if item[1] is None])
                 if not received:
                     for _, lost in batch:
                         if lost is not None:
                             lost()
         finally:
             self.task = None
+
+    async def _send(self, batch: list[tuple[list[Any], Callable[[], Any] | None]]) -> int:
+        """PUBLISH ``batch`` in one message; how many workers received it (0: nobody, or
+        Redis did not answer, after which the next PUBLISH starts on a new connection)."""
+        payload = msgpack.packb([self.link.token, [message for message, _ in batch]])
+        publisher = self.link.publisher
+        try:
+            return await publisher.publish(self.channel, payload)
+        except (RedisError, OSError) as exc:
+            logger.warning("publishing to %s failed: %r", self.channel, exc)
+            with contextlib.suppress(RedisError, OSError):
+                await publisher.connection_pool.disconnect()
+            return 0
 
 
 def _size(message: list[Any]) -> int:
@@ -244,6 +257,9 @@ class Link:
             try:
                 await pubsub.subscribe(self.channel(self.token), self.everyone)
                 if not first:
+                    # A publishing connection from before may be stale too.
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.publisher.connection_pool.disconnect()
                     # What was published to us while we were away is lost.
                     await self._lost(
                         None, CloseCode.SERVICE_RESTART, "the relay's link to Redis broke"
