@@ -620,3 +620,39 @@ async def test_a_relay_wide_ban_closes_the_peer_on_another_worker(make_cluster):
     again = await control(first, "spammer")
     assert await close_code(again) == 4403  # the worker that cached "no ban" knows at once
     await other.close()
+
+
+async def test_the_host_role_passes_to_a_member_on_another_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    spec = {"documentId": "match", "topology": "host", "hostTransferable": True}
+    api(second, token, "POST", "/lobbies", spec)
+    host = await connect(f"{first.ws_url}/t/{_ticket(uvicorn_cluster, 'owner')}/introduction/host")
+    await join(host, "match", ext=1)
+    assert (await next_message(host))["role"] == "host"
+    heir, other = await control(second, "heir"), await control(first, "other")
+    for member in (heir, other):
+        await join(member, "match", ext=1)
+        assert (await next_message(member))["role"] == "member"
+        assert await introduced_to(member) == "host"  # members meet the host only
+        assert await introduced_to(host) in ("heir", "other")
+    await host.close()
+    # The member present longest (on the second worker) hosts now, and meets the other.
+    assert (await next_message(heir))["role"] == "host"
+    assert await introduced_to(heir) == "other"
+    joined = await next_message(other)
+    assert (joined["type"], joined["role"], joined["lobby"]["host"]) == ("Joined", "member", "heir")
+    assert await introduced_to(other) == "heir"
+    await heir.close()
+    await other.close()
+
+
+async def test_revoking_a_token_closes_its_sockets_on_every_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    ticket = api(second, token, "POST", "/tickets", {})["ticket"]
+    socket = await connect(f"{first.ws_url}/t/{ticket}/introduction/owned")
+    await join(socket, "doc")
+    mine = api(second, token, "GET", "/tokens")
+    api(second, token, "DELETE", f"/tokens/{mine[0]['id']}")
+    assert await close_code(socket) == 4401
