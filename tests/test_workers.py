@@ -141,6 +141,26 @@ async def close_code(socket, seconds: float = 10) -> int:
         return closed.rcvd.code if closed.rcvd else 1006
 
 
+async def meet(first: LiveRelay, second: LiveRelay, a: str = "a", b: str = "b", doc: str = "doc"):
+    """Control sockets of ``a`` on the first worker and ``b`` on the second, introduced on
+    ``doc``."""
+    socket_a, socket_b = await control(first, a), await control(second, b)
+    await join(socket_a, doc)
+    await join(socket_b, doc)
+    assert await introduced_to(socket_a) == b
+    assert await introduced_to(socket_b) == a
+    return socket_a, socket_b
+
+
+async def paired(first: LiveRelay, second: LiveRelay, a: str = "a", b: str = "b", doc: str = "doc"):
+    """The pipe between peers ``a`` (its end on the first worker) and ``b`` (on the second),
+    opened at once from both sides and known to be paired (a frame went through)."""
+    end_a, end_b = await asyncio.gather(pipe(first, a, b, doc), pipe(second, b, a, doc))
+    await end_a.send("paired?")
+    assert await asyncio.wait_for(end_b.recv(), 5) == "paired?"
+    return end_a, end_b
+
+
 async def pipe(worker: LiveRelay, me: str, other: str, document_id: str):
     path = f"/connection/{segment(me)}/{segment(other)}/{segment(document_id)}"
     return await connect(f"{worker.ws_url}{path}", max_size=None)
@@ -148,12 +168,7 @@ async def pipe(worker: LiveRelay, me: str, other: str, document_id: str):
 
 async def test_peers_on_two_workers_are_introduced(cluster):
     first, second = cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await asyncio.sleep(0.2)
-    await join(b, "doc")
-    assert await introduced_to(b) == "a"
-    assert await introduced_to(a) == "b"
+    a, b = await meet(first, second)
     # Numbers span the workers: each answers for the whole relay.
     for worker in cluster.workers:
         assert stats(worker) == {"peers_online": 2, "lobbies_active": 1, "pipes_open": 0}
@@ -163,11 +178,7 @@ async def test_peers_on_two_workers_are_introduced(cluster):
 
 async def test_a_pipe_split_across_workers_carries_everything_in_order(cluster):
     first, second = cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
+    a, b = await meet(first, second)
     end_a = await pipe(first, "a", "b", "doc")
     held = [f"held {n}" for n in range(50)] + [bytes([n]) * 10 for n in range(50)]
     for frame in held:
@@ -371,16 +382,8 @@ def resident_bytes(worker: LiveRelay) -> int:
 
 async def test_a_reader_that_stops_reading_stops_its_writer_across_workers(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
-    writer, reader = await asyncio.gather(
-        pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc")
-    )
-    await writer.send("paired?")  # (not held: a held end may hold only RELAY_MAX_HELD_BYTES)
-    assert await asyncio.wait_for(reader.recv(), 5) == "paired?"
+    a, b = await meet(first, second)
+    writer, reader = await paired(first, second)  # (a held end holds RELAY_MAX_HELD_BYTES)
     before = [resident_bytes(worker) for worker in uvicorn_cluster.workers]
     frame, sent = os.urandom(64 * 1024), 0
 
@@ -463,14 +466,8 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 async def test_workers_come_back_by_themselves_after_redis_restarts_empty(make_cluster, own_redis):
     first, second = make_cluster(RELAY_REDIS_URL=own_redis.url).workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
-    end_a, end_b = await asyncio.gather(pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc"))
-    await end_a.send("paired")
-    assert await asyncio.wait_for(end_b.recv(), 5) == "paired"
+    a, b = await meet(first, second)
+    end_a, end_b = await paired(first, second)
     own_redis.kill()
     # Meanwhile a new socket is told to come back later, not given a fault.
     newcomer = await control(first, "newcomer")
@@ -602,16 +599,8 @@ async def test_a_relay_wide_ban_closes_the_peer_on_another_worker(make_cluster):
     cluster = make_cluster(RELAY_FACTS_CACHE_SECONDS="300")
     first, second = cluster.workers
     operator = Operator(cluster, second)
-    banned, other = await control(first, "spammer"), await control(second, "other")
-    await join(banned, "doc")
-    await join(other, "doc")
-    await introduced_to(banned)
-    await introduced_to(other)
-    end_banned, end_other = await asyncio.gather(
-        pipe(first, "spammer", "other", "doc"), pipe(second, "other", "spammer", "doc")
-    )
-    await end_banned.send("hello")
-    assert await asyncio.wait_for(end_other.recv(), 5) == "hello"
+    banned, other = await meet(first, second, "spammer", "other")
+    end_banned, end_other = await paired(first, second, "spammer", "other")
     form = {"peer_id": "spammer", "reason": "", "expires_at_0": "", "expires_at_1": ""}
     assert operator.post("/admin/lobbies/ban/add/", form) == 200  # (after the redirect)
     assert await close_code(banned) == 4403

@@ -261,17 +261,8 @@ class PipeEnd:
         partner.state = PipeState.PAIRING
         # Frames the partner sends while we flush are appended to the same deque (it is not
         # linked yet), so everything it sent before pairing arrives first and in order.
-        held = partner.held
         try:
-            while held:
-                message = held.popleft()
-                # Refunded as it leaves, not after the whole backlog: a client that reads its
-                # backlog slowly must not keep the process's budget charged meanwhile.
-                payload = message.get("bytes")
-                cost = held_cost(message["text"] if payload is None else payload)
-                partner.held_bytes -= cost
-                held_budget.refund(partner.address, cost)
-                await self.send(message)
+            await partner._send_held(self.send)
         except BaseException as exc:  # our socket broke, or the server is cancelling us
             logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
             partner.partner, self.partner = self, partner
@@ -292,6 +283,21 @@ class PipeEnd:
         seeker, target, document_id = min(self.key, partner.key)  # as in _report
         emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
 
+    async def _send_held(self, send: Send) -> None:
+        """Send this end's held frames with ``send`` while it is being paired. Frames its client
+        sends meanwhile join them (it has no partner yet), so everything leaves in the order it
+        came."""
+        held = self.held
+        while held and self.state is PipeState.PAIRING:
+            message = held.popleft()
+            # Refunded as it leaves, not after the whole backlog: a client that reads its
+            # backlog slowly must not keep the process's budget charged meanwhile.
+            payload = message.get("bytes")
+            cost = held_cost(message["text"] if payload is None else payload)
+            self.held_bytes -= cost
+            held_budget.refund(self.address, cost)
+            await send(message)
+
     def paired_from_afar(self, connection: str, link: workers.Link) -> bool:
         """The reciprocal request ``connection`` of another worker pairs with this held end:
         its held frames leave first, then its client's. False if it is no longer held."""
@@ -303,17 +309,8 @@ class PipeEnd:
         return True
 
     async def _flush_afar(self, remote: RemoteEnd) -> None:
-        # Frames its client sends meanwhile join the held ones (it has no partner yet), so
-        # everything leaves in the order it came.
-        held = self.held
         try:
-            while held and self.state is PipeState.PAIRING:
-                message = held.popleft()
-                payload = message.get("bytes")
-                cost = held_cost(message["text"] if payload is None else payload)
-                self.held_bytes -= cost
-                held_budget.refund(self.address, cost)
-                await remote.send(message)
+            await self._send_held(remote.send)
         finally:
             self._refund_held()
         if self.state is not PipeState.PAIRING:  # closed while flushing

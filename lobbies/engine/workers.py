@@ -18,7 +18,7 @@ an error talking to Redis, and a subscription that broke (whatever it carried me
 each close the pipes they concern with a documented code (1011 for a partner's worker gone,
 1012 when this worker's own link to Redis broke), so both clients know and reconnect.
 
-The worker announces itself to presence every third of ``RELAY_WORKER_TTL`` and reaps the
+The worker announces itself to presence every quarter of ``RELAY_WORKER_TTL`` and reaps the
 workers that stopped; when presence no longer knows it (Redis restarted with its data gone), it
 closes its control sockets with 1012: their clients reconnect and are in presence again.
 """
@@ -307,7 +307,8 @@ class Link:
         presence = get_presence()
         known = True
         while not self.stopping:
-            await asyncio.sleep(self.ttl / 3)
+            # A quarter: at least three announcements within any TTL, whatever each takes.
+            await asyncio.sleep(self.ttl / 4)
             try:
                 started = time.monotonic()
                 if not await presence.announce(self.token, self.ttl):
@@ -320,6 +321,8 @@ class Link:
                 dead = await presence.reap()
                 if dead:
                     logger.info("workers gone: %s", ", ".join(dead))
+                    for worker in dead:
+                        self.outlets.pop(worker, None)
                     await self._lost(
                         set(dead), CloseCode.INTERNAL_ERROR, "the other end's worker is gone"
                     )
