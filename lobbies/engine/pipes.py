@@ -124,6 +124,10 @@ def _take(counter: Counter[str], key: str, amount: int) -> None:
 
 held_budget = HeldBudget()
 
+# The states in which an end that presence holds can be paired: held, or about to be (presence
+# answered its own request, and its match may have been told first).
+_PAIRABLE = frozenset({PipeState.HELD, PipeState.OPENING})
+
 
 class PipeEnd:
     """One socket of a pipe: held, then paired with the reciprocal request's socket."""
@@ -206,14 +210,19 @@ class PipeEnd:
             except PipeKeyTaken:
                 raise Refused(CloseCode.CONFLICT, "the same pipe request is waiting") from None
             if found is None:
-                await self._hold()
+                if self.state is PipeState.OPENING:
+                    await self._hold()
+                elif self.state is PipeState.CLOSED:  # an order closed it meanwhile
+                    await self.presence.release(self.key, self.connection)
+                # (Else its match paired with it already: presence held it, and the match's
+                # socket may have heard so before this one heard back from Redis.)
                 return
             if not connections.is_local(found):
                 if await self._pair_afar(found):
                     return
             else:
                 partner = connections.lookup(found)
-                if partner is not None and partner.state is PipeState.HELD:
+                if partner is not None and partner.state in _PAIRABLE:
                     await self._pair(partner)
                     return
             # The held socket went away between the presence lookup and now: the pipe counted
@@ -301,7 +310,7 @@ class PipeEnd:
     def paired_from_afar(self, connection: str, link: workers.Link) -> bool:
         """The reciprocal request ``connection`` of another worker pairs with this held end:
         its held frames leave first, then its client's. False if it is no longer held."""
-        if self.state is not PipeState.HELD:
+        if self.state not in _PAIRABLE:
             return False
         self._leave_held()
         self.state = PipeState.PAIRING
