@@ -99,8 +99,12 @@ async def settle(action: Callable[[], Awaitable[Any]]) -> None:
 
 async def _settle_postponed() -> None:
     while _cleanups:
-        action = _cleanups[0]
-        await action()  # a RedisError leaves it for the next heartbeat
+        try:
+            await _cleanups[0]()
+        except RedisError:
+            raise  # left for the next heartbeat
+        except Exception:
+            logger.exception("a postponed presence clean-up failed; dropped")
         _cleanups.popleft()
 
 
@@ -173,7 +177,7 @@ class Link:
         self.url = url
         # Errors come straight to us (no silent retry): a broken link means lost messages,
         # which must close the pipes they carried.
-        self.publisher = _client(url)
+        self.publisher = _client(url, timeout=REQUEST_SECONDS)
         self.outlets: dict[str, Outlet] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.requests = itertools.count(1)
@@ -353,11 +357,12 @@ async def _close_control_sockets() -> None:
             await socket.close(CloseCode.SERVICE_RESTART, "the relay lost track of this connection")
 
 
-def _client(url: str) -> Redis:
+def _client(url: str, timeout: float | None = None) -> Redis:
+    # (No timeout for the subscription: it waits for messages; a PUBLISH must not wait long.)
     return Redis.from_url(
         url,
         socket_connect_timeout=2,
-        socket_timeout=None,
+        socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
