@@ -15,6 +15,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
+REDIS_SERVER := /usr/bin/redis-server
 
 .PHONY: run run-cluster test lint format bench clean
 
@@ -35,6 +36,11 @@ $(CHROMIUM):
 
 # `make run-cluster` (and its test) run Debian's nginx binary as an ordinary process with its own
 # configuration under var/cluster/ (deploy/cluster.py), never the system's nginx service.
+# The Redis-restart test starts a redis-server of its own (the suite's Redis is the local one).
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
+
 $(NGINX):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx
@@ -63,7 +69,7 @@ format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check --fix .
 
 # The interop tests install the npm clients themselves (npm ci, esbuild bundle) when needed.
-test: $(VENV)/.dev-deps $(CHROMIUM) $(NGINX) lint
+test: $(VENV)/.dev-deps $(CHROMIUM) $(NGINX) $(REDIS_SERVER) lint
 	@TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.services
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop and not live" -p no:cacheprovider -q
