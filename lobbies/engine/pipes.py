@@ -533,10 +533,24 @@ class RemoteEnd:
 
     def receive(self, payload: str | bytes | None) -> None:
         """A frame from the other end (None: it closed), to write to the local client after
-        the ones before it."""
+        the ones before it: at once when its socket can take it (uvicorn), else by a task that
+        waits for the socket's buffer to drain."""
+        if self.writer is None and payload is not None:
+            handle = self.local.handle
+            if handle is not None and handle.send_nowait(payload):
+                self._wrote(len(payload))
+                return
         self.inbound.append(payload)
         if self.writer is None:
             self.writer = spawn(self._write())
+
+    def _wrote(self, size: int) -> None:
+        # Credit by quarters of the window: a writer that waits for credit has more than a
+        # window on its way, so at least a quarter of one is always written and credited.
+        self.written += size
+        if self.written >= self.window // 4:
+            self.link.tell(self.worker, ["c", self.connection, self.written])
+            self.written = 0
 
     async def _write(self) -> None:
         local, inbound = self.local, self.inbound
@@ -548,13 +562,7 @@ class RemoteEnd:
                     return
                 key = "text" if isinstance(payload, str) else "bytes"
                 await local.send({"type": "websocket.send", key: payload})
-                self.written += len(payload)
-                if self.written >= self.window // 4:
-                    self.link.tell(self.worker, ["c", self.connection, self.written])
-                    self.written = 0
-                if not inbound and self.written:
-                    self.link.tell(self.worker, ["c", self.connection, self.written])
-                    self.written = 0
+                self._wrote(len(payload))
         except Exception:  # the local socket broke; its own disconnect closes the pipe
             logger.debug("pipe %s: writing a frame from another worker failed", local.key)
         finally:
