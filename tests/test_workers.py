@@ -49,7 +49,12 @@ class Cluster:
             "RELAY_WORKER_TTL": str(TTL),
             **env,
         }
-        self.workers = [start_relay(server, data_dir, f"worker{n}.log", **self.env) for n in (1, 2)]
+        # One server for both, or "uvicorn+daphne": one of each.
+        servers = server.split("+") if "+" in server else [server, server]
+        self.workers = [
+            start_relay(name, data_dir, f"worker{n}.log", **self.env)
+            for n, name in enumerate(servers, 1)
+        ]
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -88,9 +93,10 @@ def make_cluster(tmp_path: Path) -> Iterator:
         cluster.stop()
 
 
-@pytest.fixture(params=["uvicorn", "daphne"])
+@pytest.fixture(params=["uvicorn", "daphne", "uvicorn+daphne"])
 def cluster(request: pytest.FixtureRequest, make_cluster) -> Cluster:
-    """Two workers of one relay under each server."""
+    """Two workers of one relay under each server, and one of each (a uvicorn worker sends a
+    pipe's frames spliced, as server frames; a daphne worker takes them message by message)."""
     return make_cluster(request.param)
 
 
