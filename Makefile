@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 0.0.0.0
 PORT ?= 8080
+# `make run-cluster`: this many workers, on the ports after PORT, behind nginx on PORT (their
+# RELAY_REDIS_URL: redis://127.0.0.1:6379/0 unless set).
+WORKERS ?= 2
 # CI also runs the suite against PostgreSQL, less the tests that start relay processes (the Node
 # interop tests, the live and multi-worker ones: those relays keep their own SQLite database).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -11,8 +14,10 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 # Root installs system packages itself; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
+REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run test lint format bench clean
+.PHONY: run run-cluster test lint format bench clean
 
 $(VENV)/.run-deps: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +34,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# `make run-cluster` (and its test) run Debian's nginx binary as an ordinary process with its own
+# configuration under var/cluster/ (deploy/cluster.py), never the system's nginx service.
+# The Redis-restart test starts a redis-server of its own (the suite's Redis is the local one).
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
+
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx
+
 bench/node_modules/.installed: bench/package.json bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund
 	touch $@
@@ -37,6 +53,12 @@ run: $(VENV)/.run-deps
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
+
+# Many Redis-backed workers behind nginx on this machine (README, "Many workers").
+run-cluster: $(VENV)/.run-deps $(NGINX)
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) deploy/cluster.py --workers $(WORKERS) --host $(HOST) --port $(PORT) --nginx $(NGINX)
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
@@ -47,7 +69,7 @@ format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check --fix .
 
 # The interop tests install the npm clients themselves (npm ci, esbuild bundle) when needed.
-test: $(VENV)/.dev-deps $(CHROMIUM) lint
+test: $(VENV)/.dev-deps $(CHROMIUM) $(NGINX) $(REDIS_SERVER) lint
 	@TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m tests.services
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop and not live" -p no:cacheprovider -q

@@ -198,7 +198,8 @@ def split_ticket(path: str) -> tuple[str | None, str]:
 
 
 class TicketPath:
-    """The outermost layer: moves a ``/t/<ticket>`` path prefix into ``scope["ticket"]``.
+    """Moves a ``/t/<ticket>`` path prefix into ``scope["ticket"]``, before any other layer but
+    ``lobbies.proxies.ForwardedClient`` (which reads no path) sees the scope.
 
     In place, on purpose (ASGI middleware usually copies the scope): the server keeps the same
     scope for its own log lines (uvicorn's ``"WebSocket /path" [accepted]``, its access log),

@@ -17,18 +17,23 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from lobbies.auth import NoTickets, RelayAuthMiddleware, TicketPath  # noqa: E402
 from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.engine.security import origin_checked  # noqa: E402
+from lobbies.proxies import ForwardedClient  # noqa: E402
 
 # uvicorn's websockets protocol logs each upgrade's request line at DEBUG, ticket included.
 for _name in ("uvicorn.error", "uvicorn.access"):
     logging.getLogger(_name).addFilter(NoTickets())
 
-# The ticket leaves the path first (before a refusal or a log line could show it); the origin
-# check comes before the credentials are resolved, so a refused origin costs no query.
-application = TicketPath(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
-        }
+# The real client first (behind a trusted proxy, from X-Forwarded-For), so that every limit
+# and log line below, Django's REMOTE_ADDR included, sees it; then the ticket leaves the path
+# (before a refusal or a log line could show it); the origin check comes before the credentials
+# are resolved, so a refused origin costs no query.
+application = ForwardedClient(
+    TicketPath(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
+            }
+        )
     )
 )

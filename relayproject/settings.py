@@ -119,7 +119,7 @@ RELAY_REDIS_URL = env.str("RELAY_REDIS_URL", default="")
 # What every Redis key and channel of this relay starts with (several relays may share a Redis).
 RELAY_REDIS_PREFIX = env.str("RELAY_REDIS_PREFIX", default="relay:")
 # Seconds after which a worker that stopped announcing itself (killed, say) is gone from presence
-# with all its peers, held pipe requests and pipes. A worker announces itself every third of it.
+# with all its peers, held pipe requests and pipes. A worker announces itself every quarter of it.
 RELAY_WORKER_TTL = env.float("RELAY_WORKER_TTL", default=15.0)
 # Bytes one direction of a pipe whose ends are on two workers may have in flight (sent, not yet
 # written to the reader): a reader that stops reading stops its writer, on either worker.

@@ -36,3 +36,14 @@ def test_the_configured_postgresql_passes():
     url = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     result = run_check(url)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_missing_redis_is_one_clear_line():
+    from tests.services import redis_problem
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    problem = redis_problem(url)
+    assert problem is not None
+    assert f"make test needs Redis at {url}" in problem
+    assert "apt-get install -y redis-server" in problem
+    assert redis_problem("redis://127.0.0.1:6379/0") is None

@@ -198,3 +198,26 @@ async def test_a_large_frame_in_small_reads_arrives_intact(uvicorn_server):
     assert await asyncio.wait_for(b.recv(), 10) == payload
     await a.close()
     await b.close()
+
+
+def test_server_frames_are_read_back_as_the_messages_they_carry():
+    from lobbies.engine.splice import _FIN_BINARY, _FIN_TEXT, _frame_header, server_frames
+
+    messages = ["", "héllo", b"", b"\x00" * 125, b"\x01" * 126, "x" * 70_000]
+    data = b"".join(
+        _frame_header(
+            _FIN_TEXT if isinstance(m, str) else _FIN_BINARY,
+            len(b := m.encode() if isinstance(m, str) else m),
+        )
+        + b
+        for m in messages
+    )
+    assert server_frames(data) == messages
+    for broken in (
+        data[:-1],
+        b"\x81",
+        b"\x01\x00",
+        b"\x81\x85abcd",
+    ):  # cut, a header, fragment, masked
+        with pytest.raises(ValueError):
+            server_frames(broken)

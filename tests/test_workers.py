@@ -49,7 +49,12 @@ class Cluster:
             "RELAY_WORKER_TTL": str(TTL),
             **env,
         }
-        self.workers = [start_relay(server, data_dir, f"worker{n}.log", **self.env) for n in (1, 2)]
+        # One server for both, or "uvicorn+daphne": one of each.
+        servers = server.split("+") if "+" in server else [server, server]
+        self.workers = [
+            start_relay(name, data_dir, f"worker{n}.log", **self.env)
+            for n, name in enumerate(servers, 1)
+        ]
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -88,9 +93,10 @@ def make_cluster(tmp_path: Path) -> Iterator:
         cluster.stop()
 
 
-@pytest.fixture(params=["uvicorn", "daphne"])
+@pytest.fixture(params=["uvicorn", "daphne", "uvicorn+daphne"])
 def cluster(request: pytest.FixtureRequest, make_cluster) -> Cluster:
-    """Two workers of one relay under each server."""
+    """Two workers of one relay under each server, and one of each (a uvicorn worker sends a
+    pipe's frames spliced, as server frames; a daphne worker takes them message by message)."""
     return make_cluster(request.param)
 
 
@@ -141,6 +147,26 @@ async def close_code(socket, seconds: float = 10) -> int:
         return closed.rcvd.code if closed.rcvd else 1006
 
 
+async def meet(first: LiveRelay, second: LiveRelay, a: str = "a", b: str = "b", doc: str = "doc"):
+    """Control sockets of ``a`` on the first worker and ``b`` on the second, introduced on
+    ``doc``."""
+    socket_a, socket_b = await control(first, a), await control(second, b)
+    await join(socket_a, doc)
+    await join(socket_b, doc)
+    assert await introduced_to(socket_a) == b
+    assert await introduced_to(socket_b) == a
+    return socket_a, socket_b
+
+
+async def paired(first: LiveRelay, second: LiveRelay, a: str = "a", b: str = "b", doc: str = "doc"):
+    """The pipe between peers ``a`` (its end on the first worker) and ``b`` (on the second),
+    opened at once from both sides and known to be paired (a frame went through)."""
+    end_a, end_b = await asyncio.gather(pipe(first, a, b, doc), pipe(second, b, a, doc))
+    await end_a.send("paired?")
+    assert await asyncio.wait_for(end_b.recv(), 5) == "paired?"
+    return end_a, end_b
+
+
 async def pipe(worker: LiveRelay, me: str, other: str, document_id: str):
     path = f"/connection/{segment(me)}/{segment(other)}/{segment(document_id)}"
     return await connect(f"{worker.ws_url}{path}", max_size=None)
@@ -148,12 +174,7 @@ async def pipe(worker: LiveRelay, me: str, other: str, document_id: str):
 
 async def test_peers_on_two_workers_are_introduced(cluster):
     first, second = cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await asyncio.sleep(0.2)
-    await join(b, "doc")
-    assert await introduced_to(b) == "a"
-    assert await introduced_to(a) == "b"
+    a, b = await meet(first, second)
     # Numbers span the workers: each answers for the whole relay.
     for worker in cluster.workers:
         assert stats(worker) == {"peers_online": 2, "lobbies_active": 1, "pipes_open": 0}
@@ -163,11 +184,7 @@ async def test_peers_on_two_workers_are_introduced(cluster):
 
 async def test_a_pipe_split_across_workers_carries_everything_in_order(cluster):
     first, second = cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
+    a, b = await meet(first, second)
     end_a = await pipe(first, "a", "b", "doc")
     held = [f"held {n}" for n in range(50)] + [bytes([n]) * 10 for n in range(50)]
     for frame in held:
@@ -198,23 +215,26 @@ async def test_a_pipe_split_across_workers_carries_everything_in_order(cluster):
         await socket.close()
 
 
-async def test_reciprocal_requests_racing_on_two_workers_pair_exactly_once(uvicorn_cluster):
+async def test_reciprocal_requests_racing_pair_exactly_once_on_one_worker_or_two(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
     a, b = await control(first, "a"), await control(second, "b")
-    for n in range(20):
+    for n in range(40):
         await join(a, f"doc{n}")
         await join(b, f"doc{n}")
         await introduced_to(a)
         await introduced_to(b)
+        # Both requests at once, from two workers (even rounds) or on one (odd rounds), where
+        # presence may answer the held end after its match has already come for it.
+        b_worker = second if n % 2 == 0 else first
         end_a, end_b = await asyncio.gather(
-            pipe(first, "a", "b", f"doc{n}"), pipe(second, "b", "a", f"doc{n}")
+            pipe(first, "a", "b", f"doc{n}"), pipe(b_worker, "b", "a", f"doc{n}")
         )
         await end_a.send(f"ping {n}")
         assert await asyncio.wait_for(end_b.recv(), 5) == f"ping {n}"
         await end_b.send(f"pong {n}")
         assert await asyncio.wait_for(end_a.recv(), 5) == f"pong {n}"
         await end_a.close()
-        await close_code(end_b)
+        assert await close_code(end_b) == 1000
     await a.close()
     await b.close()
 
@@ -311,6 +331,8 @@ async def test_an_owners_kick_and_close_reach_peers_on_another_worker(uvicorn_cl
     end_p, end_q = await asyncio.gather(
         pipe(first, "p", "q", "arena"), pipe(second, "q", "p", "arena")
     )
+    await end_q.send("paired?")
+    assert await asyncio.wait_for(end_p.recv(), 5) == "paired?"
     # Asked of the second worker, carried out by the first, where p's sockets are.
     api(second, token, "POST", f"/lobbies/{lobby['id']}/kick", {"peerId": "p"})
     left = await next_message(p)
@@ -369,14 +391,8 @@ def resident_bytes(worker: LiveRelay) -> int:
 
 async def test_a_reader_that_stops_reading_stops_its_writer_across_workers(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
-    writer, reader = await asyncio.gather(
-        pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc")
-    )
+    a, b = await meet(first, second)
+    writer, reader = await paired(first, second)  # (a held end holds RELAY_MAX_HELD_BYTES)
     before = [resident_bytes(worker) for worker in uvicorn_cluster.workers]
     frame, sent = os.urandom(64 * 1024), 0
 
@@ -459,14 +475,8 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 async def test_workers_come_back_by_themselves_after_redis_restarts_empty(make_cluster, own_redis):
     first, second = make_cluster(RELAY_REDIS_URL=own_redis.url).workers
-    a, b = await control(first, "a"), await control(second, "b")
-    await join(a, "doc")
-    await join(b, "doc")
-    await introduced_to(a)
-    await introduced_to(b)
-    end_a, end_b = await asyncio.gather(pipe(first, "a", "b", "doc"), pipe(second, "b", "a", "doc"))
-    await end_a.send("paired")
-    assert await asyncio.wait_for(end_b.recv(), 5) == "paired"
+    a, b = await meet(first, second)
+    end_a, end_b = await paired(first, second)
     own_redis.kill()
     # Meanwhile a new socket is told to come back later, not given a fault.
     newcomer = await control(first, "newcomer")
@@ -559,3 +569,88 @@ async def test_the_hourly_peak_counts_the_peers_of_every_worker(make_cluster):
     assert (peak, joins) == (3, 3)  # not the most one worker had (2)
     for socket in sockets:
         await socket.close()
+
+
+class Operator:
+    """A superuser signed in to one worker's admin, as a browser would be (session, CSRF)."""
+
+    def __init__(self, cluster: Cluster, worker: LiveRelay) -> None:
+        import http.cookiejar
+
+        cluster.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "User.objects.filter(username='root').exists() or "
+            "User.objects.create_superuser('root', '', 'a long pass phrase')",
+        )
+        self.base = worker.http_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.post("/admin/login/", {"username": "root", "password": "a long pass phrase"})
+
+    def post(self, path: str, form: dict[str, str]) -> int:
+        from urllib.parse import urlencode
+
+        self.opener.open(f"{self.base}{path}", timeout=10).read()  # the CSRF cookie
+        csrf = next(c.value for c in self.jar if c.name == "csrftoken")
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            data=urlencode({**form, "csrfmiddlewaretoken": csrf}).encode(),
+            headers={"Referer": f"{self.base}{path}"},
+        )
+        with self.opener.open(request, timeout=10) as answer:
+            return answer.status
+
+
+async def test_a_relay_wide_ban_closes_the_peer_on_another_worker(make_cluster):
+    # Cached answers kept far longer than the test: only the workers' messages can drop them.
+    cluster = make_cluster(RELAY_FACTS_CACHE_SECONDS="300")
+    first, second = cluster.workers
+    operator = Operator(cluster, second)
+    banned, other = await meet(first, second, "spammer", "other")
+    end_banned, end_other = await paired(first, second, "spammer", "other")
+    form = {"peer_id": "spammer", "reason": "", "expires_at_0": "", "expires_at_1": ""}
+    assert operator.post("/admin/lobbies/ban/add/", form) == 200  # (after the redirect)
+    assert await close_code(banned) == 4403
+    assert await close_code(end_banned) == 4403  # its pipes too, across workers
+    assert await close_code(end_other) == 1000
+    again = await control(first, "spammer")
+    assert await close_code(again) == 4403  # the worker that cached "no ban" knows at once
+    await other.close()
+
+
+async def test_the_host_role_passes_to_a_member_on_another_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    spec = {"documentId": "match", "topology": "host", "hostTransferable": True}
+    api(second, token, "POST", "/lobbies", spec)
+    host = await connect(f"{first.ws_url}/t/{_ticket(uvicorn_cluster, 'owner')}/introduction/host")
+    await join(host, "match", ext=1)
+    assert (await next_message(host))["role"] == "host"
+    heir, other = await control(second, "heir"), await control(first, "other")
+    for member in (heir, other):
+        await join(member, "match", ext=1)
+        assert (await next_message(member))["role"] == "member"
+        assert await introduced_to(member) == "host"  # members meet the host only
+        assert await introduced_to(host) in ("heir", "other")
+    await host.close()
+    # The member present longest (on the second worker) hosts now, and meets the other.
+    assert (await next_message(heir))["role"] == "host"
+    assert await introduced_to(heir) == "other"
+    joined = await next_message(other)
+    assert (joined["type"], joined["role"], joined["lobby"]["host"]) == ("Joined", "member", "heir")
+    assert await introduced_to(other) == "heir"
+    await heir.close()
+    await other.close()
+
+
+async def test_revoking_a_token_closes_its_sockets_on_every_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    ticket = api(second, token, "POST", "/tickets", {})["ticket"]
+    socket = await connect(f"{first.ws_url}/t/{ticket}/introduction/owned")
+    await join(socket, "doc")
+    mine = api(second, token, "GET", "/tokens")
+    api(second, token, "DELETE", f"/tokens/{mine[0]['id']}")
+    assert await close_code(socket) == 4401

@@ -44,7 +44,7 @@ from lobbies.engine.connections import Refused, Send, send_close
 from lobbies.engine.presence import PipeKey, PipeKeyTaken, Presence
 from lobbies.engine.protocol import CloseCode, frame_size
 from lobbies.engine.ratelimits import address_key
-from lobbies.engine.splice import SpliceHandle
+from lobbies.engine.splice import SpliceHandle, server_frames
 from lobbies.engine.tasks import spawn
 from lobbies.events import bus, emit
 from lobbies.policy import Identity, may_pipe
@@ -123,6 +123,10 @@ def _take(counter: Counter[str], key: str, amount: int) -> None:
 
 
 held_budget = HeldBudget()
+
+# The states in which an end that presence holds can be paired: held, or about to be (presence
+# answered its own request, and its match may have been told first).
+_PAIRABLE = frozenset({PipeState.HELD, PipeState.OPENING})
 
 
 class PipeEnd:
@@ -206,14 +210,19 @@ class PipeEnd:
             except PipeKeyTaken:
                 raise Refused(CloseCode.CONFLICT, "the same pipe request is waiting") from None
             if found is None:
-                await self._hold()
+                if self.state is PipeState.OPENING:
+                    await self._hold()
+                elif self.state is PipeState.CLOSED:  # an order closed it meanwhile
+                    await self.presence.release(self.key, self.connection)
+                # (Else its match paired with it already: presence held it, and the match's
+                # socket may have heard so before this one heard back from Redis.)
                 return
             if not connections.is_local(found):
                 if await self._pair_afar(found):
                     return
             else:
                 partner = connections.lookup(found)
-                if partner is not None and partner.state is PipeState.HELD:
+                if partner is not None and partner.state in _PAIRABLE:
                     await self._pair(partner)
                     return
             # The held socket went away between the presence lookup and now: the pipe counted
@@ -242,6 +251,7 @@ class PipeEnd:
             remote.detach()
             return False
         self.state = PipeState.PAIRED
+        self._splice_to(remote)
         self.opened_at = time.monotonic()
         seeker, target, document_id = min(self.key, remote.key)  # as in _report
         emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
@@ -261,17 +271,8 @@ class PipeEnd:
         partner.state = PipeState.PAIRING
         # Frames the partner sends while we flush are appended to the same deque (it is not
         # linked yet), so everything it sent before pairing arrives first and in order.
-        held = partner.held
         try:
-            while held:
-                message = held.popleft()
-                # Refunded as it leaves, not after the whole backlog: a client that reads its
-                # backlog slowly must not keep the process's budget charged meanwhile.
-                payload = message.get("bytes")
-                cost = held_cost(message["text"] if payload is None else payload)
-                partner.held_bytes -= cost
-                held_budget.refund(partner.address, cost)
-                await self.send(message)
+            await partner._send_held(self.send)
         except BaseException as exc:  # our socket broke, or the server is cancelling us
             logger.debug("pipe %s: flushing held frames failed: %r", self.key, exc)
             partner.partner, self.partner = self, partner
@@ -292,10 +293,31 @@ class PipeEnd:
         seeker, target, document_id = min(self.key, partner.key)  # as in _report
         emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
 
+    def _splice_to(self, remote: RemoteEnd) -> None:
+        # Under uvicorn, the frames this socket receives go to the other worker as they come,
+        # without waking the consumer (as a pipe on one worker is spliced).
+        if self.handle is not None:
+            self.handle.splice_to(remote, self.settings.max_frame_bytes)
+
+    async def _send_held(self, send: Send) -> None:
+        """Send this end's held frames with ``send`` while it is being paired. Frames its client
+        sends meanwhile join them (it has no partner yet), so everything leaves in the order it
+        came."""
+        held = self.held
+        while held and self.state is PipeState.PAIRING:
+            message = held.popleft()
+            # Refunded as it leaves, not after the whole backlog: a client that reads its
+            # backlog slowly must not keep the process's budget charged meanwhile.
+            payload = message.get("bytes")
+            cost = held_cost(message["text"] if payload is None else payload)
+            self.held_bytes -= cost
+            held_budget.refund(self.address, cost)
+            await send(message)
+
     def paired_from_afar(self, connection: str, link: workers.Link) -> bool:
         """The reciprocal request ``connection`` of another worker pairs with this held end:
         its held frames leave first, then its client's. False if it is no longer held."""
-        if self.state is not PipeState.HELD:
+        if self.state not in _PAIRABLE:
             return False
         self._leave_held()
         self.state = PipeState.PAIRING
@@ -303,17 +325,8 @@ class PipeEnd:
         return True
 
     async def _flush_afar(self, remote: RemoteEnd) -> None:
-        # Frames its client sends meanwhile join the held ones (it has no partner yet), so
-        # everything leaves in the order it came.
-        held = self.held
         try:
-            while held and self.state is PipeState.PAIRING:
-                message = held.popleft()
-                payload = message.get("bytes")
-                cost = held_cost(message["text"] if payload is None else payload)
-                self.held_bytes -= cost
-                held_budget.refund(self.address, cost)
-                await remote.send(message)
+            await self._send_held(remote.send)
         finally:
             self._refund_held()
         if self.state is not PipeState.PAIRING:  # closed while flushing
@@ -321,6 +334,7 @@ class PipeEnd:
             await remote.close(CloseCode.NORMAL)
             return
         self.partner, self.state = remote, PipeState.PAIRED
+        self._splice_to(remote)
         self.opened_at = time.monotonic()
 
     async def handle_frame(self, message: dict[str, Any]) -> None:
@@ -454,18 +468,20 @@ class PipeEnd:
 class RemoteEnd:
     """The other end of a local pipe end, on another worker (``lobbies.engine.workers``).
 
-    What the local end sends it leaves through the link in order; at most
-    ``RELAY_PIPE_WINDOW_BYTES`` may be on their way (sent, not yet written to the other client)
-    before :meth:`send` waits for the other worker's credit, so a reader that stops reading
-    stops its writer's reads, and neither worker holds more than a window per direction. What
-    the other end sends arrives by :meth:`receive` and is written to the local client by one
-    task, which returns credit as it writes.
+    What the local end sends it leaves through the link in order: frames its consumer handles
+    (:meth:`send`), and under uvicorn, once paired, the frames its socket receives, spliced to
+    this object as ready-made server frames (it is a :class:`~lobbies.engine.splice.SpliceSink`,
+    so they never wake the consumer). At most ``RELAY_PIPE_WINDOW_BYTES`` may be on their way
+    (sent, not yet written to the other client): past that, :meth:`send` waits and the spliced
+    socket is not read until the other worker returns credit, so a reader that stops reading
+    stops its writer, and neither worker holds more than a window per direction. What the other
+    end sends arrives by :meth:`receive` and is written to the local client at once when its
+    socket can take it, else by one task that waits for it to drain.
     """
 
     __slots__ = (
         "closed",
         "connection",
-        "credit",
         "in_flight",
         "inbound",
         "key",
@@ -473,8 +489,11 @@ class RemoteEnd:
         "local",
         "partner",
         "reported",
+        "splice_max_bytes",
+        "splice_partner",
         "window",
         "worker",
+        "writable",
         "writer",
         "written",
     )
@@ -487,11 +506,16 @@ class RemoteEnd:
         self.key = local.key.reciprocal()
         self.window = local.settings.pipe_window_bytes
         self.in_flight = 0  # bytes sent, not yet credited back
-        self.credit = asyncio.Event()
-        self.inbound: deque[str | bytes | None] = deque()  # None: the other end closed
+        self.writable = asyncio.Event()  # set while less than a window is on its way
+        self.writable.set()
+        # From the other end: (True, server frames) spliced, (False, a message's payload), or
+        # None: it closed.
+        self.inbound: deque[tuple[bool, str | bytes] | None] = deque()
         self.writer: asyncio.Task[None] | None = None
         self.written = 0  # bytes written to the local client, not yet credited
         self.partner: PipeEnd | None = local  # (as a local partner's; close() clears it)
+        self.splice_partner: Any = None  # the local socket, while spliced to this
+        self.splice_max_bytes = 0
         self.reported = (0, 0)
         self.closed = False
         _remote_ends[local.connection] = self
@@ -499,6 +523,8 @@ class RemoteEnd:
     def totals(self) -> tuple[int, int]:
         """What the other client sent is counted by its own worker."""
         return 0, 0
+
+    # -- to the other end ------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a frame of the local client's to the other end, waiting while a window's worth
@@ -508,47 +534,95 @@ class RemoteEnd:
         payload = message.get("bytes")
         if payload is None:
             payload = message["text"]
-        self.link.tell(self.worker, ["f", self.connection, payload], self._lost)
-        self.in_flight += len(payload)
-        while self.in_flight > self.window and not self.closed:
-            self.credit.clear()
-            await self.credit.wait()
+        self._sent(["f", self.connection, payload], len(payload))
+        while not self.writable.is_set():
+            await self.writable.wait()
+
+    def write(self, frames: bytes) -> None:
+        """Spliced frames of the local socket (the splice's ``transport.write``)."""
+        self._sent(["r", self.connection, frames], len(frames))
+
+    def _sent(self, message: list[Any], size: int) -> None:
+        self.link.tell(self.worker, message, self._lost)
+        self.in_flight += size
+        if self.in_flight > self.window:
+            self.writable.clear()
+
+    @property
+    def transport(self) -> RemoteEnd:
+        return self  # (for the splice: write and is_closing)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    @property
+    def close_sent(self) -> bool:
+        return self.closed
+
+    @property
+    def disconnected(self) -> bool:
+        return self.closed
+
+    def _resume_splice_reading(self) -> None:
+        """(The other end's socket is read by its own worker.)"""
 
     def _lost(self) -> None:
         if not self.closed:
-            self.closed = True
-            self.credit.set()
+            self._stop()
             spawn(self.local.close(CloseCode.INTERNAL_ERROR, "the other end's worker is gone"))
 
     def credited(self, size: int) -> None:
         """The other worker wrote ``size`` more bytes to its client."""
         self.in_flight -= size
-        self.credit.set()
+        if self.in_flight <= self.window and not self.writable.is_set():
+            self.writable.set()
+            if self.splice_partner is not None:
+                self.splice_partner._resume_splice_reading()
 
-    def receive(self, payload: str | bytes | None) -> None:
-        """A frame from the other end (None: it closed), to write to the local client after
-        the ones before it."""
-        self.inbound.append(payload)
+    # -- from the other end ----------------------------------------------------------------
+
+    def receive(self, spliced: bool, payload: str | bytes | None) -> None:
+        """Frames from the other end (``spliced``: server frames as they are; else one
+        message's payload; None: it closed), to write to the local client after the ones
+        before: at once when its socket can take them (uvicorn), else by a task that waits for
+        the socket's buffer to drain."""
+        if self.writer is None and payload is not None:
+            handle = self.local.handle
+            if handle is not None:
+                write = handle.write_frames if spliced else handle.send_nowait
+                if write(payload):  # type: ignore[arg-type]
+                    self._wrote(len(payload))
+                    return
+        self.inbound.append(None if payload is None else (spliced, payload))
         if self.writer is None:
             self.writer = spawn(self._write())
+
+    def _wrote(self, size: int) -> None:
+        # Credit by quarters of the window: a writer that waits for credit has more than a
+        # window on its way, so at least a quarter of one is always written and credited.
+        self.written += size
+        if self.written >= self.window // 4:
+            self.link.tell(self.worker, ["c", self.connection, self.written])
+            self.written = 0
 
     async def _write(self) -> None:
         local, inbound = self.local, self.inbound
         try:
             while inbound:
-                payload = inbound.popleft()
-                if payload is None:
+                item = inbound.popleft()
+                if item is None:
                     await self._closed_afar()
                     return
-                key = "text" if isinstance(payload, str) else "bytes"
-                await local.send({"type": "websocket.send", key: payload})
-                self.written += len(payload)
-                if self.written >= self.window // 4:
-                    self.link.tell(self.worker, ["c", self.connection, self.written])
-                    self.written = 0
-                if not inbound and self.written:
-                    self.link.tell(self.worker, ["c", self.connection, self.written])
-                    self.written = 0
+                spliced, payload = item
+                if spliced and local.handle is not None:
+                    while not local.handle.write_frames(payload):  # type: ignore[arg-type]
+                        await local.handle.drained()
+                else:
+                    messages = server_frames(payload) if spliced else [payload]  # type: ignore[arg-type]
+                    for message in messages:
+                        key = "text" if isinstance(message, str) else "bytes"
+                        await local.send({"type": "websocket.send", key: message})
+                self._wrote(len(payload))
         except Exception:  # the local socket broke; its own disconnect closes the pipe
             logger.debug("pipe %s: writing a frame from another worker failed", local.key)
         finally:
@@ -565,15 +639,16 @@ class RemoteEnd:
     async def close(self, code: CloseCode | None, reason: str = "") -> None:
         """The local end closed: the other end closes after the frames sent before this."""
         if not self.closed:
-            self.closed = True
-            self.credit.set()
             self.link.tell(self.worker, ["x", self.connection])
         self.detach()
 
+    def _stop(self) -> None:
+        self.closed = True
+        self.writable.set()  # (a send waiting for credit wakes up, and finds it closed)
+
     def detach(self) -> None:
         """Forget this link between the two ends."""
-        self.closed = True
-        self.credit.set()
+        self._stop()
         if _remote_ends.get(self.local.connection) is self:
             del _remote_ends[self.local.connection]
 
@@ -593,7 +668,14 @@ async def _pair_from_afar(connection: str, partner: str) -> bool:
 async def _frame_from_afar(connection: str, payload: str | bytes) -> None:
     remote = _remote_ends.get(connection)
     if remote is not None:
-        remote.receive(payload)
+        remote.receive(False, payload)
+
+
+@workers.handler("r")
+async def _frames_from_afar(connection: str, frames: bytes) -> None:
+    remote = _remote_ends.get(connection)
+    if remote is not None:
+        remote.receive(True, frames)
 
 
 @workers.handler("c")
@@ -607,7 +689,7 @@ async def _credit_from_afar(connection: str, size: int) -> None:
 async def _closed_from_afar(connection: str) -> None:
     remote = _remote_ends.get(connection)
     if remote is not None:
-        remote.receive(None)
+        remote.receive(False, None)
 
 
 async def _links_lost(dead: set[str] | None, code: CloseCode, reason: str) -> None:
@@ -616,8 +698,7 @@ async def _links_lost(dead: set[str] | None, code: CloseCode, reason: str) -> No
     Redis broke)."""
     for remote in list(_remote_ends.values()):
         if dead is None or remote.worker in dead:
-            remote.closed = True
-            remote.credit.set()
+            remote._stop()
             await remote.local.close(code, reason)
 
 

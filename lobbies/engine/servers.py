@@ -44,6 +44,9 @@ READ_HIGH_WATER_FRAMES = 64
 
 APPLICATION = "relayproject.asgi:application"
 
+# A close frame's reason may have 123 bytes (125 of payload, less the code's two).
+MAX_CLOSE_REASON_BYTES = 123
+
 # A request head (request line and headers) may have this many bytes, as under daphne (Twisted's
 # limit) and Node; past it uvicorn answers 431 and closes. A WebSocket upgrade's request line
 # and each of its header lines are further limited to 8 KiB by websockets' parser (414, 431).
@@ -74,6 +77,9 @@ def uvicorn_config(
         # The LF server (Node's ws) does not compress either; deflate costs CPU per frame.
         ws_per_message_deflate=False,
         lifespan="off",
+        # uvicorn would believe X-Forwarded-For from FORWARDED_ALLOW_IPS itself: the relay has
+        # one rule for it under both servers, RELAY_TRUSTED_PROXIES (lobbies.proxies).
+        proxy_headers=False,
         log_level="warning",
         access_log=False,
     )
@@ -207,6 +213,9 @@ def run_daphne(
         ping_interval=settings.ping_interval or 86400,
         ping_timeout=settings.ping_timeout,
         ready_callable=on_ready,
+        # No X-Forwarded-For of daphne's own (its default): RELAY_TRUSTED_PROXIES is the one
+        # rule under both servers (lobbies.proxies).
+        proxy_forwarded_address_header=None,
         verbosity=0,
     ).run()
     events.shutdown()  # the reactor has stopped: the sockets' last events, then plugins
@@ -385,8 +394,20 @@ class FlowControlledDaphne(DaphneServer):
             for live in connections.sockets():
                 await live.close(CloseCode.GOING_AWAY, "the server is shutting down")
         except Exception:
-            logger.exception("draining failed")
-        await super().kill_all_applications().asFuture(asyncio.get_running_loop())
+            logger.exception("draining this worker failed; stopping all the same")
+        # The clients answer the closes (their applications end then), within the close
+        # timeout; the rest are cancelled, as daphne's own kill_all_applications does (which
+        # fails on a connection whose application has not started yet).
+        running = [
+            instance
+            for details in self.connections.values()
+            if (instance := details.get("application_instance")) is not None and not instance.done()
+        ]
+        if running:
+            await asyncio.wait(running, timeout=relay_settings().close_timeout)
+        for instance in running:
+            instance.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> asyncio.Queue | None:
         if scope.get("type") != "websocket" or getattr(protocol, "transport", None) is None:
@@ -423,6 +444,18 @@ class FlowControlledDaphne(DaphneServer):
         return input_queue
 
     async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        if (
+            message["type"] == "websocket.close"
+            and getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", object())
+            and protocol in self.connections
+        ):
+            # daphne's close drops the reason, and autobahn refuses to send the codes a server
+            # sends of its own (1001, 1011, 1012, 1013: it takes only 1000 and 3000-4999, and
+            # the close silently never leaves): the frame is written directly.
+            code = int(message.get("code") or 1000)
+            reason = str(message.get("reason") or "").encode()[:MAX_CLOSE_REASON_BYTES]
+            protocol.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
+            return
         if message["type"] == "websocket.send" and not (
             message.get("bytes") or message.get("text")
         ):

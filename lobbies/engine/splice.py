@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 from struct import pack
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.speedups import apply_mask
@@ -70,9 +70,28 @@ class SpliceHandle:
         messages over ``max_message_bytes`` still go to the application."""
         self._protocol.splice(partner._protocol, max_message_bytes)
 
+    def splice_to(self, sink: SpliceSink, max_message_bytes: int) -> None:
+        """From now on, hand each complete data message this socket receives, as server frames
+        ready to write, to ``sink`` (the other end of a pipe on another worker) instead of the
+        application; while ``sink.writable`` is clear, this socket is not read."""
+        self._protocol.splice(sink, max_message_bytes)  # type: ignore[arg-type]
+
     def unsplice(self) -> None:
         """Stop forwarding, both ways (the pipe is closing)."""
         self._protocol.unsplice()
+
+    def write_frames(self, frames: bytes) -> bool:
+        """Write complete server frames (a spliced socket's, from another worker) now if the
+        socket can take them without waiting; False if not."""
+        protocol = self._protocol
+        if not protocol.can_send_now():
+            return False
+        protocol.transport.write(frames)
+        return True
+
+    async def drained(self) -> None:
+        """Wait until the socket's write buffer is below its high-water mark again."""
+        await self._protocol.writable.wait()
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Write one data frame now if the socket can take it without waiting; False if not
@@ -88,6 +107,52 @@ class SpliceHandle:
     def relayed_bytes(self) -> int:
         """Bytes on the wire (headers included) the splice wrote to this socket's partner."""
         return self._protocol.relayed_bytes
+
+
+class SpliceSink(Protocol):
+    """What a socket can be spliced to besides another socket of this process: the part of
+    :class:`RelayWebSocketProtocol` the splice uses of its partner (``lobbies.engine.pipes``'
+    ``RemoteEnd`` sends what it is given to another worker)."""
+
+    splice_partner: Any
+    splice_max_bytes: int
+    close_sent: bool
+    disconnected: bool
+    writable: asyncio.Event
+
+    @property
+    def transport(self) -> Any:
+        """Takes ``write(data)`` and answers ``is_closing()``."""
+        ...
+
+    def _resume_splice_reading(self) -> None: ...
+
+
+def server_frames(data: bytes) -> list[str | bytes]:
+    """The messages in ``data``, complete unfragmented text and binary frames as a server writes
+    them (unmasked; the splice's output), for a socket that cannot take the frames as they are
+    (daphne). Raises ``ValueError`` for anything else."""
+    messages: list[str | bytes] = []
+    i, n = 0, len(data)
+    while i < n:
+        if n - i < 2:
+            raise ValueError("a truncated frame header")
+        first, code = data[i], data[i + 1]
+        if first not in (_FIN_TEXT, _FIN_BINARY) or code & 0x80:
+            raise ValueError("not a complete unmasked text or binary frame")
+        i += 2
+        if code == 126:
+            length, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif code == 127:
+            length, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        else:
+            length = code
+        if i + length > n:
+            raise ValueError("a truncated frame")
+        payload = data[i : i + length]
+        messages.append(payload.decode() if first == _FIN_TEXT else payload)
+        i += length
+    return messages
 
 
 def splice_handle(scope: dict[str, Any]) -> SpliceHandle | None:
@@ -150,14 +215,18 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             one.splice_partner = other
             one.splice_max_bytes = max_message_bytes
 
-    def send_nowait(self, message: str | bytes) -> bool:
-        if (
+    def can_send_now(self) -> bool:
+        """Whether a data frame written now goes out without waiting."""
+        return not (
             self.disconnected
             or self.close_sent
             or not self.handshake_complete
             or not self.writable.is_set()
             or self.transport.is_closing()
-        ):
+        )
+
+    def send_nowait(self, message: str | bytes) -> bool:
+        if not self.can_send_now():
             return False
         if isinstance(message, str):
             self.transport.write(

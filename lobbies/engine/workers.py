@@ -18,7 +18,7 @@ an error talking to Redis, and a subscription that broke (whatever it carried me
 each close the pipes they concern with a documented code (1011 for a partner's worker gone,
 1012 when this worker's own link to Redis broke), so both clients know and reconnect.
 
-The worker announces itself to presence every third of ``RELAY_WORKER_TTL`` and reaps the
+The worker announces itself to presence every quarter of ``RELAY_WORKER_TTL`` and reaps the
 workers that stopped; when presence no longer knows it (Redis restarted with its data gone), it
 closes its control sockets with 1012: their clients reconnect and are in presence again.
 """
@@ -99,8 +99,12 @@ async def settle(action: Callable[[], Awaitable[Any]]) -> None:
 
 async def _settle_postponed() -> None:
     while _cleanups:
-        action = _cleanups[0]
-        await action()  # a RedisError leaves it for the next heartbeat
+        try:
+            await _cleanups[0]()
+        except RedisError:
+            raise  # left for the next heartbeat
+        except Exception:
+            logger.exception("a postponed presence clean-up failed; dropped")
         _cleanups.popleft()
 
 
@@ -132,18 +136,31 @@ class Outlet:
                     item = queue.popleft()
                     batch.append(item)
                     size += _size(item[0])
-                payload = msgpack.packb([self.link.token, [message for message, _ in batch]])
-                try:
-                    received = await self.link.publisher.publish(self.channel, payload)
-                except (RedisError, OSError) as exc:
-                    logger.warning("publishing to %s failed: %r", self.channel, exc)
-                    received = 0
+                received = await self._send(batch)
+                if not received and any(lost is None for _, lost in batch):
+                    # The connection may have gone stale (Redis restarted): once more on a new
+                    # one, for the messages a repeat cannot harm (never a pipe's frames, which
+                    # close their pipe instead).
+                    received = await self._send([item for item in batch if item[1] is None])
                 if not received:
                     for _, lost in batch:
                         if lost is not None:
                             lost()
         finally:
             self.task = None
+
+    async def _send(self, batch: list[tuple[list[Any], Callable[[], Any] | None]]) -> int:
+        """PUBLISH ``batch`` in one message; how many workers received it (0: nobody, or
+        Redis did not answer, after which the next PUBLISH starts on a new connection)."""
+        payload = msgpack.packb([self.link.token, [message for message, _ in batch]])
+        publisher = self.link.publisher
+        try:
+            return await publisher.publish(self.channel, payload)
+        except (RedisError, OSError) as exc:
+            logger.warning("publishing to %s failed: %r", self.channel, exc)
+            with contextlib.suppress(RedisError, OSError):
+                await publisher.connection_pool.disconnect()
+            return 0
 
 
 def _size(message: list[Any]) -> int:
@@ -160,7 +177,7 @@ class Link:
         self.url = url
         # Errors come straight to us (no silent retry): a broken link means lost messages,
         # which must close the pipes they carried.
-        self.publisher = _client(url)
+        self.publisher = _client(url, timeout=REQUEST_SECONDS)
         self.outlets: dict[str, Outlet] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.requests = itertools.count(1)
@@ -244,6 +261,9 @@ class Link:
             try:
                 await pubsub.subscribe(self.channel(self.token), self.everyone)
                 if not first:
+                    # A publishing connection from before may be stale too.
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.publisher.connection_pool.disconnect()
                     # What was published to us while we were away is lost.
                     await self._lost(
                         None, CloseCode.SERVICE_RESTART, "the relay's link to Redis broke"
@@ -291,7 +311,8 @@ class Link:
         presence = get_presence()
         known = True
         while not self.stopping:
-            await asyncio.sleep(self.ttl / 3)
+            # A quarter: at least three announcements within any TTL, whatever each takes.
+            await asyncio.sleep(self.ttl / 4)
             try:
                 started = time.monotonic()
                 if not await presence.announce(self.token, self.ttl):
@@ -304,6 +325,8 @@ class Link:
                 dead = await presence.reap()
                 if dead:
                     logger.info("workers gone: %s", ", ".join(dead))
+                    for worker in dead:
+                        self.outlets.pop(worker, None)
                     await self._lost(
                         set(dead), CloseCode.INTERNAL_ERROR, "the other end's worker is gone"
                     )
@@ -334,11 +357,12 @@ async def _close_control_sockets() -> None:
             await socket.close(CloseCode.SERVICE_RESTART, "the relay lost track of this connection")
 
 
-def _client(url: str) -> Redis:
+def _client(url: str, timeout: float | None = None) -> Redis:
+    # (No timeout for the subscription: it waits for messages; a PUBLISH must not wait long.)
     return Redis.from_url(
         url,
         socket_connect_timeout=2,
-        socket_timeout=None,
+        socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         # RESP2: under RESP3 (redis-py 8's default) every pub/sub message goes through a push
