@@ -236,38 +236,18 @@ function pairNames(opts, tag, p) {
  * Opens `count` pipes and returns [{a, b, control}] once every pipe is known to be paired: each b
  * sends one probe frame and each a waits for it. a's later frames therefore never meet the held
  * path (the LF server re-encodes held frames, which would read as corruption here).
- *
- * On several workers (a placement other than "one") every a end is opened first and every b end
- * `stagger_ms` later: two reciprocal requests that reach a Redis-backed relay at the same moment
- * may both end up held until the pair timeout (a race in the relay's pairing, see
- * bench/README.md), which would fail the set-up rather than measure the pipes.
  */
 async function openPipes(opts, count, tag) {
   const connectFn = makeConnector(opts);
   const names = Array.from({ length: count }, (_, p) => pairNames(opts, tag, p));
   const control = opts.introduce === false ? [] : await introducePairs(opts, connectFn, names);
-  const concurrency = opts.connect_concurrency ?? 32;
-  let conns;
-  if ((opts.placement ?? "one") === "one") {
-    const paths = names.flatMap(({ A, B, doc }) => [
-      `/connection/${A}/${B}/${doc}`,
-      `/connection/${B}/${A}/${doc}`,
-    ]);
-    conns = await openAll(connectFn, paths, concurrency);
-  } else {
-    const aPaths = names.map(({ A, B, doc }) => `/connection/${A}/${B}/${doc}`);
-    const bPaths = names.map(({ A, B, doc }) => `/connection/${B}/${A}/${doc}`);
-    const as = await openAll(connectFn, aPaths, concurrency, (p) => workerOf(opts, 0, p));
-    await sleep(opts.stagger_ms ?? 100);
-    let bs;
-    try {
-      bs = await openAll(connectFn, bPaths, concurrency, (p) => workerOf(opts, 1, p));
-    } catch (err) {
-      for (const c of as) c.destroy();
-      throw err;
-    }
-    conns = as.flatMap((a, p) => [a, bs[p]]);
-  }
+  const paths = names.flatMap(({ A, B, doc }) => [
+    `/connection/${A}/${B}/${doc}`,
+    `/connection/${B}/${A}/${doc}`,
+  ]);
+  const conns = await openAll(connectFn, paths, opts.connect_concurrency ?? 32, (i) =>
+    workerOf(opts, i % 2, Math.floor(i / 2)),
+  );
   const pipes = [];
   let probed = 0;
   for (let p = 0; p < count; p++) {
