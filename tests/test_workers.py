@@ -10,6 +10,7 @@ or drains is gone from presence; numbers span both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -416,6 +417,31 @@ async def test_a_reader_that_stops_reading_stops_its_writer_across_workers(uvico
         received += len(got)
     writing.cancel()
     for socket in (writer, reader, a, b):
+        await socket.close()
+
+
+async def test_a_reader_that_vanishes_while_frames_wait_for_it_leaves_its_worker_serving(
+    uvicorn_cluster,
+):
+    first, second = uvicorn_cluster.workers
+    a, b = await meet(first, second)
+    writer, reader = await paired(first, second)
+    frame = os.urandom(64 * 1024)
+
+    async def write_forever() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await writer.send(frame)
+
+    writing = asyncio.ensure_future(write_forever())
+    await asyncio.sleep(2)  # the reader reads nothing: frames from the first worker wait for it
+    reader.transport.abort()  # gone without a close handshake, its buffer still full
+    # The second worker goes on serving everyone else (its event loop is not stuck on the
+    # frames it can no longer write), and the writer's end is closed.
+    assert (await asyncio.to_thread(stats, second))["peers_online"] == 2
+    assert await close_code(writer) == 1000
+    writing.cancel()
+    for socket in (a, b):
         await socket.close()
 
 

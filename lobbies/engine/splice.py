@@ -90,8 +90,13 @@ class SpliceHandle:
         return True
 
     async def drained(self) -> None:
-        """Wait until the socket's write buffer is below its high-water mark again."""
-        await self._protocol.writable.wait()
+        """Wait until the socket's write buffer is below its high-water mark again. Raises
+        ``ConnectionError`` once the socket takes no more data frames (closing or gone):
+        uvicorn sets ``writable`` then too, and a caller waiting to write would spin."""
+        protocol = self._protocol
+        await protocol.writable.wait()
+        if protocol.disconnected or protocol.close_sent or protocol.transport.is_closing():
+            raise ConnectionError("the socket is closing")
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Write one data frame now if the socket can take it without waiting; False if not
