@@ -74,8 +74,9 @@ test: $(VENV)/.dev-deps $(CHROMIUM) $(NGINX) $(REDIS_SERVER) lint
 	$(PY) -m pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not interop and not live" -p no:cacheprovider -q
 
-bench: $(VENV)/.dev-deps bench/node_modules/.installed
-	$(PY) bench/run.py
+# The scale-out part needs Redis (127.0.0.1:6379, keys under a prefix of the run's own) and nginx.
+bench: $(VENV)/.dev-deps bench/node_modules/.installed $(NGINX)
+	$(PY) bench/run.py --scale-out
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules tests/interop/build bench/node_modules var

@@ -38,6 +38,7 @@ import os
 import platform
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -358,17 +359,52 @@ def running_server(spec: ServerSpec, cfg: Config) -> Iterator[ServerProcess]:
         server.stop()
 
 
+def free_consecutive_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now."""
+    for _ in range(100):
+        first = free_port()
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise ServerError(f"no {count} consecutive free ports")
+
+
 class Cluster:
     """Workers of one relay over Redis (``RELAY_REDIS_URL``), each started as ``spec`` starts our
     server, all pinned to the servers' core(s), sharing the database and a Redis key prefix of
-    their own; stop() deletes that prefix's keys, and only those (the Redis may be shared)."""
+    their own; stop() deletes that prefix's keys, and only those (the Redis may be shared).
 
-    def __init__(self, spec: ServerSpec, cfg: Config, count: int = 2) -> None:
+    ``through_nginx``: ``deploy/cluster.py`` (what ``make run-cluster`` runs) starts the workers
+    (``manage.py serve``, our spec's environment) and nginx in front of them, all pinned to the
+    servers' core(s) (taskset's affinity is inherited); the harness sees one server, nginx's
+    port, and counts the CPU time of the whole tree."""
+
+    def __init__(
+        self, spec: ServerSpec, cfg: Config, count: int = 2, through_nginx: bool = False
+    ) -> None:
         self.redis_url = cfg.redis_url
         self.redis_pid = cfg.redis_pid
         self.prefix = f"bench:{secrets.token_hex(6)}:"
         env = {**spec.env, "RELAY_REDIS_URL": cfg.redis_url, "RELAY_REDIS_PREFIX": self.prefix}
         worker = ServerSpec(spec.key, spec.label, spec.cmd, env)
+        if through_nginx:
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            if not os.access(nginx, os.X_OK):
+                raise ServerError("nginx is not installed (make run-cluster installs it)")
+            worker = ServerSpec(
+                spec.key,
+                spec.label,
+                f"{ROOT}/.venv/bin/python {ROOT}/deploy/cluster.py --workers {count}"
+                f" --host 127.0.0.1 --port {{port}}"
+                f" --worker-port {free_consecutive_ports(count)} --nginx {nginx}",
+                env,
+            )
+            count = 1  # (one process tree: cluster.py, its workers and nginx)
         self.workers: list[ServerProcess] = []
         t0 = time.monotonic()
         try:
@@ -416,8 +452,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(spec: ServerSpec, cfg: Config) -> Iterator[Cluster]:
-    cluster = Cluster(spec, cfg)
+def running_cluster(spec: ServerSpec, cfg: Config, through_nginx: bool) -> Iterator[Cluster]:
+    cluster = Cluster(spec, cfg, through_nginx=through_nginx)
     try:
         yield cluster
     finally:
@@ -428,15 +464,22 @@ def running_cluster(spec: ServerSpec, cfg: Config) -> Iterator[Cluster]:
 # the rest of the benchmark runs it (no Redis); LOCAL, two Redis-backed workers with both sockets
 # of each pair on one of them, pairs alternating (what nginx's hash on the document id gives);
 # SPLIT, peer A's sockets on the first worker and B's on the second, so that every pipe frame
-# and every introduction crosses between them.
-ONE, LOCAL, SPLIT = "one", "local", "split"
-PLACEMENTS = (ONE, LOCAL, SPLIT)
-PLACEMENT_LABELS = {ONE: "1 worker", LOCAL: "2, pairs local", SPLIT: "2, pairs split"}
+# and every introduction crosses between them; NGINX, two workers behind make run-cluster's
+# nginx, which places the sockets itself (a pipe's two on one worker, control sockets spread).
+ONE, LOCAL, SPLIT, NGINX = "one", "local", "split", "nginx"
+PLACEMENTS = (ONE, LOCAL, SPLIT, NGINX)
+PLACEMENT_LABELS = {
+    ONE: "1 worker",
+    LOCAL: "2, pairs local",
+    SPLIT: "2, pairs split",
+    NGINX: "2 via nginx",
+}
 
 
 def placement_opts(placement: str) -> dict[str, Any]:
-    """The generator's options for ``placement`` (none for ONE: the run is as it always was)."""
-    return {} if placement == ONE else {"placement": placement}
+    """The generator's options for ``placement`` (none for ONE, and for NGINX, which has one
+    address: the run is as it always was)."""
+    return {"placement": placement} if placement in (LOCAL, SPLIT) else {}
 
 
 def placement_tag(placement: str) -> str:
@@ -618,9 +661,12 @@ def measure(
     """Starts a fresh server (with a placement other than ONE, a fresh cluster of two workers),
     runs ``body`` against it, stops it; failures become results."""
     server: ServerProcess | Cluster | None = None
-    start = running_server if placement == ONE else running_cluster
     try:
-        with start(spec, cfg) as server:
+        if placement == ONE:
+            started = running_server(spec, cfg)
+        else:
+            started = running_cluster(spec, cfg, through_nginx=placement == NGINX)
+        with started as server:
             result = body(server)
             result["server_startup_s"] = round(server.startup_s, 3)
             if not server.alive():
