@@ -15,16 +15,22 @@ Figures per server:
   * introductions per second in a 100-peer lobby (4.x MessagePack dialect);
   * memory per idle control socket (server RSS before/after N sockets that each Joined).
 
+The scale-out part (``--scale-out``, or the tests xpipe, xecho, xintro) runs pipes, echo and
+introductions against our relay alone, as two Redis-backed workers with each pair's sockets on
+one of them, with every pair split across the two, and as two workers behind make run-cluster's
+nginx, and reads Redis' CPU time as well.
+
 Usage (from the repository root):
   .venv/bin/python bench/run.py                 # full run, both servers (about 8 minutes)
   .venv/bin/python bench/run.py --quick         # smoke run (about a minute)
   .venv/bin/python bench/run.py --only lf
   .venv/bin/python bench/run.py --ours-server daphne
   .venv/bin/python bench/run.py --ours-cmd '/path/python manage.py serve --port {port}'
+  .venv/bin/python bench/run.py --scale-out     # also the scale-out part (what make bench runs)
 
 The results go to bench/results/<UTC timestamp>.json; the exit status is 1 when any figure is
 invalid (lost, reordered or altered frames, missing introductions, a server that failed).
-Only the Python standard library is used here.
+Only the Python standard library is used here (and bench/redisctl.py, which uses it too).
 """
 
 from __future__ import annotations
