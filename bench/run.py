@@ -60,9 +60,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redisctl  # bench/redisctl.py (the script's own folder is on sys.path)
-
 BENCH = Path(__file__).resolve().parent
+# bench/redisctl.py, also when this file is loaded by path rather than run (the tests do).
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+import redisctl  # noqa: E402
+
 ROOT = BENCH.parent
 LOADGEN = BENCH / "loadgen.mjs"
 LF_SERVER = BENCH / "lf-server.mjs"
