@@ -680,3 +680,42 @@ async def test_revoking_a_token_closes_its_sockets_on_every_worker(uvicorn_clust
     mine = api(second, token, "GET", "/tokens")
     api(second, token, "DELETE", f"/tokens/{mine[0]['id']}")
     assert await close_code(socket) == 4401
+
+
+# -- found in review ----------------------------------------------------------------------------
+
+
+async def test_a_replaced_hosts_late_close_leaves_its_successor_hosting(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    token = _owner_token(uvicorn_cluster)
+    spec = {"documentId": "match", "topology": "host", "hostTransferable": False}
+    api(second, token, "POST", "/lobbies", spec)
+    old = await connect(f"{first.ws_url}/t/{_ticket(uvicorn_cluster, 'owner')}/introduction/host")
+    await join(old, "match", ext=1)
+    assert (await next_message(old))["role"] == "host"
+    member = await control(second, "member")
+    await join(member, "match", ext=1)
+    assert (await next_message(member))["role"] == "member"
+    assert await introduced_to(member) == "host"
+    assert await introduced_to(old) == "member"
+    ticket = _ticket(uvicorn_cluster, "owner")
+    # The host reconnects through the second worker while the first is slow to hear of it
+    # (stopped, for an order of events that is otherwise a race of a few milliseconds).
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        new = await connect(f"{second.ws_url}/t/{ticket}/introduction/host")
+        await join(new, "match", ext=1)
+        assert (await next_message(new))["role"] == "host"
+        assert await introduced_to(new) == "member"
+        assert await introduced_to(member) == "host"
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    assert await close_code(old) == 4409
+    # The replaced socket's close is no host leaving: its members stay, the new socket hosts.
+    assert await nothing_comes(member, 2)
+    late = await control(second, "late")
+    await join(late, "match", ext=1)
+    joined = await next_message(late)
+    assert (joined["role"], joined["lobby"]["host"]) == ("member", "host")
+    for socket in (new, member, late):
+        await socket.close()

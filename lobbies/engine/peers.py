@@ -561,6 +561,12 @@ class ControlSocket:
         hosts = await self.presence.hosts([document_id])
         if hosts.get(document_id) != self.peer_id:
             return
+        # A socket replaced by a newer one of the same peer (4409) hosts nothing any more, even
+        # where the newer one, on another worker, already hosts again before this one hears
+        # it was replaced: the role is the newer socket's.
+        online = await self.presence.connections([self.peer_id])
+        if online.get(self.peer_id, self.connection) != self.connection:
+            return
         heir = await self.presence.drop_host(
             document_id, self.peer_id, lobby.facts.host_transferable
         )
