@@ -268,6 +268,7 @@ async def test_a_worker_that_stops_announcing_is_absent_at_once_and_reaped_later
     assert await two.stats() == Stats(peers_online=3, lobbies_active=1, pipes_open=1)
 
     await asyncio.sleep(0.5)  # w1's announcement expires; nobody has reaped it yet
+    assert await two.gone(["w1", "w2"]) == ["w1"]
 
     await two.connect_peer("d", "w2.4", "")
     assert await two.join("d", "w2.4", ("doc",)) == {"doc": ["b", "c"]}
@@ -297,7 +298,10 @@ async def test_a_withdrawn_worker_is_forgotten_at_once(workers):
     await one.hold_or_pair(PipeKey("a", "c", "doc"), "w1.3")
     await two.connect_peer("c", "w2.1", "")
     assert await two.hold_or_pair(PipeKey("c", "a", "doc"), "w2.2") == "w1.3"
+    assert await two.gone(["w1"]) == []
     await one.withdraw("w1")
+    # Withdrawn (or reaped) by one worker, it is gone for every other that asks.
+    assert await two.gone(["w1"]) == ["w1"]
     assert await two.connections(["a"]) == {}
     assert await two.stats() == Stats(peers_online=1, lobbies_active=0, pipes_open=0)
     assert await two.hold_or_pair(PipeKey("b", "a", "doc"), "w2.3") is None  # nothing held

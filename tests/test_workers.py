@@ -685,6 +685,29 @@ async def test_revoking_a_token_closes_its_sockets_on_every_worker(uvicorn_clust
 # -- found in review ----------------------------------------------------------------------------
 
 
+async def test_a_worker_reaped_by_another_closes_its_pipes_on_every_survivor(uvicorn_cluster):
+    # With three workers or more, whichever reaps a dead worker first is the only one that
+    # hears of it from reap(): the test reaps the killed worker itself, as a third one would.
+    first, second = uvicorn_cluster.workers
+    _a, b = await meet(first, second)
+    _end_a, end_b = await paired(first, second)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    keys = f"{uvicorn_cluster.prefix}presence:"
+    dead = client.hget(f"{keys}peers", "a").partition(".")[0]
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    from lobbies.engine.presence.redis_scripts import SCRIPTS  # (the reap of any worker)
+
+    with client.pipeline() as reaping:  # expired and reaped in one step: before the second can
+        reaping.zadd(f"{keys}workers", {dead: 0})
+        reaping.eval(SCRIPTS["reap"], 0, keys)
+        assert reaping.execute()[1] == [dead]
+    client.close()
+    # b's end only reads: it must still hear that the other end's worker is gone.
+    assert await close_code(end_b) == 1011
+    await b.close()
+
+
 async def test_a_replaced_hosts_late_close_leaves_its_successor_hosting(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
     token = _owner_token(uvicorn_cluster)

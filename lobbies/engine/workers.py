@@ -323,6 +323,9 @@ class Link:
                     await _close_control_sockets()
                 await _settle_postponed()
                 dead = await presence.reap()
+                # Reaped by another worker (or withdrawn), a worker is in no reap() of ours:
+                # the ones we talk to are asked about, or pipes to them would wait for ever.
+                dead += await presence.gone([w for w in self.outlets if w and w not in dead])
                 if dead:
                     logger.info("workers gone: %s", ", ".join(dead))
                     for worker in dead:

@@ -205,6 +205,11 @@ class Presence(ABC):
         pipe requests and pipes; returns those workers."""
         return []
 
+    async def gone(self, workers: list[str]) -> list[str]:
+        """Those of ``workers`` that are no longer alive: expired, or forgotten already (reaped
+        or withdrawn by any worker, which only that one hears from :meth:`reap`)."""
+        return []
+
     async def withdraw(self, worker: str) -> None:
         """Forget ``worker`` and everything it held now (it is shutting down)."""
         return None

@@ -256,6 +256,11 @@ class RedisPresence(Presence):
     async def reap(self) -> list[str]:
         return await self._run("reap")
 
+    async def gone(self, workers: list[str]) -> list[str]:
+        if not workers:
+            return []
+        return await self._run("gone", *workers)
+
     async def withdraw(self, worker: str) -> None:
         await self._run("withdraw", worker)
         self._announced.discard(worker)

@@ -500,6 +500,18 @@ for _, worker in ipairs(expired) do
 end
 return expired
 """,
+    # worker... -> {worker, ...} of those not alive: expired, or not known at all (these are
+    # workers the caller has talked to, so each announced itself once)
+    "gone": r"""
+local result = {}
+for i = 2, #ARGV do
+  local expiry = redis.call('ZSCORE', P .. 'workers', ARGV[i])
+  if not expiry or tonumber(expiry) <= now() then
+    result[#result + 1] = ARGV[i]
+  end
+end
+return result
+""",
     # worker
     "withdraw": r"""
 forget_worker(ARGV[2])
