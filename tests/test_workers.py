@@ -742,3 +742,13 @@ async def test_a_replaced_hosts_late_close_leaves_its_successor_hosting(uvicorn_
     assert (joined["role"], joined["lobby"]["host"]) == ("member", "host")
     for socket in (new, member, late):
         await socket.close()
+
+
+async def test_a_message_the_workers_cannot_read_leaves_them_listening(uvicorn_cluster):
+    # (From another relay version during a rolling upgrade, say, on the channel all hear.)
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.publish(f"{uvicorn_cluster.prefix}workers", b"not msgpack") == 2
+    client.close()
+    a, b = await meet(*uvicorn_cluster.workers)
+    await a.close()
+    await b.close()

@@ -285,7 +285,14 @@ class Link:
                     await client.aclose()
 
     async def _dispatch(self, data: bytes) -> None:
-        sender, messages = msgpack.unpackb(data)
+        # A message not of ours (another relay version?) is dropped: raised, it would end the
+        # listener, and the worker would serve on deaf to every other.
+        try:
+            sender, messages = msgpack.unpackb(data)
+            messages = list(messages)
+        except Exception:
+            logger.warning("an unreadable message on the workers' channels: dropped")
+            return
         if sender == self.token:
             return  # our own broadcast: done here already
         for message in messages:
