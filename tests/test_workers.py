@@ -752,3 +752,35 @@ async def test_a_message_the_workers_cannot_read_leaves_them_listening(uvicorn_c
     a, b = await meet(*uvicorn_cluster.workers)
     await a.close()
     await b.close()
+
+
+async def test_a_pairing_answered_too_late_closes_the_end_that_accepted_it(make_cluster):
+    # A TTL far longer than the test: the stopped worker stays alive in presence.
+    cluster = make_cluster("uvicorn", RELAY_WORKER_TTL="120")
+    first, second = cluster.workers
+    a, b = await meet(first, second)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    held = f"{cluster.prefix}presence:held"
+
+    def held_in_presence(*key: str) -> None:
+        field, deadline = json.dumps(list(key), separators=(",", ":")), time.monotonic() + 30
+        while not client.hexists(held, field):
+            assert time.monotonic() < deadline, f"{key} never held"
+            time.sleep(0.05)
+
+    end_a = await pipe(first, "a", "b", "doc")
+    await end_a.send("sent before b came")
+    await asyncio.to_thread(held_in_presence, "a", "b", "doc")
+    # The first worker answers b's pairing only after the second stopped waiting for it.
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        end_b = await pipe(second, "b", "a", "doc")
+        await asyncio.to_thread(held_in_presence, "b", "a", "doc")  # b gave up: held
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    client.close()
+    # a's end must not stay paired with an end that forgot it (its frames dropped unseen).
+    assert await close_code(end_a) == 1000
+    await end_b.close()
+    await a.close()
+    await b.close()

@@ -248,7 +248,9 @@ class PipeEnd:
             return True  # closed meanwhile (an order); close() told the other worker
         if not accepted:
             self.partner, self.state = None, PipeState.OPENING
-            remote.detach()
+            # Told to close, in case its worker accepted after we stopped waiting (then it
+            # would send to an end that forgot it, and wait for ever); else nothing there hears.
+            await remote.close(None)
             return False
         self.state = PipeState.PAIRED
         self._splice_to(remote)
