@@ -61,7 +61,7 @@ async def deliver(connection: str, order: Order) -> bool:
     return await socket.carry_out(order)
 
 
-@workers.handler("order")
+@workers.handler("order", apart=True)
 async def _order_from_afar(
     connection: str, action: str, reason: str, document_id: str, code: int
 ) -> bool:

@@ -536,7 +536,7 @@ class RemoteEnd:
         payload = message.get("bytes")
         if payload is None:
             payload = message["text"]
-        self._sent(["f", self.connection, payload], len(payload))
+        self._sent(["f", self.connection, payload], frame_size(payload))
         while not self.writable.is_set():
             await self.writable.wait()
 
@@ -593,7 +593,7 @@ class RemoteEnd:
             if handle is not None:
                 write = handle.write_frames if spliced else handle.send_nowait
                 if write(payload):  # type: ignore[arg-type]
-                    self._wrote(len(payload))
+                    self._wrote(frame_size(payload))
                     return
         self.inbound.append(None if payload is None else (spliced, payload))
         if self.writer is None:
@@ -624,7 +624,7 @@ class RemoteEnd:
                     for message in messages:
                         key = "text" if isinstance(message, str) else "bytes"
                         await local.send({"type": "websocket.send", key: message})
-                self._wrote(len(payload))
+                self._wrote(frame_size(payload))
         except Exception:  # the local socket broke; its own disconnect closes the pipe
             logger.debug("pipe %s: writing a frame from another worker failed", local.key)
         finally:

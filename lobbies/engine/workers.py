@@ -60,17 +60,24 @@ BATCH_BYTES = 256 * 1024
 REQUEST_SECONDS = 5.0
 
 
-def handler(kind: str) -> Callable[[Handler], Handler]:
+def handler(kind: str, *, apart: bool = False) -> Callable[[Handler], Handler]:
     """Register the coroutine that carries out messages of ``kind`` on this worker's sockets.
 
     It is called with the message's fields; what it returns answers a request (:func:`ask`).
-    A handler must not wait on a client: the listener hands messages out one at a time."""
+    The listener hands messages out one at a time, in order, so a handler must not wait on a
+    client, nor for long; one that may (``apart``: an order waits for its socket's turn, which
+    a Join asking the database holds) runs as a task of its own, out of that order."""
 
     def register(function: Handler) -> Handler:
         _handlers[kind] = function
+        if apart:
+            _apart.add(kind)
         return function
 
     return register
+
+
+_apart: set[str] = set()
 
 
 def on_lost(callback: LostCallback) -> LostCallback:
@@ -304,15 +311,25 @@ class Link:
     async def _handle(self, sender: str, message: list[Any]) -> None:
         kind = message[0]
         if kind == "?":  # a request: [?, number, asker, kind, *fields]
-            number, asker, inner = message[1], message[2], message[3:]
-            answer = await _handlers[inner[0]](*inner[1:])
-            self.tell(asker, ["!", number, answer])
+            answer = self._answer(message[1], message[2], message[3:])
+            if message[3] in _apart:
+                spawn(answer)
+            else:
+                await answer
         elif kind == "!":  # an answer: [!, number, value]
             future = self.pending.get(message[1])
             if future is not None and not future.done():
                 future.set_result(message[2])
         else:
             await _handlers[kind](*message[1:])
+
+    async def _answer(self, number: int, asker: str, request: list[Any]) -> None:
+        try:
+            answer = await _handlers[request[0]](*request[1:])
+        except Exception:
+            logger.exception("a request from worker %s failed: %r", asker, request[:1])
+            return  # (the asker's wait ends in Unreachable)
+        self.tell(asker, ["!", number, answer])
 
     async def _heartbeat(self) -> None:
         presence = get_presence()
@@ -350,6 +367,10 @@ class Link:
                 if known:
                     logger.warning("Redis does not answer (%r); trying again", exc)
                 known = False
+            except Exception:
+                # Never the end of the heartbeat: a worker that stops announcing itself is
+                # forgotten by presence while it still serves its peers.
+                logger.exception("the heartbeat failed; it goes on")
 
     async def _lost(self, workers: set[str] | None, code: CloseCode, reason: str) -> None:
         for callback in _lost_callbacks:
