@@ -784,3 +784,45 @@ async def test_a_pairing_answered_too_late_closes_the_end_that_accepted_it(make_
     await end_b.close()
     await a.close()
     await b.close()
+
+
+async def test_readers_that_stop_reading_hold_no_more_than_the_held_budget(make_cluster):
+    # A process budget of 2 MiB, a window of 1 MiB: three stalled readers' backlogs cannot all
+    # be kept on the readers' worker; a pipe that finds the budget full is closed (4413).
+    limits = {
+        "RELAY_MAX_FRAME_BYTES": "65536",
+        "RELAY_MAX_HELD_BYTES": "1048576",
+        "RELAY_MAX_HELD_BYTES_TOTAL": "2097152",
+        "RELAY_MAX_HELD_BYTES_PER_ADDRESS": "2097152",
+    }
+    first, second = make_cluster("uvicorn", **limits).workers
+    frame, count = os.urandom(32 * 1024), 512  # 16 MiB a writer: past every socket buffer
+    pipes, writers = [], []
+    for n in range(3):
+        sockets = await meet(first, second, f"w{n}", f"r{n}", f"doc{n}")
+        writer, reader = await paired(first, second, f"w{n}", f"r{n}", f"doc{n}")
+        pipes.append((*sockets, writer, reader))
+
+        async def write_all(socket=writer) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(count):
+                    await socket.send(frame)
+
+        writers.append(asyncio.ensure_future(write_all()))
+    await asyncio.sleep(5)  # the readers read nothing meanwhile; the writers stall
+    codes = []
+    for *_, reader in pipes:
+        received = 0
+        try:
+            while received < count:
+                assert await asyncio.wait_for(reader.recv(), 10) == frame  # intact, in order
+                received += 1
+            codes.append(None)  # its backlog fitted: everything arrived
+        except ConnectionClosed as closed:
+            codes.append(closed.rcvd.code if closed.rcvd else 1006)
+    assert 4413 in codes, codes
+    for task in writers:
+        task.cancel()
+    for sockets in pipes:
+        for socket in sockets:
+            await socket.close()

@@ -489,7 +489,9 @@ class RemoteEnd:
         "key",
         "link",
         "local",
+        "overflowed",
         "partner",
+        "queued",
         "reported",
         "splice_max_bytes",
         "splice_partner",
@@ -515,6 +517,8 @@ class RemoteEnd:
         self.inbound: deque[tuple[bool, str | bytes] | None] = deque()
         self.writer: asyncio.Task[None] | None = None
         self.written = 0  # bytes written to the local client, not yet credited
+        self.queued = 0  # bytes of ``inbound``, charged to the held budget
+        self.overflowed = False  # the budget was full: the pipe is closing
         self.partner: PipeEnd | None = local  # (as a local partner's; close() clears it)
         self.splice_partner: Any = None  # the local socket, while spliced to this
         self.splice_max_bytes = 0
@@ -595,6 +599,17 @@ class RemoteEnd:
                 if write(payload):  # type: ignore[arg-type]
                     self._wrote(frame_size(payload))
                     return
+        if payload is not None:
+            # Waiting for its reader, it counts in the process's held budget, as frames held
+            # before pairing do: many readers that stop reading cannot hold more together.
+            size = frame_size(payload)
+            if not held_budget.charge(self.local.address, size, self.local.settings):
+                if not self.overflowed:  # closed once (the other end is told, as by a close)
+                    self.overflowed = True
+                    reason = "the relay holds too much for readers that do not read"
+                    spawn(self.local.close(CloseCode.TOO_LARGE, reason))
+                return
+            self.queued += size
         self.inbound.append(None if payload is None else (spliced, payload))
         if self.writer is None:
             self.writer = spawn(self._write())
@@ -616,6 +631,9 @@ class RemoteEnd:
                     await self._closed_afar()
                     return
                 spliced, payload = item
+                size = frame_size(payload)
+                self.queued -= size
+                held_budget.refund(local.address, size)
                 if spliced and local.handle is not None:
                     while not local.handle.write_frames(payload):  # type: ignore[arg-type]
                         await local.handle.drained()
@@ -624,7 +642,7 @@ class RemoteEnd:
                     for message in messages:
                         key = "text" if isinstance(message, str) else "bytes"
                         await local.send({"type": "websocket.send", key: message})
-                self._wrote(frame_size(payload))
+                self._wrote(size)
         except Exception:  # the local socket broke; its own disconnect closes the pipe
             logger.debug("pipe %s: writing a frame from another worker failed", local.key)
         finally:
@@ -653,6 +671,10 @@ class RemoteEnd:
         self._stop()
         if _remote_ends.get(self.local.connection) is self:
             del _remote_ends[self.local.connection]
+        if self.queued:  # what waited for the reader is dropped with the pipe
+            held_budget.refund(self.local.address, self.queued)
+            self.queued = 0
+            self.inbound.clear()
 
 
 # The remote partner of each local pipe end that has one, by the local end's connection id.
