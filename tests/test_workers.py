@@ -369,7 +369,8 @@ async def test_a_users_peer_id_is_theirs_on_every_worker(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
     ann, bob = _ticket(uvicorn_cluster, "ann"), _ticket(uvicorn_cluster, "bob")
     mine = await connect(f"{first.ws_url}/t/{ann}/introduction/me")
-    await join(mine, "doc")
+    await join(mine, "doc", ext=1)
+    assert (await next_message(mine))["type"] == "Joined"  # (online: in presence now)
     thief = await connect(f"{second.ws_url}/t/{bob}/introduction/me")
     assert await close_code(thief) == 4403  # held by ann on the other worker
     again = await connect(f"{second.ws_url}/t/{ann}/introduction/me")
@@ -676,7 +677,8 @@ async def test_revoking_a_token_closes_its_sockets_on_every_worker(uvicorn_clust
     token = _owner_token(uvicorn_cluster)
     ticket = api(second, token, "POST", "/tickets", {})["ticket"]
     socket = await connect(f"{first.ws_url}/t/{ticket}/introduction/owned")
-    await join(socket, "doc")
+    await join(socket, "doc", ext=1)
+    assert (await next_message(socket))["type"] == "Joined"
     mine = api(second, token, "GET", "/tokens")
     api(second, token, "DELETE", f"/tokens/{mine[0]['id']}")
     assert await close_code(socket) == 4401
