@@ -10,7 +10,7 @@ See README.md beside this file.
 
 from websockets.exceptions import ConnectionClosed
 
-from .client import Client, LobbyRefused
+from .client import Client, LobbyRefused, Refused
 from .peer import PeerSocket
 from .protocol import Dialect, Joined, Left, Refusal
 
@@ -23,4 +23,5 @@ __all__ = [
     "LobbyRefused",
     "PeerSocket",
     "Refusal",
+    "Refused",
 ]

@@ -1,8 +1,9 @@
 """``python -m relayclient URL PEER DOC``: join DOC as PEER, print what peers send, and send each
 line of standard input (as a text frame) to every peer currently connected. For operators
 checking a relay by hand, and for scripts: it exits at the end of its input (Ctrl-D), or on
-Ctrl-C. A relay it cannot reach is one line on standard error (exit status 2); a Join the relay
-refuses is one line too (exit status 3).
+Ctrl-C. A relay it cannot reach is one line on standard error (exit status 2); a relay that
+refuses the socket (wrong URL or id, bad ticket, id held by another user, rate limited) or the
+Join is one line too, "refused: CODE REASON" with the relay's own code and reason (exit status 3).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from . import Client, LobbyRefused, PeerSocket
+from . import Client, PeerSocket, Refused
 from .client import without_ticket
 from .protocol import Left, parse_extended
 
@@ -49,6 +50,12 @@ def _note(text: str) -> None:
     print(f"* {text}", file=sys.stderr, flush=True)
 
 
+def _refused(refused: Refused) -> int:
+    """Say in one line why the relay refused us (its code and reason); the exit status."""
+    print(without_ticket(f"relayclient: refused: {refused}"), file=sys.stderr, flush=True)
+    return 3
+
+
 async def _print_frames(pipe: PeerSocket) -> None:
     _note(f"connected to {pipe.peer_id!r} on {pipe.document_id!r}")
     async for frame in pipe:
@@ -74,6 +81,8 @@ async def main(argv: list[str] | None = None) -> int:
     client = Client(args.peer, args.url, dialect=args.dialect, headers=headers)
     try:
         await client.connect()
+    except Refused as refused:
+        return _refused(refused)
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         why = without_ticket(f"cannot connect to {args.url}: {exc}")
         print(f"relayclient: {why}", file=sys.stderr, flush=True)
@@ -100,9 +109,8 @@ async def main(argv: list[str] | None = None) -> int:
                     args.document, nickname=args.nickname, lobby=args.lobby
                 )
             role = f" ({joined.role})"
-        except LobbyRefused as refused:
-            print(f"relayclient: {args.document!r} refused: {refused}", file=sys.stderr)
-            return 3
+        except Refused as refused:  # the socket (a refusal decided after a look-up), or the Join
+            return _refused(refused)
         except TimeoutError:
             role = " (not confirmed: the relay sends no extended messages)"
         _note(f"joined {args.document!r} as {args.peer!r}{role}; lines typed go to every peer")

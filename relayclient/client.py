@@ -86,18 +86,38 @@ MiB = 1024 * 1024
 # Close codes (docs/protocol.md) after which reconnecting cannot help, or would fight the server:
 # invalid request, authentication, forbidden, replaced by a newer connection, removed, too large.
 NO_RECONNECT_CODES = frozenset({4400, 4401, 4403, 4409, 4410, 4413})
+# Close codes with which the relay refuses a control socket as it opens (docs/protocol.md): a bad
+# URL or id, a bad credential, an id held by another user (or a ban), rate limited, and "try again
+# later". The relay accepts the handshake first (a close code reaches only an accepted socket), so
+# these arrive as a close, not as an HTTP status.
+REFUSAL_CODES = frozenset({1013, 4400, 4401, 4403, 4429})
 
 
-class LobbyRefused(Exception):
-    """The relay refused to let us into a lobby (``join_lobby``)."""
+class Refused(Exception):
+    """The relay refused us; ``code`` and ``reason`` are its own words.
+
+    Raised as such when the relay closes the control socket with a refusal code (``code`` is the
+    close code, an int: 4400 wrong URL or id, 4401 bad ticket or token, 4403 the id is held by
+    another user or banned, 4429 rate limited, 1013 try again later; ``reason`` its close
+    reason): by ``connect()`` when the close comes at once, else by ``join_lobby()`` (or
+    ``join()``) once it came. ``LobbyRefused`` is the same for one refused Join.
+    """
+
+    def __init__(self, code: int | str, reason: str) -> None:
+        # One line, whatever the relay put in its reason: the CLI prints it as is.
+        reason = " ".join(reason.split())
+        super().__init__(f"{code} {reason}".rstrip())
+        self.code, self.reason = code, reason
+
+
+class LobbyRefused(Refused):
+    """The relay refused to let us into a lobby (``join_lobby``): ``code`` is the extended
+    ``Error``'s code (a str: lobby_full, forbidden, not_found, locked, invalid, rate_limited),
+    ``reason`` (also ``message``) its text, ``document_id`` the lobby."""
 
     def __init__(self, refusal: Refusal) -> None:
-        super().__init__(f"{refusal.code}: {refusal.message}")
-        self.code, self.document_id, self.message = (
-            refusal.code,
-            refusal.document_id,
-            refusal.message,
-        )
+        super().__init__(refusal.code, refusal.message)
+        self.document_id, self.message = refusal.document_id, refusal.message
 
 
 class _Inbox(Generic[T]):
@@ -225,6 +245,8 @@ class Client:
         self._lobbies: dict[str, Joined] = {}
         self._waiters: dict[str, list[asyncio.Future[Joined]]] = {}
         self._control: ClientConnection | None = None
+        # Why the relay refused our control socket, once it did (cleared by connect()).
+        self._refusal: Refused | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._stopped = asyncio.Event()
@@ -275,6 +297,12 @@ class Client:
         return frozenset(self._pipes)
 
     @property
+    def refusal(self) -> Refused | None:
+        """Why the relay refused our control socket (its close code and reason), if it did;
+        the client has then stopped. Cleared by ``connect()``."""
+        return self._refusal
+
+    @property
     def control(self) -> ClientConnection | None:
         """The control socket's websockets connection (for close codes in tests), if any."""
         return self._control
@@ -282,12 +310,21 @@ class Client:
     async def connect(self) -> None:
         """Open the control socket and Join every document joined so far.
 
-        Raises what websockets raises when the handshake fails (e.g. InvalidStatus on a 403).
+        Raises ``Refused`` (close code and reason) when the relay refuses the socket at once
+        (4400 wrong URL or id, 4401 bad ticket, ...); a refusal the relay decides a moment later
+        (4403 after looking the id up) ends the client instead, and ``join_lobby()`` raises it.
+        Raises what websockets raises when the handshake itself fails (e.g. InvalidStatus on a
+        403), and TimeoutError after ``open_timeout``.
         """
         if self._supervisor is not None and not self._supervisor.done():
             raise RuntimeError("already connected")
         self._closing = False
-        control = await self._open_control()
+        self._refusal = None
+        try:
+            control = await self._open_control()
+        except Refused as refused:
+            self._refusal = refused  # join() and join_lobby() raise it too
+            raise
         # Only now: after a failed connect() the streams stay ended rather than wait forever.
         for inbox in (self._peer_inbox, self._introduction_inbox, self._message_inbox):
             inbox.reopen()
@@ -340,6 +377,8 @@ class Client:
         """
         if not isinstance(document_id, str) or not document_id:
             raise ValueError("document_id must be a non-empty string")
+        if self._refusal is not None:
+            raise self._refusal  # not connected, and reconnecting would not help
         fields = dict(extra or {})
         if self.ext:
             fields["ext"] = 1
@@ -360,8 +399,9 @@ class Client:
         """Join ``document_id`` and wait for the relay's answer (needs ``ext`` and a relay with
         the extended messages): the ``Joined`` (our role and the lobby's metadata), or
         ``LobbyRefused`` with the relay's reason (lobby_full, forbidden, not_found, locked,
-        invalid, rate_limited). An LF relay never answers: bound the wait with
-        ``asyncio.timeout``."""
+        invalid, rate_limited). ``Refused`` (close code and reason) when the relay refused the
+        control socket itself (before or while waiting); EOFError when the client stopped
+        otherwise. An LF relay never answers: bound the wait with ``asyncio.timeout``."""
         if not self.ext:
             raise RuntimeError("join_lobby needs ext=True")
         waiter: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
@@ -478,8 +518,28 @@ class Client:
             for document_id, extra in list(self._documents.items()):
                 await control.send(encode(join_message([document_id], extra), self.dialect))
         except ConnectionClosed:
-            pass  # the supervisor's reader sees the close and handles it
+            pass  # the confirmation below, or the supervisor's reader, sees the close
+        await self._confirm(control)
         return control
+
+    async def _confirm(self, control: ClientConnection) -> None:
+        """Raise Refused if the relay refused ``control`` as it opened.
+
+        The relay accepts every handshake and then closes a refused socket. One ping round trip
+        lets a close sent at once arrive first (it follows the accept on the wire), so a socket
+        refused outright is reported here rather than taken for a connected one. A refusal the
+        relay decides later (after a database look-up) is seen by the supervisor instead.
+        """
+        try:
+            async with asyncio.timeout(self._ws_options.get("open_timeout")):
+                await (await control.ping())
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            await control.close()
+            raise
+        if control.close_code in REFUSAL_CODES:
+            raise Refused(control.close_code, control.close_reason or "")
 
     async def _send_if_connected(self, message: dict[str, Any]) -> None:
         control = self._control
@@ -512,6 +572,11 @@ class Client:
         finally:
             if not self._closing:
                 # Dropped for good: nothing more will arrive, so end the streams' iterations.
+                last = self._control
+                if self._refusal is None and last is not None and last.close_code in REFUSAL_CODES:
+                    self._refusal = Refused(last.close_code, last.close_reason or "")
+                if self._refusal is not None:
+                    log.info("%s: refused by the relay: %s", self.peer_id, self._refusal)
                 self._end_streams()
 
     async def _reopen(self) -> ClientConnection | None:
@@ -521,7 +586,13 @@ class Client:
             await asyncio.sleep(delay * random.uniform(0.9, 1.1))
             try:
                 return await self._open_control()
-            # Refused, timed out, rejected handshake: all are worth another try later.
+            except Refused as refused:
+                if refused.code in NO_RECONNECT_CODES:
+                    self._refusal = refused  # a bad URL, ticket or id: no retry can help
+                    return None
+                log.info("%s: reconnect refused (%s); retrying", self.peer_id, refused)
+                delay = min(delay * 1.5, self.max_retry_delay)
+            # Timed out, rejected handshake: all are worth another try later.
             except Exception as error:
                 log.info("%s: reconnect failed (%s); retrying", self.peer_id, error)
                 delay = min(delay * 1.5, self.max_retry_delay)
@@ -656,3 +727,7 @@ class Client:
         self._stopped.set()
         for inbox in (self._peer_inbox, self._introduction_inbox, self._message_inbox):
             inbox.close()
+        # No answer will come to a Join still waiting: tell join_lobby() why.
+        for waiter in [w for waiting in self._waiters.values() for w in waiting]:
+            if not waiter.done():
+                waiter.set_exception(self._refusal or EOFError("control socket closed"))

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from relayclient import Client, LobbyRefused, PeerSocket
+from relayclient import Client, LobbyRefused, PeerSocket, Refused
 from relayclient.protocol import (
     MalformedMessage,
     connection_url,
@@ -29,7 +29,7 @@ from relayclient.protocol import (
     introduction_url,
     parse_introduction,
 )
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveRelay, _ticket_on, free_port
 
 TIMEOUT = 5.0  # generous for a loaded 2-core CI machine; only reached when something is wrong
 QUIET = 0.3  # how long "nothing arrives" is watched for
@@ -333,7 +333,8 @@ async def test_dialects_and_heartbeat_on_the_wire() -> None:
 
 
 @pytest.mark.asyncio
-async def test_reconnect_joins_remembered_documents_again() -> None:
+@pytest.mark.parametrize("drop", [1011, 1012, "abort"])
+async def test_reconnect_joins_remembered_documents_again(drop: int | str) -> None:
     connections: list[list[dict]] = []
     rejoined = asyncio.Event()
 
@@ -343,7 +344,11 @@ async def test_reconnect_joins_remembered_documents_again() -> None:
         if len(connections) == 1:
             received.append(msgpack.unpackb(await ws.recv()))
             received.append(msgpack.unpackb(await ws.recv()))
-            await ws.close(1011)  # drop the first control socket
+            # Drop the first control socket: a fault, a restart, or no close at all (1006).
+            if drop == "abort":
+                ws.transport.abort()
+            else:
+                await ws.close(drop)
             return
         async for frame in ws:
             received.append(msgpack.unpackb(frame))
@@ -373,6 +378,51 @@ async def test_streams_end_when_the_control_socket_is_closed_for_good(reconnect:
         await asyncio.wait_for(client.wait_closed(), TIMEOUT)
         assert client.control is not None and client.control.close_code == 4410
         assert [p async for p in client.peers()] == []
+        await client.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_connect_raises_refused_when_the_socket_is_closed_at_once() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.close(4401, "invalid ticket")  # what the relay does with a bad ticket
+
+    async with scripted_relay(script) as url:
+        client = Client("me", url, reconnect=True)
+        with pytest.raises(Refused) as refused:
+            await within(client.connect())
+        assert (refused.value.code, refused.value.reason) == (4401, "invalid ticket")
+        assert str(refused.value) == "4401 invalid ticket"
+        assert not client.connected and client.refusal is refused.value
+        with pytest.raises(Refused):  # not remembered for a reconnect that would not help
+            await client.join("doc")
+        await client.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_reconnect_refused_for_good_stops_the_client_with_the_reason() -> None:
+    openings = 0
+
+    async def script(ws: ServerConnection) -> None:
+        nonlocal openings
+        openings += 1
+        if openings == 1:
+            await ws.recv()  # the Join
+            await ws.close(1012)  # restarting: come back
+        else:
+            await ws.close(4403, "this peer id is online as another user")
+
+    async with scripted_relay(script) as url:
+        client = Client("me", url, reconnect=True, min_retry_delay=0.01, heartbeat_interval=None)
+        await client.connect()
+        waiting = asyncio.create_task(client.join_lobby("doc"))
+        with pytest.raises(Refused) as refused:
+            await within(waiting)
+        assert (refused.value.code, refused.value.reason) == (
+            4403,
+            "this peer id is online as another user",
+        )
+        await within(client.wait_closed())
+        assert client.refusal is refused.value and openings == 2
         await client.disconnect()
 
 
@@ -422,6 +472,75 @@ async def test_the_cli_exits_at_the_end_of_its_input(relay_url: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "end of input; disconnected" in result.stderr
+
+
+def assert_refused_in_one_line(result: subprocess.CompletedProcess, code: int) -> None:
+    """The CLI said, in one line on standard error, that the relay refused it with ``code``."""
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"relayclient: refused: {code} "), result.stderr
+    assert "joined" not in result.stderr and "Traceback" not in result.stderr
+
+
+@asynccontextmanager
+async def hold_peer_id(url: str) -> AsyncIterator[Client]:
+    """A client holding a fresh peer id on the relay at ``url``, surely in presence (its Join
+    was answered, which the relay does only once the socket is open)."""
+    async with Client(unique("held"), url) as holder:
+        await within(holder.join_lobby(unique("doc")))
+        yield holder
+
+
+def other_users_url(live_relay: LiveRelay) -> str:
+    """``live_relay``'s URL with a ticket of another user than ``signed_in_url``'s."""
+    return f"{live_relay.ws_url}/t/{_ticket_on(live_relay.log_path.parent, 'player-two')}"
+
+
+@pytest.mark.asyncio
+async def test_the_cli_refused_for_a_bad_peer_id_says_4400(relay_url: str) -> None:
+    result = await asyncio.to_thread(run_cli, relay_url, "bad\x01id", unique("doc"))
+    assert_refused_in_one_line(result, 4400)
+
+
+@pytest.mark.asyncio
+async def test_the_cli_refused_for_a_bad_ticket_says_4401(relay_url: str) -> None:
+    result = await asyncio.to_thread(run_cli, f"{relay_url}/t/garbage", unique("p"), "doc")
+    assert_refused_in_one_line(result, 4401)
+
+
+@pytest.mark.asyncio
+async def test_the_cli_refused_for_an_id_held_by_another_user_says_4403(
+    live_relay: LiveRelay, signed_in_url: str
+) -> None:
+    thief_url = await asyncio.to_thread(other_users_url, live_relay)
+    async with hold_peer_id(signed_in_url) as holder:
+        result = await asyncio.to_thread(run_cli, thief_url, holder.peer_id, unique("doc"))
+        assert_refused_in_one_line(result, 4403)
+        assert "another user" in result.stderr
+        assert holder.connected  # the holder keeps its id
+
+
+@pytest.mark.asyncio
+async def test_the_library_raises_refused_with_the_relays_code_and_reason(
+    relay_url: str, live_relay: LiveRelay, signed_in_url: str
+) -> None:
+    thief_url = await asyncio.to_thread(other_users_url, live_relay)
+    async with hold_peer_id(signed_in_url) as holder:
+        for url, peer_id, code in [
+            (f"{relay_url}/t/garbage", unique("p"), 4401),
+            (thief_url, holder.peer_id, 4403),
+        ]:
+            client = Client(peer_id, url)
+            # At once (connect) or a moment later (once the relay looked the id up): never
+            # taken for a connected client.
+            with pytest.raises(Refused) as refused:
+                await within(client.connect())
+                await within(client.join_lobby(unique("doc")))
+            assert refused.value.code == code and refused.value.reason, refused.value
+            assert not isinstance(refused.value, LobbyRefused)
+            assert client.refusal is refused.value and not client.connected
+            await client.disconnect()
+        assert holder.connected
 
 
 def test_the_cli_says_in_one_line_when_it_cannot_connect() -> None:
