@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from lobbies.auth import issue_ticket
 from lobbies.models import ApiToken
 from lobbies.views import relay_url
-from relayclient import Client
+from relayclient import Client, Refused
 from relayproject.asgi import application
 from tests.accounts import signed_in
 from tests.conftest import ROOT, collected_static, free_port, relay_environ
@@ -177,8 +177,11 @@ async def test_uvicorn_and_relayclient_at_debug_never_log_a_ticket(alice, caplog
     await client.join("doc")
     await client.disconnect()
     refused = Client("bob", f"{url}/t/{ticket}x", reconnect=False)
-    await refused.connect()
-    await refused.wait_closed()  # 4401
+    with pytest.raises(Refused) as refusal:  # as connect() returns, or a moment later
+        await refused.connect()
+        await refused.join_lobby("doc")
+    assert refusal.value.code == 4401 and ticket not in str(refusal.value)
+    await refused.disconnect()
     assert "refused: 4401" in caplog.text
     assert "[accepted]" in caplog.text and "> GET /t/" in caplog.text
     assert ticket not in caplog.text

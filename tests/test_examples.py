@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, LiveRelay, start_relay, stop_relay
+from tests.conftest import ROOT, LiveRelay, free_port, start_relay, stop_relay
 
 EXAMPLES = ROOT / "examples"
 
@@ -55,7 +55,24 @@ def test_the_node_example_runs_as_written(example, relay):
     assert_they_met(run(["npm", "start"], folder, relay.ws_url, 120))
 
 
+PYTHON_EXAMPLE = str(EXAMPLES / "python" / "host_and_player.py")
+
+
 @pytest.mark.live
 def test_the_python_example_runs_as_written(relay):
-    script = str(EXAMPLES / "python" / "host_and_player.py")
-    assert_they_met(run([sys.executable, script, relay.ws_url], ROOT, relay.ws_url, 60))
+    assert_they_met(run([sys.executable, PYTHON_EXAMPLE, relay.ws_url], ROOT, relay.ws_url, 60))
+
+
+@pytest.mark.live
+def test_the_python_example_finds_the_relay_through_relay_url(relay):
+    # No argument: RELAY_URL alone, as the README says (the default port has no relay here).
+    assert_they_met(run([sys.executable, PYTHON_EXAMPLE], ROOT, relay.ws_url, 60))
+
+
+def test_the_python_example_says_in_one_line_when_the_relay_cannot_be_reached():
+    url = f"ws://127.0.0.1:{free_port()}/t/secret-ticket"  # nothing listens there
+    result = run([sys.executable, PYTHON_EXAMPLE], ROOT, url, 60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("host_and_player: cannot reach the relay at ws://127.0.0.1:")
+    assert "secret-ticket" not in result.stderr
