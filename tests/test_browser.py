@@ -257,3 +257,19 @@ async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser
     await page.goto(f"{relay.http_url}/admin/analytics/dashboard/?days=7")
     assert await page.locator("#joins-chart rect.bar-joins").count() == 7  # one bar a day
     await page.screenshot(path=SCREENSHOTS / "dashboard-week.png", full_page=True)
+
+
+async def test_the_landing_pages_code_is_readable_whole_at_1280_px(relay, browser):
+    """Nothing of the landing page's code (the client snippet, the commands) is cut off or
+    hidden past a scrollbar: long lines wrap."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(f"{relay.http_url}/")
+    cut_off = await page.evaluate(
+        """() => [...document.querySelectorAll('pre, code')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1
+                || e.getBoundingClientRect().right > document.documentElement.clientWidth)
+            .map(e => e.textContent.slice(0, 60))"""
+    )
+    assert cut_off == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "landing-1280.png", full_page=True)
