@@ -228,7 +228,13 @@ def _rejected(rejected: owners.Rejected) -> HttpError:
 def _visible_lobby(identity: Identity, lobby_id: str) -> Lobby:
     """The lobby ``lobby_id`` names, if ``identity`` may know it exists; else 404, as for an id
     that names nothing (a private lobby is not confirmed to outsiders)."""
-    lobby = Lobby.objects.select_related("owner").filter(public_id=lobby_id).first()
+    return _visible(identity, public_id=lobby_id)
+
+
+def _visible(identity: Identity, **lookup: str) -> Lobby:
+    """The lobby ``lookup`` finds (by its public or its document id), under the rule of
+    :func:`_visible_lobby`."""
+    lobby = Lobby.objects.select_related("owner").filter(**lookup).first()
     if lobby is None or not owners.visible(identity, lobby):
         raise HttpError(404, "no such lobby")
     return lobby
@@ -317,6 +323,21 @@ def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
     return LobbyOut.listed(lobbies)
 
 
+# Registered before /lobbies/{lobby_id}/...: a public id (12 characters) is never "by-document".
+# A path converter, since a document id may hold slashes (clients percent-encode them).
+@api.get(
+    "/lobbies/by-document/{path:document_id}",
+    response=answers({200: LobbyDetail}, 401, 404),
+    tags=["lobbies"],
+    by_alias=True,
+)
+def lobby_by_document(request: HttpRequest, document_id: str) -> dict[str, Any]:
+    """The lobby clients Join as ``document_id``, as ``GET /lobbies/{lobby_id}`` shows it and
+    under the same rule: a private lobby is not found by those without a grant."""
+    identity = _identity(request)
+    return _detail(identity, _visible(identity, document_id=document_id))
+
+
 @api.get(
     "/lobbies/{lobby_id}",
     response=answers({200: LobbyDetail}, 401, 404),
@@ -327,7 +348,10 @@ def lobby_detail(request: HttpRequest, lobby_id: str) -> dict[str, Any]:
     """One lobby, with its live peer count (and its members, to those who manage it). A private
     lobby is not found by those without a grant."""
     identity = _identity(request)
-    lobby = _visible_lobby(identity, lobby_id)
+    return _detail(identity, _visible_lobby(identity, lobby_id))
+
+
+def _detail(identity: Identity, lobby: Lobby) -> dict[str, Any]:
     members = owners.members(lobby.document_id) if owners.manages(identity, lobby) else None
     return {**LobbyOut.of(lobby), "members": members}
 

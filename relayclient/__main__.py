@@ -29,7 +29,9 @@ ANSWER_SECONDS = 5.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m relayclient", description=__doc__)
+    # The docstring is reStructuredText; a terminal shows its ``literal`` markers as noise.
+    description = (__doc__ or "").replace("``", "")
+    parser = argparse.ArgumentParser(prog="python -m relayclient", description=description)
     parser.add_argument("url", help="relay base URL, e.g. ws://127.0.0.1:8080 or wss://h/t/TICKET")
     parser.add_argument("peer", help="our peer id")
     parser.add_argument("document", help="document id to join")

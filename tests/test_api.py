@@ -5,6 +5,7 @@ CSRF and Bearer tokens."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -261,6 +262,28 @@ async def test_an_owner_kicks_a_peer_through_the_api(owner, other):
 
 
 # -- as an attacker: walking ids, partial updates, nulls ----------------------------------------
+
+
+def test_a_lobby_is_found_by_its_document_id_under_the_same_rules(owner, other):
+    race = Lobby.objects.create(document_id="team/race 🏁", owner=owner, title="Race")
+    secret = Lobby.objects.create(document_id="secret", owner=owner, visibility="private")
+    in_lobby("secret", "p1")
+    anyone = Client()
+    found = anyone.get(f"/api/lobbies/by-document/{quote(race.document_id, safe='')}")
+    assert found.status_code == 200
+    assert found.json() == anyone.get(f"/api/lobbies/{race.public_id}").json()
+    assert (found.json()["id"], found.json()["title"]) == (race.public_id, "Race")
+    # A private lobby answers as a missing one to outsiders, and to its owner in full.
+    for outsider in (anyone, signed_in(other)):
+        hidden = outsider.get("/api/lobbies/by-document/secret")
+        assert (hidden.status_code, hidden.json()) == (
+            404,
+            outsider.get("/api/lobbies/by-document/no-such-doc").json(),
+        )
+    mine = signed_in(owner).get("/api/lobbies/by-document/secret").json()
+    assert (mine["id"], mine["members"]) == (secret.public_id, ["p1"])
+    schema = anyone.get("/api/openapi.json").json()
+    assert "/api/lobbies/by-document/{document_id}" in schema["paths"]
 
 
 def test_lobby_ids_in_the_api_are_opaque_and_walking_them_finds_nothing(owner):

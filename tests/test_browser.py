@@ -257,3 +257,73 @@ async def test_the_dashboard_shows_the_traffic_of_the_tests_above(relay, browser
     await page.goto(f"{relay.http_url}/admin/analytics/dashboard/?days=7")
     assert await page.locator("#joins-chart rect.bar-joins").count() == 7  # one bar a day
     await page.screenshot(path=SCREENSHOTS / "dashboard-week.png", full_page=True)
+
+
+async def test_the_landing_pages_code_is_readable_whole_at_1280_px(relay, browser):
+    """Nothing of the landing page's code (the client snippet, the commands) is cut off or
+    hidden past a scrollbar: long lines wrap."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(f"{relay.http_url}/")
+    cut_off = await page.evaluate(
+        """() => [...document.querySelectorAll('pre, code')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1
+                || e.getBoundingClientRect().right > document.documentElement.clientWidth)
+            .map(e => e.textContent.slice(0, 60))"""
+    )
+    assert cut_off == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / "landing-1280.png", full_page=True)
+
+
+async def test_a_demo_tab_says_it_was_kicked_or_the_lobby_closed_and_joins_again(relay, browser):
+    """The owner kicks a /demo/ tab, then closes the lobby (through the API, as its session):
+    the tab says so each time, and its button takes it back in when the relay lets it."""
+    owner = await browser.new_page()
+    await owner.goto(f"{relay.http_url}/accounts/login/")
+    await owner.fill("#id_username", ADMIN_USER)
+    await owner.fill("#id_password", ADMIN_PASSWORD)
+    await owner.click("button[type=submit]")
+    await owner.wait_for_load_state()
+    csrf = next(c["value"] for c in await owner.context.cookies() if c["name"] == "csrftoken")
+    headers = {"X-CSRFToken": csrf, "Referer": relay.http_url}
+
+    async def api(path: str, body: dict) -> dict:
+        answer = await owner.request.post(f"{relay.http_url}{path}", data=body, headers=headers)
+        assert answer.ok, await answer.text()
+        return await answer.json() if answer.status != 204 else {}
+
+    lobby = f"kick-demo-{os.getpid()}"
+    lobby_id = (await api("/api/lobbies", {"documentId": lobby}))["id"]
+    ann, bob = f"ann-{os.getpid()}", f"bob-{os.getpid()}"
+    tabs = {}
+    for name in (ann, bob):
+        tabs[name] = await browser.new_page()
+        await tabs[name].goto(f"{relay.http_url}/demo/?lobby={lobby}&name={name}")
+    await tabs[ann].wait_for_selector(f'[data-player="{bob}"]', timeout=10_000)
+    assert not await tabs[ann].is_visible("#notice")
+
+    await api(f"/api/lobbies/{lobby_id}/kick", {"peerId": ann})
+    await tabs[ann].wait_for_selector("#notice", state="visible", timeout=10_000)
+    assert "You were kicked out of the lobby." in await tabs[ann].inner_text("#notice")
+    assert "Out of the lobby." in await tabs[ann].inner_text("#status")
+    await tabs[ann].wait_for_selector(f'[data-player="{bob}"]', state="detached", timeout=10_000)
+    assert not await tabs[bob].is_visible("#notice")  # only the kicked tab is told
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await tabs[ann].screenshot(path=SCREENSHOTS / "demo-kicked.png", full_page=True)
+
+    # A kick is not a ban: joining again meets Bob again.
+    await tabs[ann].click("#rejoin")
+    await tabs[ann].wait_for_selector(f'[data-player="{bob}"]', timeout=10_000)
+    assert not await tabs[ann].is_visible("#notice")
+
+    await api(f"/api/lobbies/{lobby_id}/close", {})
+    for tab in tabs.values():
+        await tab.wait_for_selector("#notice", state="visible", timeout=10_000)
+        assert "The lobby was closed." in await tab.inner_text("#notice")
+    # A closed lobby lets nobody in: the button's Join is refused, and the tab says why.
+    await tabs[bob].click("#rejoin")
+    await tabs[bob].wait_for_function(
+        "() => document.getElementById('notice-text').textContent.includes('refused')",
+        timeout=10_000,
+    )
+    assert not await tabs[bob].is_visible(f'[data-player="{ann}"]')

@@ -27,6 +27,8 @@ def test_seed_demo_fills_the_statistics_with_real_traffic(tmp_path):
     env = relay_environ(tmp_path)
     said = run(env, "seed_demo", "--peers", "12", "--frames", "5", "--seconds", "1")
     assert "6 lobbies" in said and "Played 13 joins" in said  # 12 peers and the kart host
+    # Its hint names the virtualenv's interpreter, which works outside the virtualenv too.
+    assert "See them with `.venv/bin/python manage.py relay_stats`" in said
     stats = run(env, "relay_stats", "--days", "1")
     assert stats.startswith("Last 1 day(s): 13 joins, 13 unique peers")
     lobbies = stats[stats.index("Lobbies by joins:") : stats.index("Game types")]

@@ -128,7 +128,7 @@ class Command(BaseCommand):
             # After the burst: a burst that failed leaves no made-up statistics behind.
             joins = history(options["history"], random.Random(options["seed"]))
             self.stdout.write(f"Made-up statistics: {joins} joins over {options['history']} days.")
-        self.stdout.write("See them with `python manage.py relay_stats` or in the admin.")
+        self.stdout.write("See them with `.venv/bin/python manage.py relay_stats` or in the admin.")
 
     def seed_rows(self) -> Any:
         """The demo owner and lobbies (again: rows that exist are left as they are)."""

@@ -30,8 +30,8 @@ class Command(BaseCommand):
             raise CommandError(problem)
         if pending := _unapplied_migrations():
             raise CommandError(
-                f"the database lacks {pending} migration(s): run `python manage.py migrate` "
-                "first (`make run` does)"
+                f"the database lacks {pending} migration(s): run "
+                "`.venv/bin/python manage.py migrate` first (`make run` does)"
             )
         shown = "localhost" if host in ("0.0.0.0", "::") else host
 
