@@ -647,14 +647,21 @@ async def test_a_relay_wide_ban_closes_the_peer_on_another_worker(make_cluster):
     await other.close()
 
 
-async def test_the_host_role_passes_to_a_member_on_another_worker(uvicorn_cluster):
-    first, second = uvicorn_cluster.workers
-    token = _owner_token(uvicorn_cluster)
-    spec = {"documentId": "match", "topology": "host", "hostTransferable": True}
-    api(second, token, "POST", "/lobbies", spec)
-    host = await connect(f"{first.ws_url}/t/{_ticket(uvicorn_cluster, 'owner')}/introduction/host")
+async def hosted_lobby(cluster: Cluster, worker: LiveRelay, transferable: bool):
+    """The owner's control socket on ``worker``, hosting the host lobby ``match`` it created
+    (its host role passing on when it leaves if ``transferable``)."""
+    token = _owner_token(cluster)
+    spec = {"documentId": "match", "topology": "host", "hostTransferable": transferable}
+    api(cluster.workers[1], token, "POST", "/lobbies", spec)
+    host = await connect(f"{worker.ws_url}/t/{_ticket(cluster, 'owner')}/introduction/host")
     await join(host, "match", ext=1)
     assert (await next_message(host))["role"] == "host"
+    return host
+
+
+async def test_the_host_role_passes_to_a_member_on_another_worker(uvicorn_cluster):
+    first, second = uvicorn_cluster.workers
+    host = await hosted_lobby(uvicorn_cluster, first, transferable=True)
     heir, other = await control(second, "heir"), await control(first, "other")
     for member in (heir, other):
         await join(member, "match", ext=1)
@@ -712,12 +719,7 @@ async def test_a_worker_reaped_by_another_closes_its_pipes_on_every_survivor(uvi
 
 async def test_a_replaced_hosts_late_close_leaves_its_successor_hosting(uvicorn_cluster):
     first, second = uvicorn_cluster.workers
-    token = _owner_token(uvicorn_cluster)
-    spec = {"documentId": "match", "topology": "host", "hostTransferable": False}
-    api(second, token, "POST", "/lobbies", spec)
-    old = await connect(f"{first.ws_url}/t/{_ticket(uvicorn_cluster, 'owner')}/introduction/host")
-    await join(old, "match", ext=1)
-    assert (await next_message(old))["role"] == "host"
+    old = await hosted_lobby(uvicorn_cluster, first, transferable=False)
     member = await control(second, "member")
     await join(member, "match", ext=1)
     assert (await next_message(member))["role"] == "member"

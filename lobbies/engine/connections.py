@@ -41,7 +41,7 @@ def worker_of(connection: str) -> str:
 
 def is_local(connection: str) -> bool:
     """Whether ``connection`` names a socket of this process."""
-    return connection.startswith(PROCESS_TOKEN) and worker_of(connection) == PROCESS_TOKEN
+    return worker_of(connection) == PROCESS_TOKEN
 
 
 def unregister(connection: str) -> None:

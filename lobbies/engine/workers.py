@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from lobbies.conf import relay_settings
+from lobbies.conf import RelaySettings, relay_settings
 from lobbies.engine import connections
 from lobbies.engine.presence import get_presence
 from lobbies.engine.protocol import CloseCode
@@ -422,15 +422,15 @@ async def start() -> None:
         settings = relay_settings()
         if not settings.redis_url:
             return
-        _started = asyncio.ensure_future(_start(settings.redis_url, settings))
+        _started = asyncio.ensure_future(_start(settings))
     if not _started.done():
         await asyncio.shield(_started)
 
 
-async def _start(url: str, settings: Any) -> None:
+async def _start(settings: RelaySettings) -> None:
     global link
     connections.loop = asyncio.get_running_loop()
-    starting = Link(url, settings.redis_prefix, settings.worker_ttl)
+    starting = Link(settings.redis_url, settings.redis_prefix, settings.worker_ttl)
     await starting.start()
     link = starting
 
