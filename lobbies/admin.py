@@ -9,12 +9,9 @@ acting on it needs ``change_lobby`` (and a ban ``add_ban``).
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
@@ -23,8 +20,15 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from lobbies import moderation, owners
-from lobbies.forms import BAN_DURATIONS, LiveActionForm, LobbyDataField
+from lobbies import owners
+from lobbies.forms import (
+    BAN_DURATIONS,
+    CAPACITY_HELP,
+    CAPACITY_LABEL,
+    LiveActionForm,
+    LobbyDataField,
+    ban_minutes,
+)
 from lobbies.models import ApiToken, Ban, Lobby, LobbyGrant
 from lobbies.policy import LobbyState
 from lobbies.schemas import FIELDS
@@ -82,6 +86,13 @@ class LobbyAdmin(admin.ModelAdmin):
                 return cleaned
 
         return CheckedLobbyForm
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "max_peers" and field is not None:
+            # The owners' pages' word for it (lobbies.forms), not the column's name.
+            field.label, field.help_text = CAPACITY_LABEL, CAPACITY_HELP
+        return field
 
     def save_model(self, request: HttpRequest, obj: Lobby, form: Any, change: bool) -> None:
         """Every write goes through ``lobbies.owners`` (its peers taken out where the change
@@ -149,34 +160,24 @@ class LobbyAdmin(admin.ModelAdmin):
         if request.method == "POST":
             return self._act(request, lobby)
         context = {**self.admin_site.each_context(request), **self._live_context(request, lobby)}
-        response = TemplateResponse(request, "admin/lobbies/lobby/live.html", context)
+        response = TemplateResponse(request, "lobbies/live_panel.html", context)
         response["Cache-Control"] = "no-store"
         return response
 
     def _live_context(self, request: HttpRequest, lobby: Lobby) -> dict[str, Any]:
-        now = async_to_sync(moderation.live)(lobby.document_id)
-        users = get_user_model()._default_manager.in_bulk(
-            {m.user_id for m in now.members if m.user_id}
-        )
-        members = [
-            {
-                "peer_id": member.peer_id,
-                "user": users.get(member.user_id),
-                "nickname": member.nickname,
-                "role": "host" if member.host else "member",
-                "since": _moment(member.since),
-            }
-            for member in now.members
-        ]
-        pipes = [{"peers": pipe.peers, "since": _moment(pipe.since)} for pipe in now.pipes]
+        now = owners.live(lobby.document_id)
+        live_url = reverse("admin:lobbies_lobby_live", args=[lobby.pk])
         may_act = self.has_change_permission(request, lobby)
+        may_ban = may_act and request.user.has_perm("lobbies.add_ban")
         return {
             "lobby": lobby,
-            "live_url": reverse("admin:lobbies_lobby_live", args=[lobby.pk]),
-            "members": members,
-            "pipes": pipes,
+            "live_url": live_url,
+            "act_url": live_url,
+            "members": now.members,
+            "pipes": now.pipes,
             "may_act": may_act,
-            "may_ban": may_act and request.user.has_perm("lobbies.add_ban"),
+            "may_ban": may_ban,
+            "bannable": {member.peer_id for member in now.members} if may_ban else set(),
             "ban_durations": BAN_DURATIONS,
             "states": [name for name, state in _STATES.items() if state.value != lobby.state],
         }
@@ -195,16 +196,21 @@ class LobbyAdmin(admin.ModelAdmin):
         by = request.user.pk
         if action == "kick":
             if owners.kick(lobby.document_id, peer_id, by=by):
-                self._done(request, lobby, f"Kicked peer {peer_id!r}.")
+                self._done(request, lobby, owners.describe_kick(peer_id, kicked=True))
             else:
-                messages.warning(request, f"Peer {peer_id!r} is not in the lobby (any more).")
+                messages.warning(request, owners.describe_kick(peer_id, kicked=False))
         elif action == "ban":
             if not request.user.has_perm("lobbies.add_ban"):
                 raise PermissionDenied
-            ban = self._ban(request, lobby, peer_id, data)
-            until = f"until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else "for good"
-            who = f"user {ban.user.get_username()!r}" if ban.user else f"peer {peer_id!r}"
-            self._done(request, lobby, f"Banned {who} {until}.")
+            peer = owners.peer_in(lobby.document_id, peer_id)
+            if peer is None:
+                messages.warning(request, owners.describe_kick(peer_id, kicked=False))
+                return back
+            minutes = ban_minutes(data["minutes"])
+            ban = owners.ban_peer(
+                lobby, peer, minutes=minutes, reason=data["reason"], by=request.user
+            )
+            self._done(request, lobby, owners.describe_ban(ban))
             self.log_addition(request, ban, [{"added": {}}])
         elif action == "transfer":
             owner = owners.find_user(data["owner"])
@@ -222,28 +228,9 @@ class LobbyAdmin(admin.ModelAdmin):
             self._done(request, lobby, f"The lobby is {lobby.state} now.")
         return back
 
-    def _ban(self, request: HttpRequest, lobby: Lobby, peer_id: str, data: dict) -> Ban:
-        """Ban the peer's user if it is signed in (its other peer ids too), else its id."""
-        roster = async_to_sync(moderation.live)(lobby.document_id).members
-        user_id = next((m.user_id for m in roster if m.peer_id == peer_id), None)
-        user = get_user_model()._default_manager.filter(pk=user_id).first() if user_id else None
-        minutes = int(data["minutes"]) if data["minutes"] else None
-        return owners.ban(
-            lobby,
-            user=user,
-            peer_id="" if user else peer_id,
-            minutes=minutes,
-            reason=data["reason"],
-            by=request.user,
-        )
-
     def _done(self, request: HttpRequest, lobby: Lobby, message: str) -> None:
         self.log_change(request, lobby, message)
         self.message_user(request, message, messages.SUCCESS)
-
-
-def _moment(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 @admin.register(Ban)

@@ -39,6 +39,11 @@ class LobbyDataField(forms.JSONField):
             return InvalidJSONInput(data)
 
 
+# A lobby's ``max_peers`` as the owners' pages and the admin both name it.
+CAPACITY_LABEL = "Capacity"
+CAPACITY_HELP = "The most peers in the lobby at once; empty for no limit."
+
+
 class LobbyForm(forms.ModelForm):
     """A lobby's metadata; its document id only when it is created. Validated by
     ``LobbySpec`` too (:attr:`spec`), and saved through ``lobbies.owners`` by the caller: the
@@ -48,7 +53,8 @@ class LobbyForm(forms.ModelForm):
         model = Lobby
         fields = ["document_id", "title", "game", "max_peers", "topology", "visibility"]
         fields += ["host_transferable", "data"]
-        labels = {"document_id": "Document id", "max_peers": "Capacity"}
+        labels = {"document_id": "Document id", "max_peers": CAPACITY_LABEL}
+        help_texts = {"max_peers": CAPACITY_HELP}
         field_classes = {"data": LobbyDataField}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -117,13 +123,31 @@ BAN_DURATIONS = [
 ]
 
 
+def ban_minutes(choice: str) -> int | None:
+    """A ban's length as chosen from :data:`BAN_DURATIONS` (validated): minutes, or None
+    for until lifted."""
+    return int(choice) if choice else None
+
+
+class PeerActionForm(forms.Form):
+    """A Kick or a Ban of one peer from a lobby's live view on the owners' lobby page
+    (``lobbies.pages``), with the fields of the admin's (:class:`LiveActionForm`). A ban lasts
+    one of :data:`BAN_DURATIONS`, nothing else: no ban of made-up length."""
+
+    action = forms.ChoiceField(choices=[("kick", "kick"), ("ban", "ban")])
+    # As the peer joined: an id is not trimmed (" a" and "a" are two peers).
+    peer_id = forms.CharField(max_length=256, strip=False)
+    minutes = forms.ChoiceField(required=False, choices=BAN_DURATIONS)
+    reason = forms.CharField(required=False, max_length=500)
+
+
 class LiveActionForm(forms.Form):
     """An operator's action on a live lobby, from its admin page (``lobbies.admin``)."""
 
     action = forms.ChoiceField(
         choices=[(a, a) for a in ("kick", "ban", "lock", "open", "close", "transfer")]
     )
-    peer_id = forms.CharField(required=False, max_length=256)
+    peer_id = forms.CharField(required=False, max_length=256, strip=False)
     minutes = forms.ChoiceField(required=False, choices=BAN_DURATIONS)
     reason = forms.CharField(required=False, max_length=500)
     owner = forms.CharField(required=False, max_length=150, label="New owner (username)")

@@ -16,8 +16,8 @@ reported as ``signals.operator_action`` with who did it (``by``).
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -48,6 +48,7 @@ from lobbies.policy import (
     Visibility,
     account_of,
     may_administer,
+    may_ban,
     may_create,
     may_describe,
     may_manage,
@@ -119,6 +120,63 @@ def counts(document_ids: list[str]) -> dict[str, int]:
 def members(document_id: str) -> list[str]:
     """The peer ids in the lobby now, the one present longest first."""
     return async_to_sync(get_presence().members)(document_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LivePeer:
+    """A peer in a lobby now, as the admin's and the owners' live views show it."""
+
+    peer_id: str
+    user: Any  # the signed-in user holding the peer id; None for an anonymous peer
+    nickname: str | None
+    role: str  # "host" or "member"
+    since: datetime  # when it joined the lobby
+
+
+@dataclass(frozen=True, slots=True)
+class LivePipe:
+    """A pipe open in a lobby now: its two peers (sorted) and since when."""
+
+    peers: tuple[str, str]
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """Who is in a lobby now (the one present longest first) and the pipes open there."""
+
+    members: list[LivePeer]
+    pipes: list[LivePipe]
+
+
+def live(document_id: str) -> LiveView:
+    """The lobby as it is now (``lobbies.moderation.live``), with each peer's user read in one
+    query: what the admin's and the owners' live views show, refreshed in place."""
+    now = async_to_sync(moderation.live)(document_id)
+    wanted = {member.user_id for member in now.members if member.user_id}
+    users = get_user_model()._default_manager.in_bulk(wanted) if wanted else {}
+    members = [
+        LivePeer(
+            peer_id=member.peer_id,
+            user=users.get(member.user_id) if member.user_id else None,
+            nickname=member.nickname,
+            role="host" if member.host else "member",
+            since=_moment(member.since),
+        )
+        for member in now.members
+    ]
+    pipes = [LivePipe(peers=pipe.peers, since=_moment(pipe.since)) for pipe in now.pipes]
+    return LiveView(members, pipes)
+
+
+def peer_in(document_id: str, peer_id: str) -> LivePeer | None:
+    """``peer_id`` as it is in the lobby now, or None if it is not there (a stale page, or a
+    peer id made up: nothing is done to a peer that is not in the lobby)."""
+    return next((peer for peer in live(document_id).members if peer.peer_id == peer_id), None)
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _take_peers_out(document_id: str, reason: str) -> None:
@@ -328,6 +386,56 @@ def ban(
         expires_at=expires,
         created_by=by,
     )
+
+
+def bannable(identity: Identity, lobby: Lobby, peers: list[LivePeer]) -> set[str]:
+    """The peer ids among ``peers`` (in ``lobby`` now) that ``identity`` may ban from it on
+    the owners' pages (``lobbies.policy.may_ban``: nobody who manages the lobby too, unless
+    by an operator). A few queries whatever the number of peers, as the live view asks it at
+    every refresh."""
+    users = {peer.user.pk for peer in peers if peer.user is not None}
+    found = _who_may_stay_facts(lobby.document_id, users)
+    if found is None:
+        return set()  # deleted meanwhile
+    facts, grants, identities = found
+    mine = Access(roles_granted(identity, grants))
+    allowed = set()
+    for peer in peers:
+        target = identities.get(peer.user.pk, ANONYMOUS) if peer.user is not None else ANONYMOUS
+        if may_ban(identity, facts, mine, target, Access(roles_granted(target, grants))):
+            allowed.add(peer.peer_id)
+    return allowed
+
+
+def ban_peer(
+    lobby: Lobby, peer: LivePeer, *, minutes: int | None, reason: str = "", by: Any = None
+) -> Ban:
+    """Ban ``peer`` (in ``lobby`` now) from ``lobby`` and from it alone: its user if it is
+    signed in (the user's other peer ids too), else its peer id. It is kicked at once (``Left``
+    with ``banned``) and its Joins are refused until the ban expires (``minutes``; None: until
+    lifted). The admin's and the owners' Ban buttons."""
+    return ban(
+        lobby,
+        user=peer.user,
+        peer_id="" if peer.user is not None else peer.peer_id,
+        minutes=minutes,
+        reason=reason,
+        by=by,
+    )
+
+
+def describe_ban(ban: Ban) -> str:
+    """What the admin and the owners' pages say once a ban is given."""
+    until = f"until {ban.expires_at:%Y-%m-%d %H:%M} UTC" if ban.expires_at else "for good"
+    who = f"user {ban.user.get_username()!r}" if ban.user_id else f"peer {ban.peer_id!r}"
+    return f"Banned {who} {until}."
+
+
+def describe_kick(peer_id: str, kicked: bool) -> str:
+    """What the admin and the owners' pages say after a Kick (``kicked``: it was there)."""
+    if kicked:
+        return f"Kicked peer {peer_id!r}."
+    return f"Peer {peer_id!r} is not in the lobby (any more)."
 
 
 @receiver(post_save, sender=Ban)

@@ -1,6 +1,8 @@
-"""The owners' pages: "My lobbies" (create, edit, open/lock/close, delete, members, grants) and
-"Access" (tickets for game clients, API tokens). Server-rendered Django templates, no JavaScript
-build; every rule is asked of ``lobbies.policy`` through ``lobbies.owners``."""
+"""The owners' pages: "My lobbies" (create, edit, open/lock/close, delete, grants, and each
+lobby's live view with Kick and Ban, as the admin shows it) and "Access" (tickets for game
+clients, API tokens). Server-rendered Django templates, no JavaScript build (the live view is
+refreshed by ``static/relay/live.js``, shared with the admin); every rule is asked of
+``lobbies.policy`` through ``lobbies.owners``."""
 
 from __future__ import annotations
 
@@ -12,20 +14,34 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from lobbies import owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
-from lobbies.forms import GrantForm, LobbyForm, StateForm, TicketForm, TokenForm
+from lobbies.forms import (
+    BAN_DURATIONS,
+    GrantForm,
+    LobbyForm,
+    PeerActionForm,
+    StateForm,
+    TicketForm,
+    TokenForm,
+    ban_minutes,
+)
 from lobbies.models import ApiToken, Lobby
-from lobbies.policy import CreationPolicy, LobbyState, Role, may_create
+from lobbies.policy import CreationPolicy, Identity, LobbyState, Role, may_create
 from lobbies.views import relay_url
 
 
-def _invalid(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
-    """The page again with its form's errors: a 400, as every bad form input is."""
-    return render(request, template, context, status=400)
+def _invalid(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 400
+) -> HttpResponse:
+    """The page again with its form's errors or what was refused: a 400 for bad input, as
+    every bad form input is (or the 403 or 404 ``status`` says what went wrong)."""
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -52,46 +68,87 @@ def my_lobbies(request: HttpRequest) -> HttpResponse:
     return render(request, "my/lobbies.html", context)
 
 
-@login_required
-def my_lobby(request: HttpRequest, lobby_id: str) -> HttpResponse:
-    """One lobby for those who manage it: its metadata, state, live members and grants."""
+def _managed_lobby(request: HttpRequest, lobby_id: str) -> tuple[Lobby, Identity]:
+    """The lobby ``lobby_id`` names, if the signed-in user manages it (its owner, a moderator
+    of it, an operator), with the user's identity. Anyone else gets 404, as for a lobby that
+    does not exist: an opaque id confirms nothing."""
     identity = identity_of(request.user)
     lobby = Lobby.objects.select_related("owner").filter(public_id=lobby_id).first()
     if lobby is None or not owners.visible(identity, lobby) or not owners.manages(identity, lobby):
         raise Http404("no such lobby")
+    return lobby, identity
+
+
+def _live_context(lobby: Lobby, identity: Identity) -> dict[str, Any]:
+    """The lobby's live view (``lobbies/live_panel.html``, the admin's too), for one who
+    manages it: Kick for every peer, Ban for those ``lobbies.policy.may_ban`` allows."""
+    now = owners.live(lobby.document_id)
+    page = reverse("my-lobby", kwargs={"lobby_id": lobby.public_id})
+    return {
+        "lobby": lobby,
+        "members": now.members,
+        "pipes": now.pipes,
+        "live_url": reverse("my-lobby-live", kwargs={"lobby_id": lobby.public_id}),
+        "act_url": page,
+        "may_act": True,
+        "may_ban": True,
+        "bannable": owners.bannable(identity, lobby, now.members),
+        "ban_durations": BAN_DURATIONS,
+    }
+
+
+@login_required
+def my_lobby(request: HttpRequest, lobby_id: str) -> HttpResponse:
+    """One lobby for those who manage it: its metadata, state, live view (who is in it now,
+    refreshed in place, with Kick and Ban) and grants."""
+    lobby, identity = _managed_lobby(request, lobby_id)
     form = LobbyForm(instance=lobby)
     grant_form = GrantForm()
+    status = 200
     if request.method == "POST":
-        done = _act(request, lobby, identity.user_id)
+        done = _act(request, lobby, identity)
         if isinstance(done, HttpResponse):
             return done
-        form, grant_form = done
+        form, grant_form, status = done
     context = {
-        "lobby": lobby,
+        **_live_context(lobby, identity),
         "form": form,
         "grant_form": grant_form,
-        "members": owners.members(lobby.document_id),
         "grants": [owners.describe_grant(g) for g in lobby.grants.select_related("user", "group")],
         "states": [s.value for s in LobbyState if s.value != lobby.state],
         "administers": owners.administers(identity, lobby),
     }
     if request.method == "POST":
-        return _invalid(request, "my/lobby.html", context)
+        return _invalid(request, "my/lobby.html", context, status)
     return render(request, "my/lobby.html", context)
 
 
+@login_required
+@require_GET
+def my_lobby_live(request: HttpRequest, lobby_id: str) -> HttpResponse:
+    """The lobby's live view alone, which its page fetches every few seconds to refresh it in
+    place (as the admin's lobby page does); 404 to whoever does not manage the lobby."""
+    lobby, identity = _managed_lobby(request, lobby_id)
+    response = render(request, "lobbies/live_panel.html", _live_context(lobby, identity))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def _act(
-    request: HttpRequest, lobby: Lobby, by: int | None
-) -> HttpResponse | tuple[LobbyForm, GrantForm]:
+    request: HttpRequest, lobby: Lobby, identity: Identity
+) -> HttpResponse | tuple[LobbyForm, GrantForm, int]:
     """One action posted on a lobby's page: a redirect once done, or the forms with what was
-    wrong (shown again with a 400)."""
+    wrong and the status to show them with (400 for bad input; 403, 404 for a Kick or a Ban
+    refused or of a peer not in the lobby)."""
     form, grant_form = LobbyForm(instance=lobby), GrantForm()
     back = redirect("my-lobby", lobby_id=lobby.public_id)
+    by = identity.user_id
     action = request.POST.get("action")
-    if action in ("grant", "revoke", "delete") and not owners.administers(
-        identity_of(request.user), lobby
-    ):
+    if action in ("grant", "revoke", "delete") and not owners.administers(identity, lobby):
         raise PermissionDenied("only the lobby's owner and operators may do this")
+    if action in ("kick", "ban"):
+        done = _act_on_peer(request, lobby, identity)
+        return back if done is None else (form, grant_form, done)
     try:
         if action == "save":
             form = LobbyForm(request.POST, instance=lobby)
@@ -122,13 +179,6 @@ def _act(
                 messages.success(request, "Grant removed.")
                 return back
             messages.error(request, "No such grant.")
-        elif action == "kick":
-            peer_id = request.POST.get("peer", "")
-            if owners.kick(lobby.document_id, peer_id, by=by):
-                messages.success(request, f"{peer_id} was taken out of the lobby.")
-            else:
-                messages.warning(request, f"{peer_id} is not in the lobby (any more).")
-            return back
         elif action == "delete":
             owners.delete(lobby, by=by)
             messages.success(request, f"Lobby {lobby.document_id} deleted.")
@@ -137,7 +187,46 @@ def _act(
             messages.error(request, "No such action.")
     except owners.Rejected as rejected:
         messages.error(request, rejected.message)
-    return form, grant_form
+    return form, grant_form, 400
+
+
+def _act_on_peer(request: HttpRequest, lobby: Lobby, identity: Identity) -> int | None:
+    """A Kick or a Ban from the lobby's live view: None once done, else the status of the page
+    shown again with what was wrong. Only a peer in this lobby now, only from this lobby (a ban
+    names this lobby, never another nor the whole relay), only for one of the ban lengths
+    offered; a ban of one who manages the lobby too is the operators' (``may_ban``)."""
+    action_form = PeerActionForm(request.POST)
+    if not action_form.is_valid():
+        for field, errors in action_form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return 400
+    data = action_form.cleaned_data
+    peer_id = data["peer_id"]
+    if data["action"] == "kick":
+        if owners.kick(lobby.document_id, peer_id, by=identity.user_id):
+            messages.success(request, owners.describe_kick(peer_id, kicked=True))
+            return None
+        messages.warning(request, owners.describe_kick(peer_id, kicked=False))
+        return 404
+    peer = owners.peer_in(lobby.document_id, peer_id)
+    if peer is None:
+        messages.warning(request, owners.describe_kick(peer_id, kicked=False))
+        return 404
+    if peer.peer_id not in owners.bannable(identity, lobby, [peer]):
+        messages.error(
+            request,
+            f"Peer {peer_id!r} manages this lobby too: only an operator may ban it.",
+        )
+        return 403
+    ban = owners.ban_peer(
+        lobby,
+        peer,
+        minutes=ban_minutes(data["minutes"]),
+        reason=data["reason"],
+        by=request.user,
+    )
+    messages.success(request, owners.describe_ban(ban))
+    return None
 
 
 @login_required

@@ -178,6 +178,24 @@ def may_administer(identity: Identity, lobby: LobbyFacts) -> bool:
     return _owns(identity, lobby) or identity.is_superuser
 
 
+def may_ban(
+    identity: Identity,
+    lobby: LobbyFacts,
+    access: Access,
+    target: Identity,
+    target_access: Access,
+) -> bool:
+    """Whether ``identity`` may ban ``target`` (the identity holding a peer in the lobby,
+    ``ANONYMOUS`` for an anonymous peer) from ``lobby`` alone, as the owners' pages do: whoever
+    manages it (its owner, its moderators, operators) may ban anyone in it but another who
+    manages it, whom only an operator may: a moderator must not keep the owner out of its own
+    lobby, nor another moderator (nor itself). Staff in the admin act through their Django
+    permissions instead."""
+    if not may_manage(identity, lobby, access):
+        return False
+    return identity.is_superuser or not may_manage(target, lobby, target_access)
+
+
 def may_create(identity: Identity, policy: CreationPolicy) -> Decision:
     """Whether ``identity`` may create a lobby by joining an id that has no row."""
     if policy is CreationPolicy.ANYONE:

@@ -21,5 +21,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("my/", pages.my_lobbies, name="my-lobbies"),
     path("my/lobbies/<str:lobby_id>/", pages.my_lobby, name="my-lobby"),
+    path("my/lobbies/<str:lobby_id>/live/", pages.my_lobby_live, name="my-lobby-live"),
     path("my/access/", pages.my_access, name="my-access"),
 ]

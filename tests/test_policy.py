@@ -17,6 +17,7 @@ from lobbies.policy import (
     Topology,
     Visibility,
     may_administer,
+    may_ban,
     may_create,
     may_describe,
     may_host,
@@ -205,6 +206,31 @@ def test_who_may_stay_in_a_lobby_made_private(identity, access, stays):
     private = LobbyFacts(owner_id=1, visibility=Visibility.PRIVATE)
     assert may_stay(identity, private, access) is stays
     assert may_see(identity, private, access) is (stays or access.banned)
+
+
+@pytest.mark.parametrize(
+    ("identity", "access", "target", "target_access", "allowed"),
+    [
+        (OWNER, Access(), ANONYMOUS, Access(), True),
+        (OWNER, Access(), USER, Access(), True),
+        (OWNER, Access(), USER, MEMBER, True),
+        (USER, MODERATOR, ANONYMOUS, Access(), True),  # moderators ban, as they kick
+        (USER, MODERATOR, CREATOR, Access(), True),
+        # Nobody bans one who manages the lobby too, but an operator: a moderator would keep
+        # the owner out of its own lobby, or another moderator (or itself).
+        (USER, MODERATOR, OWNER, Access(), False),
+        (USER, MODERATOR, CREATOR, MODERATOR, False),
+        (OWNER, Access(), CREATOR, MODERATOR, False),
+        (OWNER, Access(), OWNER, Access(), False),
+        (USER, MODERATOR, OPERATOR, Access(), False),
+        (OPERATOR, Access(), OWNER, Access(), True),
+        # Who does not manage the lobby bans nobody.
+        (USER, MEMBER, ANONYMOUS, Access(), False),
+        (ANONYMOUS, Access(), ANONYMOUS, Access(), False),
+    ],
+)
+def test_who_may_ban_whom_from_a_lobby(identity, access, target, target_access, allowed):
+    assert may_ban(identity, lobby(), access, target, target_access) is allowed
 
 
 def test_moderators_manage_but_only_owners_and_operators_administer():
