@@ -162,7 +162,7 @@ async def test_a_lobby_page_shows_the_admins_live_view_and_its_fragment(signed_i
     assert "2</span> peers in the lobby, 1 pipe open" in live
     rows = live[live.index('id="live-members"') : live.index('id="live-pipes"')]
     assert rows.index('data-peer="a"') < rows.index('data-peer="b"')  # longest present first
-    cells = re.findall(r"<td>(.*?)</td>", rows[: rows.index('data-peer="b"')])
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[: rows.index('data-peer="b"')])
     assert cells[:4] == ["<code>a</code>", "ann", "Ace", "member"]
     assert re.match(r"\d\d:\d\d:\d\d <small>\(0.minutes\)</small>", cells[4]), cells[4]
     assert "anonymous" in rows and rows.count('value="kick"') == 2

@@ -9,7 +9,10 @@
       try {
         const response = await fetch(panel.dataset.liveUrl, { credentials: 'same-origin', cache: 'no-store' })
         // Signed out meanwhile: the login page is not a panel; the next action asks to sign in.
-        if (response.ok && !response.redirected) panel.innerHTML = await response.text()
+        if (!response.ok || response.redirected) return
+        const html = await response.text()
+        // Asked again: the user may have reached for a button while the answer was on its way.
+        if (!panel.contains(document.activeElement)) panel.innerHTML = html
       } catch (error) { /* the relay restarting: try again at the next tick */ }
     }
     setInterval(refresh, 2000)
