@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
@@ -19,12 +20,14 @@ from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination, paginate
 from ninja.security import HttpBearer, django_auth
+from ninja.utils import check_csrf
 from pydantic import ConfigDict, field_validator
 
-from lobbies import owners
+from lobbies import matchmaking, owners
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
+from lobbies.matchmaking import QuickJoinSpec
 from lobbies.models import ApiToken, Lobby
 from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
 from lobbies.schemas import LobbySpec
@@ -321,6 +324,78 @@ def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
     """The lobbies the signed-in user owns."""
     lobbies = Lobby.objects.select_related("owner").filter(owner=request.auth)
     return LobbyOut.listed(lobbies)
+
+
+class QuickJoinIn(QuickJoinSpec):
+    peer_id: str = Field(
+        alias="peerId", description="The peer id the seat is kept for: the client Joins with it."
+    )
+
+    @field_validator("peer_id")
+    @classmethod
+    def _valid_peer(cls, value: str) -> str:
+        if not is_valid_id(value, relay_settings().max_id_length):
+            raise ValueError("not a valid peer id (1 to RELAY_MAX_ID_LENGTH characters)")
+        return value
+
+
+class QuickJoinOut(Schema):
+    lobby: LobbyOut
+    document_id: str = Field(alias="documentId", description="The id to Join.")
+    seat_expires_at: datetime = Field(
+        alias="seatExpiresAt",
+        description="The place is kept for the peer id until then (RELAY_SEAT_TTL): Join before.",
+    )
+    created: bool = Field(description="Whether the lobby was made for this request.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def _asker(request: HttpRequest) -> Identity:
+    """Who asks, on an endpoint that changes something and that anyone may call: an API token's
+    user (401 when it is not valid), a signed-in session's user only with its CSRF token (403
+    without: another site's page cannot act in its name), or anonymous."""
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return _identity(request)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        if check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header (or use a token)")
+        return identity_of(user)
+    return identity_of(None)
+
+
+# Registered before /lobbies/{lobby_id} (whose PATCH would answer its POST with 405).
+@api.post(
+    "/lobbies/quick-join",
+    response=answers({200: QuickJoinOut}, 400, 401, 403, 422, 429, 503),
+    tags=["lobbies"],
+    by_alias=True,
+)
+def quick_join(request: HttpRequest, body: QuickJoinIn) -> dict[str, Any]:
+    """A place for `peerId` in an open public lobby of `game` that has room and whose `data`
+    holds each of `filters`, or in a lobby made for it (public, without an owner, `data` the
+    filters, `maxPeers`, `topology` and `title` as asked) when none has room, as
+    RELAY_CREATION_POLICY allows. The place is kept until `seatExpiresAt`: the client then Joins
+    `documentId` as any LF client does. Players asking at once never take a lobby past its
+    capacity. Anonymous callers may ask; 403 when no lobby has room and the caller may not make
+    one, 429 past RELAY_QUICK_JOIN_RATE or RELAY_LOBBY_CREATION_RATE, 503 when the lobby made
+    for it filled up at once (ask again)."""
+    identity = _asker(request)
+    address = request.META.get("REMOTE_ADDR", "-")
+    try:
+        seat = async_to_sync(matchmaking.quick_join)(identity, body.peer_id, body, address)
+    except owners.Rejected as rejected:
+        raise _rejected(rejected) from None
+    lobby = Lobby.objects.select_related("owner").filter(document_id=seat.document_id).first()
+    if lobby is None:  # deleted the moment it was found
+        raise HttpError(503, "the lobby found was deleted at once: try again")
+    return {
+        "lobby": LobbyOut.of(lobby),
+        "documentId": seat.document_id,
+        "seatExpiresAt": seat.expires_at,
+        "created": seat.created,
+    }
 
 
 # Registered before /lobbies/{lobby_id}/...: a public id (12 characters) is never "by-document".

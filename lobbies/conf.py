@@ -56,6 +56,8 @@ class RelaySettings:
     creation_policy: str
     max_new_lobbies_per_join: int
     lobby_creation_rate: str
+    quick_join_rate: str
+    seat_ttl: float
     orphan_lobby_ttl: float
     max_connections_per_address: int
     handshake_rate: str
@@ -111,7 +113,14 @@ _MINIMUMS: dict[str, float] = {
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
     "pipe_window_bytes": 1,
 }
-_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate", "lobby_creation_rate")
+_RATES = (
+    "handshake_rate",
+    "join_rate",
+    "introduction_rate",
+    "refusal_rate",
+    "lobby_creation_rate",
+    "quick_join_rate",
+)
 _POSITIVE = (
     "pair_timeout",
     "close_timeout",
@@ -120,7 +129,7 @@ _POSITIVE = (
     "ticket_ttl",
     "orphan_lobby_ttl",
 )
-_POSITIVE += ("signin_lockout", "worker_ttl")  # 0 would lock out for ever
+_POSITIVE += ("signin_lockout", "worker_ttl", "seat_ttl")  # 0 would lock out for ever
 
 
 def setting_errors(values: RelaySettings) -> list[str]:

@@ -248,6 +248,10 @@ RELAY_LOBBY_CREATION_RATE = env.str("RELAY_LOBBY_CREATION_RATE", default="60/hou
 # Seconds after which a lobby without an owner (made by an anonymous Join, or whose owner was
 # deleted) that nobody is in is deleted: an id a stranger took comes back.
 RELAY_ORPHAN_LOBBY_TTL = env.float("RELAY_ORPHAN_LOBBY_TTL", default=3600.0)
+# Quick join (docs/protocol.md): requests per address and per user, and how long the seat it
+# finds is kept for a player who has not joined yet.
+RELAY_QUICK_JOIN_RATE = env.str("RELAY_QUICK_JOIN_RATE", default="60/minute")
+RELAY_SEAT_TTL = env.float("RELAY_SEAT_TTL", default=30.0)
 
 # Abuse limits (lobbies/engine/ratelimits.py). Rates are written as the `limits` library reads them,
 # "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a
