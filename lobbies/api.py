@@ -13,7 +13,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, NinjaAPI, Query, Schema, Status
@@ -23,7 +23,7 @@ from ninja.security import HttpBearer, django_auth
 from ninja.utils import check_csrf
 from pydantic import ConfigDict, field_validator
 
-from lobbies import matchmaking, owners
+from lobbies import matchmaking, owners, trending
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
@@ -542,6 +542,79 @@ def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
     identity, lobby = _administered(request, lobby_id)
     owners.delete(lobby, by=identity.user_id)
     return Status(204, None)
+
+
+# -- trending -----------------------------------------------------------------------------------
+
+
+class TrendingFilters(Schema):
+    game: str | None = Field(
+        None, max_length=100, description="Only this game's lobbies (empty: every game)."
+    )
+    limit: int = Field(
+        10, ge=1, le=trending.MAX_LIMIT, description="Entries in each list, the first first."
+    )
+
+    @field_validator("game")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        # No game is named so (PostgreSQL cannot hold NUL): a 422, not the database's error.
+        if value is not None and "\x00" in value:
+            raise ValueError("a game name holds no NUL character")
+        return value
+
+
+class GameNow(Schema):
+    game: str
+    peers: int = Field(description="Peers present now in the game's public lobbies.")
+    lobbies: int = Field(description="The game's public lobbies with a peer present now.")
+
+
+class GameDay(Schema):
+    game: str
+    joins: int = Field(description="Joins of the game's public lobbies in the last 24 hours.")
+
+
+class LobbyDay(LobbyOut):
+    joins: int = Field(description="Joins of this lobby in the last 24 hours.")
+
+
+class TrendingNow(Schema):
+    games: list[GameNow] = Field(description="Games by peers present now, the most first.")
+    lobbies: list[LobbyOut] = Field(description="Public lobbies by peers now, the most first.")
+
+
+class TrendingDay(Schema):
+    games: list[GameDay] = Field(description="Games by joins in the last 24 hours.")
+    lobbies: list[LobbyDay] = Field(description="Public lobbies by joins in the last 24 hours.")
+
+
+class TrendingOut(Schema):
+    now: TrendingNow
+    day: TrendingDay | None = Field(
+        description="From the statistics of the last 24 hours; null when the relay keeps none "
+        "(its analytics app is not installed)."
+    )
+    generated_at: datetime = Field(
+        alias="generatedAt",
+        description="When this answer was computed: answers are shared for "
+        "RELAY_TRENDING_CACHE_SECONDS.",
+    )
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+@api.get("/trending", response=answers({200: TrendingOut}, 422), tags=["trending"], by_alias=True)
+def get_trending(
+    request: HttpRequest, response: HttpResponse, filters: Query[TrendingFilters]
+) -> dict[str, Any]:
+    """The most played public lobbies and games: now (peers present) and over the last 24
+    hours (joins). Private and unlisted lobbies never appear. Anyone may ask (credentials are
+    not read: the answer is the same for all); one answer per game filter is computed every
+    RELAY_TRENDING_CACHE_SECONDS and shared by every caller, as the Cache-Control header says."""
+    seconds = relay_settings().trending_cache_seconds
+    response["Cache-Control"] = f"public, max-age={seconds}" if seconds else "no-store"
+    return trending.trending(filters.game, filters.limit)
 
 
 # -- grants -------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class RelaySettings:
     refusal_rate: str
     refusal_delay: float
     facts_cache_seconds: float
+    trending_cache_seconds: int
     event_queue: int
     pipe_report_seconds: float
 
@@ -109,10 +110,13 @@ _MINIMUMS: dict[str, float] = {
     "max_connections_per_address": 0,  # 0: no limit
     "refusal_delay": 0,
     "facts_cache_seconds": 0,  # 0: ask the database every time
+    "trending_cache_seconds": 0,  # 0: GET /api/trending computed for every request
     "event_queue": 1,
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
     "pipe_window_bytes": 1,
 }
+# The longest GET /api/trending may be cached (by the relay and, through max-age, by clients).
+MAX_TRENDING_CACHE_SECONDS = 3600
 _RATES = (
     "handshake_rate",
     "join_rate",
@@ -139,6 +143,9 @@ def setting_errors(values: RelaySettings) -> list[str]:
         if getattr(values, name) < minimum:
             errors.append(f"{_setting_name(name)} must be at least {minimum}")
     errors += [f"{_setting_name(n)} must be above 0" for n in _POSITIVE if getattr(values, n) <= 0]
+    if values.trending_cache_seconds > MAX_TRENDING_CACHE_SECONDS:
+        # Clients are told to keep the answer this long too: an hour-old "now" is not now.
+        errors.append(f"RELAY_TRENDING_CACHE_SECONDS must be at most {MAX_TRENDING_CACHE_SECONDS}")
     from lobbies.engine.pipes import held_cost  # (pipes reads these settings: imported late)
 
     largest_held = held_cost(b"") + values.max_frame_bytes

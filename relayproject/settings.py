@@ -238,6 +238,10 @@ RELAY_TICKET_TTL = env.float("RELAY_TICKET_TTL", default=12 * 3600.0)
 # same process applies at once; one made by another worker within this many seconds (0: always
 # ask the database).
 RELAY_FACTS_CACHE_SECONDS = env.float("RELAY_FACTS_CACHE_SECONDS", default=2.0)
+# Seconds one answer of GET /api/trending (per game filter) is kept and shared by every caller,
+# and announced as Cache-Control max-age: an anonymous flood is served from the cache, not the
+# database. 0: computed for every request; at most 3600 (an hour-old "now" is not now).
+RELAY_TRENDING_CACHE_SECONDS = env.int("RELAY_TRENDING_CACHE_SECONDS", default=10)
 # Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")
