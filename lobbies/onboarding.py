@@ -35,7 +35,6 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import Permission
 from django.contrib.auth.tokens import default_token_generator
-from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.contrib.auth.views import LoginView, PasswordResetConfirmView
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -70,9 +69,10 @@ def _creation_permission() -> Permission:
 
 def grant_creation(user: Any) -> bool:
     """Give ``user`` the permission to create lobbies; whether they lacked it."""
-    if user.user_permissions.filter(pk=_creation_permission().pk).exists():
+    permission = _creation_permission()
+    if user.user_permissions.filter(pk=permission.pk).exists():
         return False
-    user.user_permissions.add(_creation_permission())
+    user.user_permissions.add(permission)
     return True
 
 
@@ -80,13 +80,11 @@ def username_problem(username: str) -> str | None:
     """What is wrong with ``username`` as a new account's name, or None (the rules of Django's
     user model, as the admin and the sign-up form apply them)."""
     model = get_user_model()
-    field = model._meta.get_field(model.USERNAME_FIELD)
     if not username:
         return "a username cannot be empty"
-    if field.max_length and len(username) > field.max_length:
-        return f"a username has at most {field.max_length} characters"
     try:
-        UnicodeUsernameValidator()(username)
+        # The field's own validators: its length and its characters.
+        model._meta.get_field(model.USERNAME_FIELD).run_validators(username)
     except ValidationError as exc:
         return " ".join(exc.messages)
     return None
@@ -102,14 +100,18 @@ def make_owner(username: str, email: str = "") -> tuple[Any, bool]:
     existing one only in case (two look-alike accounts), and a deactivated user (an operator
     deactivated them: reactivate them in the admin, on purpose).
     """
+    model = get_user_model()
+    # As create_user and the sign-up form store it (NFKC): a full-width letter is the letter.
+    username = model.normalize_username(username)
     if problem := username_problem(username):
         raise OwnerError(f"{username!r}: {problem}")
     if email:
         try:
             validate_email(email)
+            model._meta.get_field(model.EMAIL_FIELD).run_validators(email)  # (its length)
         except ValidationError as exc:
-            raise OwnerError(f"{email!r} is not an e-mail address") from exc
-    model = get_user_model()
+            reason = " ".join(exc.messages)
+            raise OwnerError(f"{email!r} is not an e-mail address: {reason}") from exc
     name_field = model.USERNAME_FIELD
     with transaction.atomic():
         user = model._default_manager.filter(**{name_field: username}).first()

@@ -167,6 +167,8 @@ def test_create_owner_for_an_existing_user_grants_the_permission_and_a_fresh_lin
     assert bob.has_perm("lobbies.create_lobby")
     assert bob.check_password(PASSWORD)  # his password stays until he uses the link
     assert link.startswith("https://relay.example.org/accounts/welcome/")
+    # A name that is bob's once normalised as Django stores names (NFKC) is bob.
+    assert "exists" in create_owner("\uff42ob")[1] and User.objects.count() == 1
     set_password(Client(), link, "another long password 9")
     assert can_sign_in("bob", "another long password 9")
     assert not can_sign_in("bob", PASSWORD)
@@ -182,6 +184,7 @@ def test_create_owner_for_an_existing_user_grants_the_permission_and_a_fresh_lin
         (["(sign-up)"], "Enter a valid username"),
         (["Carol"], "names that differ only in case"),
         (["dave", "--email", "not an address"], "not an e-mail address"),
+        (["dave", "--email", "d" * 250 + "@example.org"], "at most 254 characters"),
         (["dave", "--url", "ftp://relay.example.org"], "must be an http:// or https://"),
         (["dave", "--url", "https://relay.example.org/x?y"], "without a path"),
         (["dave", "--url", "relay.example.org"], "must be an http:// or https://"),
