@@ -53,6 +53,10 @@ class RelaySettings:
     signin_failures: int
     signin_failures_per_address: int
     signin_lockout: float
+    signup: bool
+    signups_per_address: int
+    signin_link_ttl: int
+    public_url: str
     creation_policy: str
     max_new_lobbies_per_join: int
     lobby_creation_rate: str
@@ -105,6 +109,7 @@ _MINIMUMS: dict[str, float] = {
     "max_held_pipes_per_address": 1,
     "signin_failures": 1,
     "signin_failures_per_address": 1,
+    "signups_per_address": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
@@ -134,6 +139,22 @@ _POSITIVE = (
     "orphan_lobby_ttl",
 )
 _POSITIVE += ("signin_lockout", "worker_ttl", "seat_ttl")  # 0 would lock out for ever
+_POSITIVE += ("signin_link_ttl",)  # 0: every sign-in link dead as printed
+
+
+def public_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the base of links to the relay's pages (``RELAY_PUBLIC_URL``,
+    ``create_owner --url``), or None: it must be ``http(s)://host[:port]``, nothing after."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host, such as https://relay.example.org"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return "must be the relay's address alone (scheme, host and port), without a path"
+    return None
 
 
 def setting_errors(values: RelaySettings) -> list[str]:
@@ -182,6 +203,8 @@ def setting_errors(values: RelaySettings) -> list[str]:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             errors.append(f"RELAY_TRUSTED_PROXIES: {proxy!r} is not an address or a network")
+    if problem := public_url_problem(values.public_url):
+        errors.append(f"RELAY_PUBLIC_URL {problem}")
     if values.redis_url and urlsplit(values.redis_url).scheme not in ("redis", "rediss", "unix"):
         errors.append("RELAY_REDIS_URL must be a redis://, rediss:// or unix:// URL, or empty")
     try:

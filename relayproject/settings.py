@@ -294,6 +294,20 @@ RELAY_ANALYTICS_NICKNAMES = env.bool("RELAY_ANALYTICS_NICKNAMES", default=True)
 RELAY_SIGNIN_FAILURES = env.int("RELAY_SIGNIN_FAILURES", default=5)
 RELAY_SIGNIN_FAILURES_PER_ADDRESS = env.int("RELAY_SIGNIN_FAILURES_PER_ADDRESS", default=30)
 RELAY_SIGNIN_LOCKOUT = env.float("RELAY_SIGNIN_LOCKOUT", default=15.0)
+# Self sign-up at /accounts/signup/ (lobbies/onboarding.py): off, the page answers 404 and owners
+# are made by operators (the admin, or `manage.py create_owner`). On, anyone who can reach the
+# relay may make an account that creates lobbies; each attempt from an address counts in the
+# sign-in throttling above, and past RELAY_SIGNUPS_PER_ADDRESS of them (within the lockout's
+# minutes of each other) that address is refused (429).
+RELAY_SIGNUP = env.bool("RELAY_SIGNUP", default=False)
+RELAY_SIGNUPS_PER_ADDRESS = env.int("RELAY_SIGNUPS_PER_ADDRESS", default=10)
+# Seconds a sign-in link from `manage.py create_owner` stays valid (unless used first): Django's
+# password-reset token, whose timeout this is.
+RELAY_SIGNIN_LINK_TTL = env.int("RELAY_SIGNIN_LINK_TTL", default=24 * 3600)
+PASSWORD_RESET_TIMEOUT = RELAY_SIGNIN_LINK_TTL
+# Where owners open the relay's pages, for links made outside a request (create_owner's sign-in
+# link): never the Host header of some request, which a client chooses.
+RELAY_PUBLIC_URL = env.str("RELAY_PUBLIC_URL", default="http://127.0.0.1:8080")
 AXES_HANDLER = "relayproject.signin.SigninHandler"
 # In this order: SigninHandler reads the account's count, then the address's.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
