@@ -30,7 +30,7 @@ from lobbies.engine.protocol import is_valid_id
 from lobbies.matchmaking import QuickJoinSpec
 from lobbies.models import ApiToken, Lobby
 from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
-from lobbies.schemas import LobbySpec
+from lobbies.schemas import LobbySpec, storable
 
 api = NinjaAPI(
     title="Relay API",
@@ -132,6 +132,11 @@ class LobbyFilters(Schema):
     game: str | None = Field(None, description="Only lobbies of this game.")
     has_room: bool = Field(False, description="Only lobbies with room for one more peer.")
     q: str | None = Field(None, description="Text in the title or the document id.")
+
+    @field_validator("game", "q")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return storable(value)  # a NUL would reach PostgreSQL (a 500): 422 instead
 
 
 class GrantIn(Schema):
