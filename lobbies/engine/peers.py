@@ -256,7 +256,9 @@ class ControlSocket:
             self.nickname = join.nickname
         if not self._may_change():
             named = join.document_ids + join.over_limit
-            self._refuse(named or (None,), Refusal.RATE_LIMITED, "too many Joins and Leaves")
+            if join.quick_join is not None:
+                named += (None,)  # the quick join's own answer
+            self._refuse(named, Refusal.RATE_LIMITED, "too many Joins and Leaves")
             return {}
         if join.quick_join is not None:
             found = await self._quick_join(join.quick_join)
