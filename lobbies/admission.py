@@ -32,11 +32,12 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
-from lobbies import owners
+from lobbies import matchmaking, owners
 from lobbies.conf import relay_settings
 from lobbies.engine import orders, workers
 from lobbies.engine.presence import get_presence
 from lobbies.engine.tasks import spawn
+from lobbies.matchmaking import QuickJoinSpec
 from lobbies.models import Ban, Lobby, LobbyGrant
 from lobbies.owners import Rejected as Rejected  # (the sockets ask this module only)
 from lobbies.policy import Access, Identity, LobbyFacts, Role, roles_granted
@@ -296,6 +297,12 @@ async def create_lobby(
     (nobody, when anonymous), through ``lobbies.owners.create``. Raises :class:`Rejected`, as
     it does: when the rules refuse, or another request made the row first (409)."""
     return await database_sync_to_async(_create_lobby)(identity, document_id, spec, address)
+
+
+async def quick_join(identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str) -> str:
+    """The document id of a lobby with a seat for ``peer_id``, found or made by quick join
+    (``lobbies.matchmaking``; raises :class:`Rejected` as it does)."""
+    return (await matchmaking.quick_join(identity, peer_id, spec, address)).document_id
 
 
 def _update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> LobbyView:

@@ -11,23 +11,26 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination, paginate
 from ninja.security import HttpBearer, django_auth
+from ninja.utils import check_csrf
 from pydantic import ConfigDict, field_validator
 
-from lobbies import owners
+from lobbies import matchmaking, owners, trending
 from lobbies.auth import identity_of, issue_ticket
 from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
+from lobbies.matchmaking import QuickJoinSpec
 from lobbies.models import ApiToken, Lobby
 from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
-from lobbies.schemas import LobbySpec
+from lobbies.schemas import LobbySpec, storable
 
 api = NinjaAPI(
     title="Relay API",
@@ -129,6 +132,11 @@ class LobbyFilters(Schema):
     game: str | None = Field(None, description="Only lobbies of this game.")
     has_room: bool = Field(False, description="Only lobbies with room for one more peer.")
     q: str | None = Field(None, description="Text in the title or the document id.")
+
+    @field_validator("game", "q")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return storable(value)  # a NUL would reach PostgreSQL (a 500): 422 instead
 
 
 class GrantIn(Schema):
@@ -323,6 +331,78 @@ def my_lobbies(request: HttpRequest) -> list[dict[str, Any]]:
     return LobbyOut.listed(lobbies)
 
 
+class QuickJoinIn(QuickJoinSpec):
+    peer_id: str = Field(
+        alias="peerId", description="The peer id the seat is kept for: the client Joins with it."
+    )
+
+    @field_validator("peer_id")
+    @classmethod
+    def _valid_peer(cls, value: str) -> str:
+        if not is_valid_id(value, relay_settings().max_id_length):
+            raise ValueError("not a valid peer id (1 to RELAY_MAX_ID_LENGTH characters)")
+        return value
+
+
+class QuickJoinOut(Schema):
+    lobby: LobbyOut
+    document_id: str = Field(alias="documentId", description="The id to Join.")
+    seat_expires_at: datetime = Field(
+        alias="seatExpiresAt",
+        description="The place is kept for the peer id until then (RELAY_SEAT_TTL): Join before.",
+    )
+    created: bool = Field(description="Whether the lobby was made for this request.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def _asker(request: HttpRequest) -> Identity:
+    """Who asks, on an endpoint that changes something and that anyone may call: an API token's
+    user (401 when it is not valid), a signed-in session's user only with its CSRF token (403
+    without: another site's page cannot act in its name), or anonymous."""
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return _identity(request)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        if check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: send the X-CSRFToken header (or use a token)")
+        return identity_of(user)
+    return identity_of(None)
+
+
+# Registered before /lobbies/{lobby_id} (whose PATCH would answer its POST with 405).
+@api.post(
+    "/lobbies/quick-join",
+    response=answers({200: QuickJoinOut}, 400, 401, 403, 422, 429, 503),
+    tags=["lobbies"],
+    by_alias=True,
+)
+def quick_join(request: HttpRequest, body: QuickJoinIn) -> dict[str, Any]:
+    """A place for `peerId` in an open public lobby of `game` that has room and whose `data`
+    holds each of `filters`, or in a lobby made for it (public, without an owner, `data` the
+    filters, `maxPeers`, `topology` and `title` as asked) when none has room, as
+    RELAY_CREATION_POLICY allows. The place is kept until `seatExpiresAt`: the client then Joins
+    `documentId` as any LF client does. Players asking at once never take a lobby past its
+    capacity. Anonymous callers may ask; 403 when no lobby has room and the caller may not make
+    one, 429 past RELAY_QUICK_JOIN_RATE or RELAY_LOBBY_CREATION_RATE, 503 when the lobby made
+    for it filled up at once (ask again)."""
+    identity = _asker(request)
+    address = request.META.get("REMOTE_ADDR", "-")
+    try:
+        seat = async_to_sync(matchmaking.quick_join)(identity, body.peer_id, body, address)
+    except owners.Rejected as rejected:
+        raise _rejected(rejected) from None
+    lobby = Lobby.objects.select_related("owner").filter(document_id=seat.document_id).first()
+    if lobby is None:  # deleted the moment it was found
+        raise HttpError(503, "the lobby found was deleted at once: try again")
+    return {
+        "lobby": LobbyOut.of(lobby),
+        "documentId": seat.document_id,
+        "seatExpiresAt": seat.expires_at,
+        "created": seat.created,
+    }
+
+
 # Registered before /lobbies/{lobby_id}/...: a public id (12 characters) is never "by-document".
 # A path converter, since a document id may hold slashes (clients percent-encode them).
 @api.get(
@@ -467,6 +547,79 @@ def delete_lobby(request: HttpRequest, lobby_id: str) -> Status:
     identity, lobby = _administered(request, lobby_id)
     owners.delete(lobby, by=identity.user_id)
     return Status(204, None)
+
+
+# -- trending -----------------------------------------------------------------------------------
+
+
+class TrendingFilters(Schema):
+    game: str | None = Field(
+        None, max_length=100, description="Only this game's lobbies (empty: every game)."
+    )
+    limit: int = Field(
+        10, ge=1, le=trending.MAX_LIMIT, description="Entries in each list, the first first."
+    )
+
+    @field_validator("game")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        # No game is named so (PostgreSQL cannot hold NUL): a 422, not the database's error.
+        if value is not None and "\x00" in value:
+            raise ValueError("a game name holds no NUL character")
+        return value
+
+
+class GameNow(Schema):
+    game: str
+    peers: int = Field(description="Peers present now in the game's public lobbies.")
+    lobbies: int = Field(description="The game's public lobbies with a peer present now.")
+
+
+class GameDay(Schema):
+    game: str
+    joins: int = Field(description="Joins of the game's public lobbies in the last 24 hours.")
+
+
+class LobbyDay(LobbyOut):
+    joins: int = Field(description="Joins of this lobby in the last 24 hours.")
+
+
+class TrendingNow(Schema):
+    games: list[GameNow] = Field(description="Games by peers present now, the most first.")
+    lobbies: list[LobbyOut] = Field(description="Public lobbies by peers now, the most first.")
+
+
+class TrendingDay(Schema):
+    games: list[GameDay] = Field(description="Games by joins in the last 24 hours.")
+    lobbies: list[LobbyDay] = Field(description="Public lobbies by joins in the last 24 hours.")
+
+
+class TrendingOut(Schema):
+    now: TrendingNow
+    day: TrendingDay | None = Field(
+        description="From the statistics of the last 24 hours; null when the relay keeps none "
+        "(its analytics app is not installed)."
+    )
+    generated_at: datetime = Field(
+        alias="generatedAt",
+        description="When this answer was computed: answers are shared for "
+        "RELAY_TRENDING_CACHE_SECONDS.",
+    )
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+@api.get("/trending", response=answers({200: TrendingOut}, 422), tags=["trending"], by_alias=True)
+def get_trending(
+    request: HttpRequest, response: HttpResponse, filters: Query[TrendingFilters]
+) -> dict[str, Any]:
+    """The most played public lobbies and games: now (peers present) and over the last 24
+    hours (joins). Private and unlisted lobbies never appear. Anyone may ask (credentials are
+    not read: the answer is the same for all); one answer per game filter is computed every
+    RELAY_TRENDING_CACHE_SECONDS and shared by every caller, as the Cache-Control header says."""
+    seconds = relay_settings().trending_cache_seconds
+    response["Cache-Control"] = f"public, max-age={seconds}" if seconds else "no-store"
+    return trending.trending(filters.game, filters.limit)
 
 
 # -- grants -------------------------------------------------------------------------------------

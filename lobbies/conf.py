@@ -53,9 +53,15 @@ class RelaySettings:
     signin_failures: int
     signin_failures_per_address: int
     signin_lockout: float
+    signup: bool
+    signups_per_address: int
+    signin_link_ttl: int
+    public_url: str
     creation_policy: str
     max_new_lobbies_per_join: int
     lobby_creation_rate: str
+    quick_join_rate: str
+    seat_ttl: float
     orphan_lobby_ttl: float
     max_connections_per_address: int
     handshake_rate: str
@@ -64,6 +70,7 @@ class RelaySettings:
     refusal_rate: str
     refusal_delay: float
     facts_cache_seconds: float
+    trending_cache_seconds: int
     event_queue: int
     pipe_report_seconds: float
 
@@ -102,16 +109,27 @@ _MINIMUMS: dict[str, float] = {
     "max_held_pipes_per_address": 1,
     "signin_failures": 1,
     "signin_failures_per_address": 1,
+    "signups_per_address": 1,
     "control_queue_bytes": 1,
     "ping_interval": 0,
     "max_connections_per_address": 0,  # 0: no limit
     "refusal_delay": 0,
     "facts_cache_seconds": 0,  # 0: ask the database every time
+    "trending_cache_seconds": 0,  # 0: GET /api/trending computed for every request
     "event_queue": 1,
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
     "pipe_window_bytes": 1,
 }
-_RATES = ("handshake_rate", "join_rate", "introduction_rate", "refusal_rate", "lobby_creation_rate")
+# The longest GET /api/trending may be cached (by the relay and, through max-age, by clients).
+MAX_TRENDING_CACHE_SECONDS = 3600
+_RATES = (
+    "handshake_rate",
+    "join_rate",
+    "introduction_rate",
+    "refusal_rate",
+    "lobby_creation_rate",
+    "quick_join_rate",
+)
 _POSITIVE = (
     "pair_timeout",
     "close_timeout",
@@ -120,7 +138,23 @@ _POSITIVE = (
     "ticket_ttl",
     "orphan_lobby_ttl",
 )
-_POSITIVE += ("signin_lockout", "worker_ttl")  # 0 would lock out for ever
+_POSITIVE += ("signin_lockout", "worker_ttl", "seat_ttl")  # 0 would lock out for ever
+_POSITIVE += ("signin_link_ttl",)  # 0: every sign-in link dead as printed
+
+
+def public_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the base of links to the relay's pages (``RELAY_PUBLIC_URL``,
+    ``create_owner --url``), or None: it must be ``http(s)://host[:port]``, nothing after."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host, such as https://relay.example.org"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return "must be the relay's address alone (scheme, host and port), without a path"
+    return None
 
 
 def setting_errors(values: RelaySettings) -> list[str]:
@@ -130,6 +164,9 @@ def setting_errors(values: RelaySettings) -> list[str]:
         if getattr(values, name) < minimum:
             errors.append(f"{_setting_name(name)} must be at least {minimum}")
     errors += [f"{_setting_name(n)} must be above 0" for n in _POSITIVE if getattr(values, n) <= 0]
+    if values.trending_cache_seconds > MAX_TRENDING_CACHE_SECONDS:
+        # Clients are told to keep the answer this long too: an hour-old "now" is not now.
+        errors.append(f"RELAY_TRENDING_CACHE_SECONDS must be at most {MAX_TRENDING_CACHE_SECONDS}")
     from lobbies.engine.pipes import held_cost  # (pipes reads these settings: imported late)
 
     largest_held = held_cost(b"") + values.max_frame_bytes
@@ -166,6 +203,8 @@ def setting_errors(values: RelaySettings) -> list[str]:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             errors.append(f"RELAY_TRUSTED_PROXIES: {proxy!r} is not an address or a network")
+    if problem := public_url_problem(values.public_url):
+        errors.append(f"RELAY_PUBLIC_URL {problem}")
     if values.redis_url and urlsplit(values.redis_url).scheme not in ("redis", "rediss", "unix"):
         errors.append("RELAY_REDIS_URL must be a redis://, rediss:// or unix:// URL, or empty")
     try:

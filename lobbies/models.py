@@ -70,6 +70,12 @@ class Lobby(models.Model):
         help_text="In a host lobby, whether the host role passes to the member present longest "
         "when the host leaves (otherwise the lobby closes for its members).",
     )
+    matchmade = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Made by quick join under an id the relay chose (it may have a capacity and "
+        "a host without an owner).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -90,6 +96,7 @@ class Lobby(models.Model):
             topology=Topology(self.topology),
             max_peers=self.max_peers,
             host_transferable=self.host_transferable,
+            matchmade=self.matchmade,
         )
 
     def public(self) -> dict[str, object]:

@@ -16,6 +16,7 @@ reported as ``signals.operator_action`` with who did it (``by``).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from django.db.models import QuerySet
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.text import slugify
 
 from lobbies import moderation, signals
 from lobbies.conf import relay_settings
@@ -47,6 +49,7 @@ from lobbies.policy import (
     Role,
     Visibility,
     account_of,
+    capacity_of,
     may_administer,
     may_ban,
     may_create,
@@ -204,8 +207,9 @@ async def _judge_who_stays(document_id: str) -> None:
             staying.append(member.peer_id)
         else:
             await moderation.kick(document_id, member.peer_id, "private")
-    if facts.max_peers is not None:
-        for peer_id in staying[facts.max_peers :]:  # the roster lists the longest present first
+    capacity = capacity_of(facts)
+    if capacity is not None:
+        for peer_id in staying[capacity:]:  # the roster lists the longest present first
             await moderation.kick(document_id, peer_id, "full")
 
 
@@ -260,6 +264,31 @@ def create(identity: Identity, document_id: str, spec: LobbySpec, address: str) 
         raise Rejected(429, "too many new lobbies lately (RELAY_LOBBY_CREATION_RATE)")
     add(lobby)
     return Lobby.objects.select_related("owner").get(pk=lobby.pk)
+
+
+def create_matchmade(identity: Identity, fields: dict[str, Any], address: str) -> Lobby:
+    """Make a lobby for quick join (``lobbies.matchmaking``), asked by ``identity`` from
+    ``address``: ``fields`` (``Lobby`` field names), public, open, without an owner and
+    ``matchmade``, under a new id of the relay's choosing (the game's name, then a random part).
+    Raises :class:`Rejected` as :func:`create` does (403: the creation policy, 429:
+    ``RELAY_LOBBY_CREATION_RATE``)."""
+    if not may_create(identity, CreationPolicy(relay_settings().creation_policy)):
+        raise Rejected(403, "no lobby has room, and you may not create one (RELAY_CREATION_POLICY)")
+    if not get_rate_limits().lobby_creation(identity.account, address):
+        raise Rejected(429, "too many new lobbies lately (RELAY_LOBBY_CREATION_RATE)")
+    lobby = Lobby(document_id=_matchmade_id(fields.get("game", "")), matchmade=True, **fields)
+    add(lobby)
+    return Lobby.objects.select_related("owner").get(pk=lobby.pk)
+
+
+def _matchmade_id(game: str) -> str:
+    """``<game as a slug>-<12 random characters>``: readable in lists, never guessed ahead."""
+    token = secrets.token_urlsafe(9)
+    room = min(40, relay_settings().max_id_length - len(token) - 1)
+    name = slugify(game)[: max(room, 0)].strip("-") or "lobby"
+    if len(name) > room:
+        return token[: relay_settings().max_id_length]  # (a relay with very short ids)
+    return f"{name}-{token}"
 
 
 def add(lobby: Lobby, by: int | None = None) -> None:

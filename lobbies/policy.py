@@ -129,6 +129,9 @@ class LobbyFacts:
     topology: Topology = Topology.MESH
     max_peers: int | None = None  # None: no limit
     host_transferable: bool = False
+    # Made by quick join (``lobbies.matchmaking``) under an id the relay chose: nobody was
+    # after that id, so even without an owner it may have a capacity and a host.
+    matchmade: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +222,9 @@ def may_join(
         return may_create(identity, policy)
     if lobby.owner_id is None:
         # Nobody could grant a role in it or open it again: an ownerless lobby (made by an
-        # anonymous Join, or whose owner was deleted) refuses nobody but the banned.
-        return ALLOW
+        # anonymous Join, or whose owner was deleted) refuses nobody but the banned, and those
+        # past the capacity of one quick join made.
+        return _within_capacity(lobby, access)
     privileged = may_manage(identity, lobby, access)
     if lobby.state is LobbyState.CLOSED and not privileged:
         return _refuse(Refusal.LOCKED)
@@ -237,9 +241,18 @@ def may_join(
 def _within_capacity(lobby: LobbyFacts, access: Access) -> Decision:
     if access.already_in:
         return ALLOW
-    if lobby.max_peers is not None and access.peers_present >= lobby.max_peers:
+    capacity = capacity_of(lobby)
+    if capacity is not None and access.peers_present >= capacity:
         return _refuse(Refusal.LOBBY_FULL)
     return ALLOW
+
+
+def capacity_of(lobby: LobbyFacts | None) -> int | None:
+    """How many peers ``lobby`` takes (None: no limit applies). An ownerless lobby has none
+    unless quick join made it: one whose owner was deleted keeps its number, unenforced."""
+    if lobby is None or (lobby.owner_id is None and not lobby.matchmade):
+        return None
+    return lobby.max_peers
 
 
 def may_stay(identity: Identity, lobby: LobbyFacts | None, access: Access) -> bool:
@@ -268,11 +281,16 @@ def may_describe(lobby: LobbyFacts) -> Decision:
     Join, or whose owner's account was deleted) can only be open, public or unlisted, without a
     capacity and a mesh: nobody could grant a role in it or open it again, and whoever made it
     must not be able to keep everyone else out (a private, locked, full or hosted lobby held by
-    one idle socket)."""
+    one idle socket) Quick join's lobbies (``matchmade``) may have a capacity and a
+    host, being open and public."""
     if lobby.owner_id is not None:
         return ALLOW
     if lobby.visibility is Visibility.PRIVATE or lobby.state is not LobbyState.OPEN:
         return _refuse(Refusal.FORBIDDEN)
+    if lobby.matchmade:
+        # Its id was the relay's choice and quick join fills it: a capacity or a host keeps
+        # nobody out of an id they wanted.
+        return ALLOW
     if lobby.max_peers is not None or lobby.topology is not Topology.MESH:
         return _refuse(Refusal.FORBIDDEN)
     return ALLOW

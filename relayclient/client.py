@@ -93,6 +93,10 @@ NO_RECONNECT_CODES = frozenset({4400, 4401, 4403, 4409, 4410, 4413})
 REFUSAL_CODES = frozenset({1013, 4400, 4401, 4403, 4429})
 
 
+# join_lobby()'s waiters are keyed by document id; quick_join()'s, which names none, by this.
+_QUICK_JOIN = ""
+
+
 class Refused(Exception):
     """The relay refused us; ``code`` and ``reason`` are its own words.
 
@@ -416,6 +420,44 @@ class Client:
             if not waiting:
                 self._waiters.pop(document_id, None)
 
+    async def quick_join(
+        self,
+        game: str,
+        *,
+        filters: Mapping[str, str | int | bool] | None = None,
+        max_peers: int | None = None,
+        nickname: str | None = None,
+        lobby: Mapping[str, Any] | None = None,
+    ) -> Joined:
+        """Ask the relay for a place in a lobby of ``game`` with room whose data holds
+        ``filters`` (quick join; needs ``ext``), join it and return its ``Joined``: the
+        ``document_id`` says which lobby (joined again after a reconnect, as ``join`` does).
+        ``max_peers`` and ``lobby`` (``topology``, ``hostTransferable``, ``title``) describe
+        the lobby made when none has room. ``LobbyRefused`` with the relay's reason when it
+        cannot place us (forbidden, rate_limited, invalid, lobby_full), ``Refused`` or EOFError
+        as for ``join_lobby``. One at a time: answers come in the order asked."""
+        if not self.ext:
+            raise RuntimeError("quick_join needs ext=True")
+        request: dict[str, Any] = {**(lobby or {}), "game": game}
+        if filters:
+            request["filters"] = dict(filters)
+        if max_peers is not None:
+            request["maxPeers"] = max_peers
+        fields: dict[str, Any] = {"ext": 1, "quickJoin": request}
+        if nickname is not None:
+            fields["nickname"] = nickname
+        waiter: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
+        waiting = self._waiters.setdefault(_QUICK_JOIN, [])
+        waiting.append(waiter)
+        try:
+            await self.send_control(join_message([], fields))
+            return await asyncio.shield(waiter)
+        finally:
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting:
+                self._waiters.pop(_QUICK_JOIN, None)
+
     async def leave(self, document_id: str) -> None:
         """Leave ``document_id`` and close our pipes about it, as the LF client does."""
         self._documents.pop(document_id, None)
@@ -649,7 +691,13 @@ class Client:
             self._spawn(self._auto_open(*key))
 
     def _handle_extended(self, message: Joined | Refusal | Left) -> None:
-        document_id = message.document_id or ""
+        document_id = message.document_id or ""  # (no id: the answer to a quick join)
+        key = document_id
+        unnamed = isinstance(message, Joined) and document_id not in self._documents
+        if unnamed and self._waiters.get(_QUICK_JOIN):
+            # A lobby we did not name: where quick join placed us. Joined again on reconnect.
+            key = _QUICK_JOIN
+            self._documents[document_id] = {"ext": 1}
         if isinstance(message, Joined):
             self._lobbies[document_id] = message
         else:
@@ -661,7 +709,12 @@ class Client:
             for pipe in [p for p in self._pipes if p.document_id == document_id]:
                 self._spawn(pipe.close())
             return
-        for waiter in self._waiters.pop(document_id, []):
+        waiting = self._waiters.pop(key, [])
+        if key == _QUICK_JOIN and len(waiting) > 1:
+            # Each quick join gets one answer, in the order they were asked.
+            self._waiters[key] = waiting[1:]
+            waiting = waiting[:1]
+        for waiter in waiting:
             if waiter.done():
                 continue
             if isinstance(message, Joined):

@@ -238,6 +238,10 @@ RELAY_TICKET_TTL = env.float("RELAY_TICKET_TTL", default=12 * 3600.0)
 # same process applies at once; one made by another worker within this many seconds (0: always
 # ask the database).
 RELAY_FACTS_CACHE_SECONDS = env.float("RELAY_FACTS_CACHE_SECONDS", default=2.0)
+# Seconds one answer of GET /api/trending (per game filter) is kept and shared by every caller,
+# and announced as Cache-Control max-age: an anonymous flood is served from the cache, not the
+# database. 0: computed for every request; at most 3600 (an hour-old "now" is not now).
+RELAY_TRENDING_CACHE_SECONDS = env.int("RELAY_TRENDING_CACHE_SECONDS", default=10)
 # Who may create a lobby by joining a document id that has no row: anyone (the LF relay's
 # behaviour), authenticated (any signed-in user), or permission (holders of lobbies.create_lobby).
 RELAY_CREATION_POLICY = env.str("RELAY_CREATION_POLICY", default="anyone")
@@ -248,6 +252,10 @@ RELAY_LOBBY_CREATION_RATE = env.str("RELAY_LOBBY_CREATION_RATE", default="60/hou
 # Seconds after which a lobby without an owner (made by an anonymous Join, or whose owner was
 # deleted) that nobody is in is deleted: an id a stranger took comes back.
 RELAY_ORPHAN_LOBBY_TTL = env.float("RELAY_ORPHAN_LOBBY_TTL", default=3600.0)
+# Quick join (docs/protocol.md): requests per address and per user, and how long the seat it
+# finds is kept for a player who has not joined yet.
+RELAY_QUICK_JOIN_RATE = env.str("RELAY_QUICK_JOIN_RATE", default="60/minute")
+RELAY_SEAT_TTL = env.float("RELAY_SEAT_TTL", default=30.0)
 
 # Abuse limits (lobbies/engine/ratelimits.py). Rates are written as the `limits` library reads them,
 # "20/second" or "600/minute"; an empty value turns a limit off. Past each: close 4429, or for a
@@ -286,6 +294,20 @@ RELAY_ANALYTICS_NICKNAMES = env.bool("RELAY_ANALYTICS_NICKNAMES", default=True)
 RELAY_SIGNIN_FAILURES = env.int("RELAY_SIGNIN_FAILURES", default=5)
 RELAY_SIGNIN_FAILURES_PER_ADDRESS = env.int("RELAY_SIGNIN_FAILURES_PER_ADDRESS", default=30)
 RELAY_SIGNIN_LOCKOUT = env.float("RELAY_SIGNIN_LOCKOUT", default=15.0)
+# Self sign-up at /accounts/signup/ (lobbies/onboarding.py): off, the page answers 404 and owners
+# are made by operators (the admin, or `manage.py create_owner`). On, anyone who can reach the
+# relay may make an account that creates lobbies; each attempt from an address counts in the
+# sign-in throttling above, and past RELAY_SIGNUPS_PER_ADDRESS of them (within the lockout's
+# minutes of each other) that address is refused (429).
+RELAY_SIGNUP = env.bool("RELAY_SIGNUP", default=False)
+RELAY_SIGNUPS_PER_ADDRESS = env.int("RELAY_SIGNUPS_PER_ADDRESS", default=10)
+# Seconds a sign-in link from `manage.py create_owner` stays valid (unless used first): Django's
+# password-reset token, whose timeout this is.
+RELAY_SIGNIN_LINK_TTL = env.int("RELAY_SIGNIN_LINK_TTL", default=24 * 3600)
+PASSWORD_RESET_TIMEOUT = RELAY_SIGNIN_LINK_TTL
+# Where owners open the relay's pages, for links made outside a request (create_owner's sign-in
+# link): never the Host header of some request, which a client chooses.
+RELAY_PUBLIC_URL = env.str("RELAY_PUBLIC_URL", default="http://127.0.0.1:8080")
 AXES_HANDLER = "relayproject.signin.SigninHandler"
 # In this order: SigninHandler reads the account's count, then the address's.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]

@@ -446,3 +446,11 @@ def test_revoking_a_grant_takes_its_holder_out_of_a_private_lobby(owner, other):
         await guest.disconnect()
 
     async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize("query", ["game=%00", "q=a%00b"])
+def test_a_nul_in_the_list_filters_is_refused_not_a_server_error(client, query):
+    # PostgreSQL holds no NUL: the query would fail there with a 500.
+    answer = client.get(f"/api/lobbies?{query}")
+    assert answer.status_code == 422
+    assert "NUL" in json.dumps(answer.json())

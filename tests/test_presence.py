@@ -248,6 +248,74 @@ async def test_sockets_racing_for_an_anonymous_peer_id_replace_one_another_in_tu
     assert (await presence.stats()).peers_online == 1
 
 
+# -- quick join: capacity, seats and leases ------------------------------------------------------
+
+
+async def test_a_join_with_a_capacity_is_refused_when_the_lobby_has_no_room(presence):
+    for n in range(3):
+        await presence.connect_peer(f"p{n}", f"c{n}", "")
+    assert await presence.join("p0", "c0", ("x", "y"), capacities={"x": 2}) == {"x": [], "y": []}
+    assert await presence.join("p1", "c1", ("x",), capacities={"x": 2}) == {"x": ["p0"]}
+    # Full: left out of the answer and not joined; the uncapped id beside it is joined.
+    assert await presence.join("p2", "c2", ("x", "y"), capacities={"x": 2}) == {"y": ["p0"]}
+    assert await presence.members("x") == ["p0", "p1"]
+    # A member joining again is in already: it takes no second place.
+    assert await presence.join("p1", "c1", ("x",), capacities={"x": 2}) == {"x": ["p0"]}
+
+
+async def test_joins_racing_for_the_last_places_never_pass_the_capacity(presence):
+    for n in range(20):
+        await presence.connect_peer(f"p{n}", f"c{n}", "")
+    answers = await asyncio.gather(
+        *(presence.join(f"p{n}", f"c{n}", ("x",), capacities={"x": 4}) for n in range(20))
+    )
+    assert sum(1 for answer in answers if "x" in answer) == 4
+    assert len(await presence.members("x")) == 4
+
+
+async def test_a_seat_keeps_a_place_for_its_peer_until_it_joins(presence):
+    for n in range(3):
+        await presence.connect_peer(f"p{n}", f"c{n}", "")
+    assert await presence.reserve("x", "p0", 2, 30)
+    assert await presence.reserve("x", "p0", 2, 30)  # asking again keeps the one seat
+    assert await presence.reserve("x", "p1", 2, 30)
+    assert not await presence.reserve("x", "p2", 2, 30)  # two seats held: no room
+    assert await presence.join("p2", "c2", ("x",), capacities={"x": 2}) == {}
+    # The seat's own peer joins into it, and the seat is used up: one place left for p1.
+    assert await presence.join("p0", "c0", ("x",), capacities={"x": 2}) == {"x": []}
+    assert not await presence.reserve("x", "p2", 2, 30)
+    assert await presence.join("p1", "c1", ("x",), capacities={"x": 2}) == {"x": ["p0"]}
+    assert await presence.reserve("x", "p1", 2, 30)  # in already
+    await presence.leave("p0", "c0", ("x",))
+    assert await presence.reserve("x", "p2", 2, 30)  # p0's place is free again, not its seat
+
+
+async def test_a_seat_expires_after_its_ttl(presence):
+    await presence.connect_peer("p1", "c1", "")
+    assert await presence.reserve("x", "p0", 1, 0.05)
+    assert not await presence.reserve("x", "p1", 1, 30)
+    await asyncio.sleep(0.1)
+    assert await presence.reserve("x", "p1", 1, 30)
+
+
+async def test_seats_racing_for_a_lobby_never_pass_its_capacity(presence):
+    outcomes = await asyncio.gather(*(presence.reserve("x", f"p{n}", 4, 30) for n in range(20)))
+    assert outcomes.count(True) == 4
+
+
+async def test_a_lease_has_one_holder_until_given_back_or_expired(presence):
+    tokens = await asyncio.gather(*(presence.lease("pool", 30) for _ in range(10)))
+    held = [token for token in tokens if token is not None]
+    assert len(held) == 1
+    await presence.unlease("pool", "not-the-token")  # a stale holder gives back nothing
+    assert await presence.lease("pool", 30) is None
+    await presence.unlease("pool", held[0])
+    short = await presence.lease("pool", 0.05)
+    assert short is not None
+    await asyncio.sleep(0.1)
+    assert await presence.lease("pool", 30) is not None
+
+
 # -- workers (Redis only: one process alone has no other worker to forget) ----------------------
 
 

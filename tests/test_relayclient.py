@@ -619,3 +619,30 @@ async def test_the_cli_reports_its_role_and_a_refusal(relay_url: str, signed_in_
     )
     assert refused.returncode == 3
     assert "refused: invalid" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.asyncio
+async def test_quick_join_places_two_players_together_and_they_meet(relay_url: str) -> None:
+    game = unique("race")  # a game of this test's own: the relay is shared
+    async with Client(unique("a"), relay_url) as first, Client(unique("b"), relay_url) as second:
+        joined = await within(first.quick_join(game, filters={"map": "ice"}, max_peers=2))
+        assert (joined.lobby["game"], joined.lobby["maxPeers"]) == (game, 2)
+        assert joined.lobby["data"] == {"map": "ice"}
+        assert joined.document_id in first.documents  # joined again after a reconnect
+        theirs = await within(second.quick_join(game, filters={"map": "ice"}, max_peers=2))
+        assert theirs.document_id == joined.document_id
+        pipe = await within(second.next_peer())
+        assert pipe.peer_id == first.peer_id
+        async with Client(unique("c"), relay_url) as third:
+            # Full: the third player gets a lobby of its own.
+            own = await within(third.quick_join(game, filters={"map": "ice"}, max_peers=2))
+            assert own.document_id != joined.document_id
+
+
+@pytest.mark.asyncio
+async def test_quick_join_says_why_it_could_not_place_us(relay_url: str) -> None:
+    async with Client(unique("a"), relay_url) as client:
+        with pytest.raises(LobbyRefused) as refused:
+            await within(client.quick_join("race", filters={"a__contains": "x"}))
+        assert refused.value.code == "invalid"
+        assert "quickJoin.filters" in str(refused.value)

@@ -830,3 +830,72 @@ async def test_readers_that_stop_reading_hold_no_more_than_the_held_budget(make_
     for sockets in pipes:
         for socket in sockets:
             await socket.close()
+
+
+# -- quick join across workers -------------------------------------------------------------------
+
+RACE = {"game": "race", "filters": {"map": "desert"}, "maxPeers": 4}
+
+
+def _ask_quick_join(worker: LiveRelay, peer: str) -> dict:
+    request = urllib.request.Request(
+        f"{worker.http_url}/api/lobbies/quick-join",
+        data=json.dumps({**RACE, "peerId": peer}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _placed_four_to_a_lobby(document_ids: list[str]) -> None:
+    counts: dict[str, int] = {}
+    for document_id in document_ids:
+        counts[document_id] = counts.get(document_id, 0) + 1
+    assert sorted(counts.values()) == [4] * 5, counts
+
+
+async def test_twenty_players_quick_joining_on_two_workers_fill_five_lobbies(uvicorn_cluster):
+    """Twenty players at once, half on each worker, each asking with a Join's quickJoin extra:
+    five lobbies of four, none past its capacity."""
+    first, second = uvicorn_cluster.workers
+
+    async def quick_join(n: int):
+        socket = await control(first if n % 2 else second, f"p{n}")
+        await join(socket, quickJoin=RACE)
+        return socket, await next_message(socket)
+
+    answers = await asyncio.gather(*(quick_join(n) for n in range(20)))
+    assert {message["type"] for _, message in answers} == {"Joined"}, answers
+    _placed_four_to_a_lobby([message["documentId"] for _, message in answers])
+    for socket, _ in answers:
+        await socket.close()
+
+
+async def test_twenty_players_asking_the_api_of_two_workers_then_joining(uvicorn_cluster):
+    """Twenty players at once ask the API (half of each worker) for a place, then Join the id
+    they got on the other worker, as an LF client would: each gets in, four to a lobby, and a
+    player who asked nothing finds the lobbies full (their places are kept)."""
+    first, second = uvicorn_cluster.workers
+    asked = await asyncio.gather(
+        *(
+            asyncio.to_thread(_ask_quick_join, first if n % 2 else second, f"p{n}")
+            for n in range(20)
+        )
+    )
+    places = [answer["documentId"] for answer in asked]
+    _placed_four_to_a_lobby(places)
+    assert sum(answer["created"] for answer in asked) == 5
+    stranger = await control(first, "stranger")
+    await join(stranger, places[0], ext=1)
+    refused = await next_message(stranger)
+    assert (refused["type"], refused["code"]) == ("Error", "lobby_full")
+    sockets = []
+    for n, document_id in enumerate(places):
+        socket = await control(second if n % 2 else first, f"p{n}")
+        await join(socket, document_id, ext=1)
+        joined = await next_message(socket)
+        assert (joined["type"], joined["documentId"]) == ("Joined", document_id)
+        sockets.append(socket)
+    for socket in [*sockets, stranger]:
+        await socket.close()

@@ -52,6 +52,7 @@ from lobbies.policy import (
     Refusal,
     Role,
     Topology,
+    capacity_of,
     may_host,
     may_join,
     may_manage,
@@ -249,13 +250,20 @@ class ControlSocket:
         happened to each, and introduce the peers who meet there. Returns the meetings whose
         Introductions wait for this socket's budget (``RELAY_INTRODUCTION_RATE``):
         :meth:`_introduce_in_time` sends them."""
-        self.ext = self.ext or join.ext
+        # Asking quick join opts in: its answer is the Joined that names the lobby found.
+        self.ext = self.ext or join.ext or join.quick_join is not None
         if join.nickname is not None:
             self.nickname = join.nickname
         if not self._may_change():
             named = join.document_ids + join.over_limit
+            if join.quick_join is not None:
+                named += (None,)  # the quick join's own answer
             self._refuse(named, Refusal.RATE_LIMITED, "too many Joins and Leaves")
             return {}
+        if join.quick_join is not None:
+            found = await self._quick_join(join.quick_join)
+            if found is not None and found not in join.document_ids:
+                join = replace(join, document_ids=(*join.document_ids, found))
         self._refuse(join.over_limit, Refusal.INVALID, self._over_limit)
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
@@ -263,7 +271,20 @@ class ControlSocket:
         admitted = await self._admit(document_ids, fresh, join)
         if not admitted or self.state is not PeerState.OPEN:
             return {}
-        members = await self.presence.join(self.peer_id, self.connection, admitted, join.nickname)
+        capacities = self._capacities(admitted, fresh)
+        members = await self.presence.join(
+            self.peer_id, self.connection, admitted, join.nickname, capacities
+        )
+        # Presence has the last word on capacity: it counted the peers (and seats) that joined
+        # on other sockets and workers since this Join was judged.
+        full = [d for d in capacities if d not in members]
+        if full:
+            for document_id in full:
+                del self.lobbies[document_id]
+            self._refuse(full, Refusal.LOBBY_FULL, _REFUSALS[Refusal.LOBBY_FULL])
+            admitted = tuple(d for d in admitted if d not in full)
+            if not admitted:
+                return {}
         if admission.changed_since(generation):
             # A lobby changed while this Join was judged (closed, made private, a ban): the
             # change's eviction may have looked before this peer was in. Judged again now.
@@ -287,6 +308,31 @@ class ControlSocket:
             return meetings
         await self.introduce(meetings)
         return {}
+
+    def _capacities(self, admitted: tuple[str, ...], fresh: list[str]) -> dict[str, int]:
+        """The capacity each id this Join newly enters has (``lobbies.policy.capacity_of``)."""
+        capacities = {}
+        for document_id in admitted:
+            if document_id in fresh:
+                capacity = capacity_of(self.lobbies[document_id].lobby_facts)
+                if capacity is not None:
+                    capacities[document_id] = capacity
+        return capacities
+
+    async def _quick_join(self, request: dict[str, Any]) -> str | None:
+        """The document id of the lobby quick join finds (or makes) with a seat for this peer,
+        or None when it cannot (an ``Error`` without a ``documentId`` says why)."""
+        try:
+            spec = admission.QuickJoinSpec.model_validate(request)
+        except ValidationError as exc:
+            self._refuse((None,), Refusal.INVALID, _first_error(exc, "quickJoin"))
+            return None
+        try:
+            return await admission.quick_join(self.identity, self.peer_id, spec, self.address)
+        except admission.Rejected as refused:
+            refusal = _QUICK_JOIN_REJECTED.get(refused.status, Refusal.INVALID)
+            self._refuse((None,), refusal, refused.message)
+            return None
 
     def _introductions_now(self, count: int) -> bool | None:
         """Whether ``count`` Introductions fit this socket's budget now (they are counted),
@@ -384,8 +430,9 @@ class ControlSocket:
     def _over_limit(self) -> str:
         return f"a socket may join at most {self.settings.max_ids_per_peer} ids"
 
-    def _refuse(self, document_ids: Sequence[str], refusal: Refusal, text: str) -> None:
-        """Refuse ids for one reason: one log line, and an ``Error`` for each (ext clients)."""
+    def _refuse(self, document_ids: Sequence[str | None], refusal: Refusal, text: str) -> None:
+        """Refuse ids for one reason: one log line, and an ``Error`` for each (ext clients).
+        ``None`` stands for a request about no id (a quick join that found none)."""
         if not document_ids:
             return
         logger.info("peer %r refused %s ids: %s", self.peer_id, len(document_ids), text)
@@ -404,7 +451,7 @@ class ControlSocket:
             try:
                 spec = LobbySpec.model_validate(join.lobby)
             except ValidationError as exc:
-                self._refuse(document_ids, Refusal.INVALID, _first_error(exc))
+                self._refuse(document_ids, Refusal.INVALID, _first_error(exc, "lobby"))
                 return ()
         if not fresh and spec is None:
             return document_ids
@@ -716,6 +763,8 @@ _CARRIED = {"host_is": _host_is, "introduce": _introduce, "remove": _remove}
 _TOO_MANY_NEW = "too many new lobbies in one Join (RELAY_MAX_NEW_LOBBIES_PER_JOIN)"
 # A lobby write refused (``lobbies.owners.Rejected``: an HTTP status) as the Join's Error code.
 _REJECTED = {403: Refusal.FORBIDDEN, 429: Refusal.RATE_LIMITED}
+# Quick join's refusals: 503, the lobby made for the peer filled up at once.
+_QUICK_JOIN_REJECTED = {**_REJECTED, 503: Refusal.LOBBY_FULL}
 _REFUSALS = {
     Refusal.FORBIDDEN: "you may not join this lobby",
     Refusal.NOT_FOUND: "no such lobby",
@@ -724,7 +773,8 @@ _REFUSALS = {
 }
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, extra: str) -> str:
+    """The first thing wrong with a Join's ``extra`` (``lobby``, ``quickJoin``), in one line."""
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
-    return f"lobby.{where}: {error['msg']}" if where else f"lobby: {error['msg']}"
+    return f"{extra}.{where}: {error['msg']}" if where else f"{extra}: {error['msg']}"

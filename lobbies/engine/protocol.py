@@ -62,14 +62,17 @@ class Join:
     """The peer is now interested in these document ids (set union).
 
     Extras that LF servers ignore: ``ext`` (the client also wants the extended messages),
-    ``nickname`` (a display name) and ``lobby`` (metadata for a lobby this Join creates or its
-    owner updates; validated by ``lobbies.schemas.LobbySpec``, not here).
+    ``nickname`` (a display name), ``lobby`` (metadata for a lobby this Join creates or its
+    owner updates; validated by ``lobbies.schemas.LobbySpec``, not here) and ``quick_join``
+    (the wire's ``quickJoin``: join a lobby quick join finds; validated by
+    ``lobbies.matchmaking.QuickJoinSpec``).
     """
 
     document_ids: tuple[str, ...]
     ext: bool = False
     nickname: str | None = None
     lobby: dict[str, Any] | None = None
+    quick_join: dict[str, Any] | None = None
     # Ids the frame named past RELAY_MAX_IDS_PER_PEER: not joined, only told about (at most as
     # many again; any further ones are dropped unanswered, so one frame's answers stay bounded).
     over_limit: tuple[str, ...] = ()
@@ -224,12 +227,13 @@ def decode_control(
         ext = data.get("ext") == 1
         if kind == "Leave":
             return dialect, Leave(ids, ext)
-        nickname, lobby = data.get("nickname"), data.get("lobby")
+        nickname, lobby, quick = data.get("nickname"), data.get("lobby"), data.get("quickJoin")
         return dialect, Join(
             ids[:max_ids],
             ext,
             nickname if is_valid_id(nickname, max_id_length) else None,
             lobby if isinstance(lobby, dict) else None,
+            quick if isinstance(quick, dict) else None,
             ids[max_ids : 2 * max_ids],
         )
     return dialect, None

@@ -193,6 +193,7 @@ class RateLimits:
         self.handshakes = self._table("handshake", settings.handshake_rate)
         self.refusals = self._table("refusal", settings.refusal_rate)
         self.creations = self._table("lobby_creation", settings.lobby_creation_rate)
+        self.quick_joins = self._table("quick_join", settings.quick_join_rate)
         # Sockets open per address right now: a count, not a rate; a key goes at zero.
         self.open_per_address: Counter[str] = Counter()
 
@@ -212,7 +213,7 @@ class RateLimits:
     def entries(self) -> int:
         """How many keys this process's counters hold: the addresses (and peer ids) seen
         lately (none of the ones counted in Redis)."""
-        tables = (self.handshakes, self.refusals, self.creations)
+        tables = (self.handshakes, self.refusals, self.creations, self.quick_joins)
         return len(self.open_per_address) + sum(len(t) for t in tables if t is not None)
 
     def connect(self, address: str) -> bool:
@@ -245,10 +246,18 @@ class RateLimits:
         counted for the client's address and, when signed in, for its user too (``account``),
         so that neither many addresses nor many accounts multiply it. Called in a thread
         (the database's), never in the event loop: with Redis, it waits for it."""
-        creations = self.creations
-        if creations is None:
+        return self._take_blocking(self.creations, account, address)
+
+    def quick_join(self, account: str, address: str) -> bool:
+        """Whether a client may ask quick join for a seat now (``RELAY_QUICK_JOIN_RATE``),
+        counted as :meth:`lobby_creation` is (and, like it, in a thread)."""
+        return self._take_blocking(self.quick_joins, account, address)
+
+    @staticmethod
+    def _take_blocking(table: Table | None, account: str, address: str) -> bool:
+        if table is None:
             return True
-        take = creations.take if isinstance(creations, BucketTable) else creations.take_blocking
+        take = table.take if isinstance(table, BucketTable) else table.take_blocking
         if not take(f"address {address_key(address)}"):
             return False
         return not account or take(f"account {account}")

@@ -252,6 +252,18 @@ async def test_without_a_ticket_nobody_creates_a_lobby_there(ticket_url: str) ->
     assert joined["type"] == "Joined"
 
 
+# -- quick join for clients that know nothing of it ---------------------------------------------
+
+
+def test_unmodified_clients_quick_join_by_asking_the_api_first(
+    npm_clients_built: Path, relay_url: str
+) -> None:
+    """Two unmodified clients (3.6.2 and 4.2.2) each ask ``POST /api/lobbies/quick-join`` for a
+    place, join the document id they got, meet and greet; a third player gets a lobby of its
+    own once that one (capacity 2) is full."""
+    test_npm_client_scenario(npm_clients_built, relay_url, "quick_join", None)
+
+
 # -- what the analytics plugin makes of their traffic -------------------------------------------
 
 

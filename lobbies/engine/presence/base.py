@@ -13,6 +13,7 @@ exactly one winner.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -105,9 +106,16 @@ class Presence(ABC):
         connection: str,
         document_ids: tuple[str, ...],
         nickname: str | None = None,
+        capacities: Mapping[str, int] | None = None,
     ) -> dict[str, list[str]]:
         """Add the ids to the peer's interests and return the *other* members of each. A
         ``nickname`` (the Join's display name) replaces the one the peer had.
+
+        An id given a capacity in ``capacities`` is joined only if the peer is in it already or
+        it has room: fewer than that many other members and seats held for others
+        (:meth:`reserve`). Decided in the same step as the join, so that peers racing for the
+        last place, on any worker, never take the lobby past it. An id not joined for want of
+        room is left out of the answer. Joining an id uses up the peer's own seat there.
 
         Does nothing (returns ``{}``) when ``connection`` is no longer the peer's control socket.
         """
@@ -178,6 +186,25 @@ class Presence(ABC):
     async def pipe_closed(self, key: PipeKey) -> None:
         """Count the pipe of ``key`` (either end's; paired by :meth:`hold_or_pair`) as
         closed."""
+
+    # -- quick join (``lobbies.matchmaking``) ----------------------------------------------------
+
+    @abstractmethod
+    async def reserve(self, document_id: str, peer_id: str, capacity: int, ttl: float) -> bool:
+        """Hold a seat in ``document_id`` for ``peer_id`` for ``ttl`` seconds, if the lobby has
+        room for it: fewer than ``capacity`` members and seats held for others. True also when
+        the peer is in it already or holds a seat (which then lasts ``ttl`` from now). A seat
+        counts against the capacity until the peer joins or it expires."""
+
+    @abstractmethod
+    async def lease(self, name: str, ttl: float) -> str | None:
+        """Take the lease ``name`` for ``ttl`` seconds (at most), unless someone holds it:
+        returns the token that gives it back (:meth:`unlease`), or None when it is taken."""
+
+    @abstractmethod
+    async def unlease(self, name: str, token: str) -> None:
+        """Give back the lease ``name`` taken with ``token`` (nothing if it expired and
+        someone else took it since)."""
 
     @abstractmethod
     async def stats(self) -> Stats:

@@ -7,7 +7,9 @@ first.
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Mapping
 
 from lobbies.engine import discovery
 from lobbies.policy import may_take_peer_id
@@ -38,6 +40,11 @@ class MemoryPresence(Presence):
         self.held: dict[PipeKey, str] = {}
         self.document_pipes: dict[str, list[OpenPipe]] = {}
         self.pipes_open = 0
+        # Quick join's seats (peer id -> when it expires, monotonic) and leases (name ->
+        # token, expiry). Expired ones go when next looked at, and all of them every so often.
+        self.seats: dict[str, dict[str, float]] = {}
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.swept_at = time.monotonic()
 
     def _remove(self, peer_id: str, document_id: str) -> None:
         members = self.document_peers.get(document_id)
@@ -77,6 +84,7 @@ class MemoryPresence(Presence):
         connection: str,
         document_ids: tuple[str, ...],
         nickname: str | None = None,
+        capacities: Mapping[str, int] | None = None,
     ) -> dict[str, list[str]]:
         if self.peer_connection.get(peer_id) != connection:
             return {}
@@ -86,11 +94,70 @@ class MemoryPresence(Presence):
         others: dict[str, list[str]] = {}
         now = time.time()
         for document_id in document_ids:
+            capacity = capacities.get(document_id) if capacities else None
+            if capacity is not None and self._taken(document_id, peer_id) >= capacity:
+                continue
             members = self.document_peers.setdefault(document_id, {})
             others[document_id] = [p for p in members if p != peer_id]
             members.setdefault(peer_id, now)
             mine.add(document_id)
+            seats = self.seats.get(document_id)
+            if seats is not None and seats.pop(peer_id, None) is not None and not seats:
+                del self.seats[document_id]
         return others
+
+    def _taken(self, document_id: str, peer_id: str) -> int:
+        """Places in ``document_id`` that others take: members and live seats (0 when
+        ``peer_id`` is a member: it takes none)."""
+        members = self.document_peers.get(document_id, {})
+        if peer_id in members:
+            return 0
+        now = time.monotonic()
+        seats = self.seats.get(document_id, {})
+        for expired in [p for p, until in seats.items() if until <= now]:
+            del seats[expired]
+        held = sum(1 for p in seats if p != peer_id and p not in members)
+        return len(members) + held
+
+    async def reserve(self, document_id: str, peer_id: str, capacity: int, ttl: float) -> bool:
+        self._sweep(ttl)
+        if peer_id in self.document_peers.get(document_id, {}):
+            return True
+        seats = self.seats.get(document_id, {})
+        if peer_id not in seats and self._taken(document_id, peer_id) >= capacity:
+            return False
+        self.seats.setdefault(document_id, {})[peer_id] = time.monotonic() + ttl
+        return True
+
+    def _sweep(self, ttl: float) -> None:
+        # Seats of lobbies nobody asks about again would stay: once per TTL, drop every
+        # expired seat and lease (the work is bounded by what was reserved in that time).
+        now = time.monotonic()
+        if now - self.swept_at < ttl:
+            return
+        self.swept_at = now
+        for document_id in list(self.seats):
+            seats = self.seats[document_id]
+            for peer in [p for p, until in seats.items() if until <= now]:
+                del seats[peer]
+            if not seats:
+                del self.seats[document_id]
+        for name in [n for n, (_, until) in self.leases.items() if until <= now]:
+            del self.leases[name]
+
+    async def lease(self, name: str, ttl: float) -> str | None:
+        held = self.leases.get(name)
+        now = time.monotonic()
+        if held is not None and held[1] > now:
+            return None
+        token = secrets.token_hex(8)
+        self.leases[name] = (token, now + ttl)
+        return token
+
+    async def unlease(self, name: str, token: str) -> None:
+        held = self.leases.get(name)
+        if held is not None and held[0] == token:
+            del self.leases[name]
 
     async def leave(self, peer_id: str, connection: str, document_ids: tuple[str, ...]) -> None:
         if self.peer_connection.get(peer_id) != connection:

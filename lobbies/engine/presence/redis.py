@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,14 +137,24 @@ class RedisPresence(Presence):
         connection: str,
         document_ids: tuple[str, ...],
         nickname: str | None = None,
+        capacities: Mapping[str, int] | None = None,
     ) -> dict[str, list[str]]:
         has_nickname = "0" if nickname is None else "1"
-        others = await self._run(
-            "join", peer_id, connection, has_nickname, nickname or "", *document_ids
-        )
+        capacities = capacities or {}
+        pairs = [
+            value
+            for document_id in document_ids
+            for value in (document_id, str(capacities.get(document_id, "")))
+        ]
+        others = await self._run("join", peer_id, connection, has_nickname, nickname or "", *pairs)
         if others is None:
             return {}
-        return dict(zip(document_ids, others, strict=True))
+        # (0 stands for an id without room: not joined.)
+        return {
+            document_id: found
+            for document_id, found in zip(document_ids, others, strict=True)
+            if found != 0
+        }
 
     async def leave(self, peer_id: str, connection: str, document_ids: tuple[str, ...]) -> None:
         if document_ids:
@@ -225,6 +237,21 @@ class RedisPresence(Presence):
 
     async def pipe_closed(self, key: PipeKey) -> None:
         await self._run("pipe_closed", key.document_id, *_pair(key))
+
+    # -- quick join ------------------------------------------------------------------------
+
+    async def reserve(self, document_id: str, peer_id: str, capacity: int, ttl: float) -> bool:
+        milliseconds = str(max(1, round(ttl * 1000)))
+        return bool(await self._run("reserve", document_id, peer_id, str(capacity), milliseconds))
+
+    async def lease(self, name: str, ttl: float) -> str | None:
+        token = secrets.token_hex(8)
+        key = f"{self.keys}lease:{name}"
+        taken = await self._client().redis.set(key, token, nx=True, px=max(1, round(ttl * 1000)))
+        return token if taken else None
+
+    async def unlease(self, name: str, token: str) -> None:
+        await self._run("unlease", name, token)
 
     async def stats(self) -> Stats:
         peers_online, lobbies_active, pipes_open = await self._run("stats")

@@ -20,6 +20,8 @@ Keys (``P`` is ``RELAY_REDIS_PREFIX`` followed by ``presence:``, so ``P peers`` 
 ``P held``                 hash   held pipe request (``held_field``) -> its connection id
 ``P pipes``                zset   pipe id -> when it was paired (µs); ``pipes:<doc>`` and
                                   ``pair:<[doc, peer, peer]>`` index the same ids
+``P seats:<doc>``          zset   peer id -> when the seat quick join holds for it expires (µs)
+``P lease:<name>``         str    the token of whoever holds a lease (expires by itself)
 ``P workers``              zset   worker -> when its announcement expires (µs, Redis's clock)
 ``P wpeers:<worker>``      set    what each worker holds (peer ids, held fields, pipe ids),
 ``P wheld:<worker>``              so that forgetting a worker touches exactly its records
@@ -152,6 +154,25 @@ local function hmget_args(key, first)
   return values
 end
 
+-- Places in a lobby that others than ``peer`` take: members (ghosts of a stopped worker
+-- too, until it is reaped) and live seats; 0 when ``peer`` is a member already. The seats are
+-- never more than the capacity (``reserve``), so the loop is short.
+local function taken(doc, peer)
+  local members = P .. 'members:' .. doc
+  if redis.call('ZSCORE', members, peer) then
+    return 0
+  end
+  local seats = P .. 'seats:' .. doc
+  redis.call('ZREMRANGEBYSCORE', seats, '-inf', us(now()))
+  local count = redis.call('ZCARD', members)
+  for _, other in ipairs(redis.call('ZRANGE', seats, 0, -1)) do
+    if other ~= peer and not redis.call('ZSCORE', members, other) then
+      count = count + 1
+    end
+  end
+  return count
+end
+
 local function pair_key(doc, first, second)
   return P .. 'pair:' .. cjson.encode({doc, first, second})
 end
@@ -243,7 +264,8 @@ if redis.call('HGET', P .. 'peers', peer) == connection then
 end
 return 0
 """,
-    # peer, connection, has nickname ('1'/'0'), nickname, doc... -> false | {others of each doc}
+    # peer, connection, has nickname ('1'/'0'), nickname, (doc, capacity or '')...
+    #   -> false | {others of each doc, or 0 for a doc without room}
     "join": r"""
 local peer, connection = ARGV[2], ARGV[3]
 if redis.call('HGET', P .. 'peers', peer) ~= connection then
@@ -254,23 +276,55 @@ if ARGV[4] == '1' then
 end
 local joined = P .. 'joined:' .. peer
 local result = {}
-for i = 6, #ARGV do
+for i = 6, #ARGV, 2 do
   local doc = ARGV[i]
-  local members = P .. 'members:' .. doc
-  local others = {}
-  for _, member in ipairs(redis.call('ZRANGE', members, 0, -1)) do
-    if member ~= peer and online(member) then
-      others[#others + 1] = member
+  local capacity = tonumber(ARGV[i + 1])
+  if capacity and taken(doc, peer) >= capacity then
+    result[#result + 1] = 0
+  else
+    if capacity then
+      redis.call('ZREM', P .. 'seats:' .. doc, peer)
     end
+    local members = P .. 'members:' .. doc
+    local others = {}
+    for _, member in ipairs(redis.call('ZRANGE', members, 0, -1)) do
+      if member ~= peer and online(member) then
+        others[#others + 1] = member
+      end
+    end
+    result[#result + 1] = others
+    if not redis.call('ZSCORE', members, peer) then
+      redis.call('ZADD', members, us(next_score(members)), peer)
+    end
+    redis.call('SADD', joined, doc)
+    redis.call('SADD', P .. 'lobbies', doc)
   end
-  result[#result + 1] = others
-  if not redis.call('ZSCORE', members, peer) then
-    redis.call('ZADD', members, us(next_score(members)), peer)
-  end
-  redis.call('SADD', joined, doc)
-  redis.call('SADD', P .. 'lobbies', doc)
 end
 return result
+""",
+    # doc, peer, capacity, ttl (ms) -> 1 (a seat, or in already) | 0 (no room)
+    "reserve": r"""
+local doc, peer, capacity, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('ZSCORE', P .. 'members:' .. doc, peer) then
+  return 1
+end
+local seats = P .. 'seats:' .. doc
+local seated = redis.call('ZSCORE', seats, peer)
+if not seated and taken(doc, peer) >= capacity then
+  return 0
+end
+redis.call('ZADD', seats, us(now() + ttl * 1000), peer)
+-- Every seat lasts the same TTL: the key outlives its newest seat by nothing.
+redis.call('PEXPIRE', seats, ttl)
+return 1
+""",
+    # name, token
+    "unlease": r"""
+local key = P .. 'lease:' .. ARGV[2]
+if redis.call('GET', key) == ARGV[3] then
+  redis.call('DEL', key)
+end
+return 0
 """,
     # peer, connection, doc...
     "leave": r"""
