@@ -57,11 +57,12 @@ class LobbyAdmin(admin.ModelAdmin):
         "visibility",
         "topology",
         "game",
+        "matchmade",
         ("owner", admin.RelatedOnlyFieldListFilter),
     ]
     search_fields = ["document_id", "title", "game", "owner__username"]
     autocomplete_fields = ["owner"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["matchmade", "created_at", "updated_at"]
     inlines = [LobbyGrantInline]
     change_form_template = "admin/lobbies/lobby/change_form.html"
     formfield_overrides = {models.JSONField: {"form_class": LobbyDataField}}
