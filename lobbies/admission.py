@@ -299,10 +299,13 @@ async def create_lobby(
     return await database_sync_to_async(_create_lobby)(identity, document_id, spec, address)
 
 
-async def quick_join(identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str) -> str:
-    """The document id of a lobby with a seat for ``peer_id``, found or made by quick join
-    (``lobbies.matchmaking``; raises :class:`Rejected` as it does)."""
-    return (await matchmaking.quick_join(identity, peer_id, spec, address)).document_id
+async def quick_join(
+    identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str, exclude: frozenset[str]
+) -> str:
+    """The document id of a lobby with a seat for ``peer_id``, found or made by quick join,
+    never one of ``exclude`` (``lobbies.matchmaking``; raises :class:`Rejected` as it does)."""
+    seat = await matchmaking.quick_join(identity, peer_id, spec, address, exclude)
+    return seat.document_id
 
 
 def _update_lobby(document_id: str, spec: LobbySpec, by: int | None) -> LobbyView:

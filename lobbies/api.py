@@ -29,7 +29,15 @@ from lobbies.conf import relay_settings
 from lobbies.engine.protocol import is_valid_id
 from lobbies.matchmaking import QuickJoinSpec
 from lobbies.models import ApiToken, Lobby
-from lobbies.policy import Identity, LobbyState, Role, Topology, Visibility
+from lobbies.policy import (
+    Identity,
+    LobbyFacts,
+    LobbyState,
+    Role,
+    Topology,
+    Visibility,
+    capacity_of,
+)
 from lobbies.schemas import LobbySpec, storable
 
 api = NinjaAPI(
@@ -284,7 +292,11 @@ class WithRoom(Sequence[Lobby]):
 
     def __init__(self, lobbies: QuerySet[Lobby]) -> None:
         self.lobbies = lobbies
-        rows = list(lobbies.values_list("pk", "document_id", "max_peers"))
+        found = lobbies.values_list("pk", "document_id", "max_peers", "owner_id", "matchmade")
+        rows = [
+            (pk, document_id, capacity_of(LobbyFacts(owner, max_peers=most, matchmade=made)))
+            for pk, document_id, most, owner, made in found
+        ]
         present = owners.counts([d for _, d, most in rows if most is not None])
         self.pks = [pk for pk, d, most in rows if most is None or present.get(d, 0) < most]
 

@@ -13,14 +13,17 @@ Two ways in, one function (:func:`quick_join`): the owners' API (``POST
 /api/lobbies/quick-join``, then any client Joins the id it got, an unmodified LF client too), and
 a Join carrying a ``quickJoin`` extra (``lobbies.engine.peers``, through ``lobbies.admission``).
 
-Which lobbies are found: public, open lobbies of the game with a capacity (a lobby without one is
-never full, so it would take every player), whose ``data`` holds each filter's value, in which no
-ban names the asker; of the newest :data:`CANDIDATES` of those, the fullest that has room comes
-first. A lobby quick join makes has no owner, whoever asked (no player gets power over the
-strangers it is filled with): it is public, ``matchmade`` (so ``lobbies.policy`` lets it have a
-capacity and a host without an owner), its ``data`` is the filters, and it goes like any ownerless
-lobby once nobody has been in it for ``RELAY_ORPHAN_LOBBY_TTL``. Making it is asked of the
-creation policy and counted in ``RELAY_LOBBY_CREATION_RATE``, as every new lobby is.
+Which lobbies are found: quick join's own (``matchmade``; a lobby an owner made is never filled
+by it: its owner chooses who comes, and nobody may keep places there), public and open, of the
+game, of the capacity and topology asked (a player asking for a race of four is never placed in
+a lobby of a thousand around one host), whose ``data`` holds each filter's value, in which no ban
+names the asker and that the asking socket is not in already; of the newest :data:`CANDIDATES`
+of those, the fullest that has room comes first. A lobby quick join makes has no owner, whoever
+asked (no player gets power over the strangers it is filled with): it is public, ``matchmade``
+(so ``lobbies.policy`` lets it have a capacity and a host without an owner), its ``data`` is the
+filters, and it goes like any ownerless lobby once nobody has been in it for
+``RELAY_ORPHAN_LOBBY_TTL``. Making it is asked of the creation policy and counted in
+``RELAY_LOBBY_CREATION_RATE``, as every new lobby is.
 """
 
 from __future__ import annotations
@@ -126,47 +129,76 @@ class Seat:
 
 
 def pool_of(spec: QuickJoinSpec) -> str:
-    """The name of ``spec``'s pool: its game and filters, whatever their order."""
-    key = json.dumps([spec.game, sorted(spec.filters.items())], separators=(",", ":"))
+    """The name of ``spec``'s pool: its game, filters (whatever their order) and the shape of
+    the lobbies it is placed in."""
+    key = json.dumps([spec.game, sorted(spec.filters.items()), *_shape(spec).values()])
     return "pool:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def _shape(spec: QuickJoinSpec) -> dict[str, Any]:
+    """What a lobby must be to take ``spec``'s player (``Lobby`` field names): the capacity and
+    topology asked, and in a host lobby whether the host role passes on. A player asking for a
+    race of four is never placed in someone's lobby of a thousand around one host."""
+    shape: dict[str, Any] = {"max_peers": spec.max_peers, "topology": spec.topology.value}
+    if spec.topology is Topology.HOST:
+        shape["host_transferable"] = spec.host_transferable
+    return shape
+
+
 def matching(spec: QuickJoinSpec) -> Q:
-    """The lobbies ``spec`` may be placed in, as a query: public, open, of the game, with a
-    capacity that applies (an owner, or made by quick join), holding each filter."""
+    """The lobbies ``spec`` may be placed in, as a query: quick join's own (never a lobby an
+    owner made: its owner chooses who comes, and nobody may keep places there), public, open,
+    of the game and shape asked, holding each filter in its ``data``."""
     where = Q(
+        matchmade=True,
         game=spec.game,
         visibility=Visibility.PUBLIC.value,
         state=LobbyState.OPEN.value,
-        max_peers__isnull=False,
-    ) & (Q(owner__isnull=False) | Q(matchmade=True))
+        **_shape(spec),
+    )
     for name, wanted in spec.filters.items():
-        where &= Q(**{f"data__{name}": wanted})
+        # "__exact" last: a filter named as a lookup ("contains", "isnull", "regex") is a key of
+        # the data like any other, never a lookup on the whole column.
+        where &= Q(**{f"data__{name}__exact": wanted})
     return where
 
 
-def _candidates(identity: Identity, peer_id: str, spec: QuickJoinSpec) -> list[tuple[str, int]]:
-    """The newest lobbies ``spec`` matches that no ban keeps the asker out of: (document id,
-    capacity) each."""
+def _candidates(
+    identity: Identity, peer_id: str, spec: QuickJoinSpec, exclude: frozenset[str]
+) -> list[tuple[str, int]]:
+    """The newest lobbies ``spec`` matches that no ban keeps the asker out of, but those in
+    ``exclude``: (document id, capacity) each."""
     bans = Ban.objects.active().filter(lobby__isnull=False)
-    named = Q(peer_id=peer_id)
-    if identity.user_id is not None:
-        named |= Q(user_id=identity.user_id)
     lobbies = (
         Lobby.objects.filter(matching(spec))
-        .exclude(pk__in=bans.filter(named).values("lobby_id"))
+        .exclude(pk__in=bans.filter(_naming(identity, peer_id)).values("lobby_id"))
+        .exclude(document_id__in=exclude)
         .order_by("-created_at", "-pk")
         .values_list("document_id", "max_peers")
     )
     return list(lobbies[:CANDIDATES])
 
 
-def _asked(identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str) -> list:
-    """Count the request (``RELAY_QUICK_JOIN_RATE``; :class:`Rejected` 429 past it), then
-    :func:`_candidates`. In the database's thread."""
+def _naming(identity: Identity, peer_id: str) -> Q:
+    """Bans of this user (if signed in) or this peer id."""
+    named = Q(peer_id=peer_id)
+    if identity.user_id is not None:
+        named |= Q(user_id=identity.user_id)
+    return named
+
+
+def _asked(
+    identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str, exclude: frozenset[str]
+) -> list[tuple[str, int]]:
+    """Count the request (``RELAY_QUICK_JOIN_RATE``; :class:`Rejected` 429 past it), refuse
+    one a relay-wide ban applies to (403), then :func:`_candidates`. In the database's
+    thread."""
     if not get_rate_limits().quick_join(identity.account, address):
         raise Rejected(429, "too many quick joins lately (RELAY_QUICK_JOIN_RATE)")
-    return _candidates(identity, peer_id, spec)
+    everywhere = Ban.objects.active().filter(lobby__isnull=True)
+    if everywhere.filter(_naming(identity, peer_id)).exists():
+        raise Rejected(403, "you are banned from this relay")
+    return _candidates(identity, peer_id, spec, exclude)
 
 
 async def _seat_in(candidates: list[tuple[str, int]], peer_id: str) -> str | None:
@@ -203,19 +235,26 @@ async def _pool(name: str) -> AsyncIterator[None]:
             await presence.unlease(name, token)
 
 
-async def quick_join(identity: Identity, peer_id: str, spec: QuickJoinSpec, address: str) -> Seat:
+async def quick_join(
+    identity: Identity,
+    peer_id: str,
+    spec: QuickJoinSpec,
+    address: str,
+    exclude: frozenset[str] = frozenset(),
+) -> Seat:
     """A seat for ``peer_id`` (asked by ``identity`` from ``address``) in a lobby ``spec``
-    matches that has room, or in a new one. Raises :class:`Rejected`: 429 past
-    ``RELAY_QUICK_JOIN_RATE`` or ``RELAY_LOBBY_CREATION_RATE``, 403 when no lobby has room and
-    the creation policy does not let ``identity`` make one, 503 when the lobby just made filled
-    up before the seat was taken (try again)."""
+    matches that has room, or in a new one; never one of ``exclude`` (the lobbies the asking
+    socket is in). Raises :class:`Rejected`: 429 past ``RELAY_QUICK_JOIN_RATE`` or
+    ``RELAY_LOBBY_CREATION_RATE``, 403 for a relay-wide ban or when no lobby has room and the
+    creation policy does not let ``identity`` make one, 503 when the lobby just made filled up
+    before the seat was taken (try again)."""
     ttl = relay_settings().seat_ttl
-    candidates = await database_sync_to_async(_asked)(identity, peer_id, spec, address)
+    candidates = await database_sync_to_async(_asked)(identity, peer_id, spec, address, exclude)
     found = await _seat_in(candidates, peer_id)
     if found is None:
         async with _pool(pool_of(spec)):
             # Looked for again once the lease is ours: whoever held it may have made a lobby.
-            candidates = await database_sync_to_async(_candidates)(identity, peer_id, spec)
+            candidates = await database_sync_to_async(_candidates)(identity, peer_id, spec, exclude)
             found = await _seat_in(candidates, peer_id)
             if found is None:
                 made = await database_sync_to_async(owners.create_matchmade)(
@@ -234,11 +273,5 @@ def _expiry(ttl: float) -> datetime:
 
 def _new_lobby(spec: QuickJoinSpec) -> dict[str, Any]:
     """The fields of a lobby made for ``spec`` (``lobbies.models.Lobby`` names)."""
-    return {
-        "game": spec.game,
-        "title": spec.title,
-        "max_peers": spec.max_peers,
-        "topology": spec.topology.value,
-        "host_transferable": spec.host_transferable,
-        "data": dict(spec.filters),
-    }
+    made = {"game": spec.game, "title": spec.title, "data": dict(spec.filters)}
+    return {**made, "host_transferable": spec.host_transferable, **_shape(spec)}

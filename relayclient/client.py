@@ -693,11 +693,13 @@ class Client:
     def _handle_extended(self, message: Joined | Refusal | Left) -> None:
         document_id = message.document_id or ""  # (no id: the answer to a quick join)
         key = document_id
-        unnamed = isinstance(message, Joined) and document_id not in self._documents
-        if unnamed and self._waiters.get(_QUICK_JOIN):
-            # A lobby we did not name: where quick join placed us. Joined again on reconnect.
+        unnamed = document_id not in self._documents and document_id not in self._waiters
+        if unnamed and not isinstance(message, Left) and self._waiters.get(_QUICK_JOIN):
+            # A lobby we did not name: where quick join placed us (joined again on reconnect),
+            # or why we could not join the one it found.
             key = _QUICK_JOIN
-            self._documents[document_id] = {"ext": 1}
+            if isinstance(message, Joined):
+                self._documents[document_id] = {"ext": 1}
         if isinstance(message, Joined):
             self._lobbies[document_id] = message
         else:

@@ -5,9 +5,11 @@ never past it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async as db
 from django.contrib.auth.models import User
 from pydantic import ValidationError
@@ -115,33 +117,75 @@ async def test_other_filters_and_games_get_lobbies_of_their_own():
         await socket.disconnect()
 
 
-async def test_a_lobby_someone_owns_is_found_when_it_matches():
+async def test_a_lobby_an_owner_made_is_never_filled_by_quick_join():
+    # Its owner chooses who comes: nobody may keep places there, or take them in passing.
     owner = await db(User.objects.create_user)("owner")
     await db(Lobby.objects.create)(
         document_id="fridays-race", owner=owner, game="race", max_peers=4, data={"map": "desert"}
     )
     socket, joined = await _quick_joined("/introduction/p1", RACE)
-    assert joined["documentId"] == "fridays-race"
-    assert joined["lobby"]["owner"] == "owner"
+    assert joined["documentId"] != "fridays-race"
+    assert joined["lobby"]["owner"] is None
     await socket.disconnect()
 
 
-async def test_full_locked_private_and_banning_lobbies_are_passed_over():
-    owner = await db(User.objects.create_user)("owner")
-    for document_id, extra in [
+def _matchmade(document_id: str, **fields) -> Lobby:
+    row = {"game": "race", "max_peers": 4, "data": {"map": "desert"}, **fields}
+    return Lobby.objects.create(document_id=document_id, matchmade=True, **row)
+
+
+async def test_lobbies_of_another_shape_or_state_or_banning_the_player_are_passed_over():
+    for document_id, fields in [
         ("locked", {"state": "locked"}),
         ("private", {"visibility": "private"}),
         ("unlisted", {"visibility": "unlisted"}),
         ("banning", {}),
-        ("uncapped", {"max_peers": None}),
+        ("bigger", {"max_peers": 100_000}),
+        ("hosted", {"topology": "host"}),
+        ("other-map", {"data": {"map": "ice"}}),
     ]:
-        fields = {"game": "race", "max_peers": 4, "data": {"map": "desert"}, **extra}
-        await db(Lobby.objects.create)(document_id=document_id, owner=owner, **fields)
+        await db(_matchmade)(document_id, **fields)
     banning = await db(Lobby.objects.get)(document_id="banning")
     await db(Ban.objects.create)(lobby=banning, peer_id="p1")
+    await db(_matchmade)("fits")
     socket, joined = await _quick_joined("/introduction/p1", RACE)
-    assert joined["documentId"].startswith("race-")  # none would do: a lobby made for it
-    assert joined["lobby"]["owner"] is None
+    assert joined["documentId"] == "fits"
+    await socket.disconnect()
+    # And without "fits", none will do: a lobby is made for the player.
+    await db(Lobby.objects.filter(document_id="fits").delete)()
+    socket, joined = await _quick_joined("/introduction/p1", RACE)
+    assert joined["documentId"].startswith("race-")
+    await socket.disconnect()
+
+
+@pytest.mark.parametrize("name", ["contains", "isnull", "regex", "range", "has_key", "exact", "gt"])
+async def test_a_filter_named_as_a_lookup_is_a_key_of_the_data_like_any_other(name):
+    await db(_matchmade)("holds-it", data={name: "yes"})
+    await db(_matchmade)("holds-another", data={"map": "yes"})
+    socket, joined = await _quick_joined(
+        "/introduction/p1", {"game": "race", "maxPeers": 4, "filters": {name: "yes"}}
+    )
+    assert joined["documentId"] == "holds-it"
+    await socket.disconnect()
+
+
+async def test_asking_again_from_the_same_socket_finds_another_lobby():
+    socket, first = await _quick_joined("/introduction/p1", RACE)
+    await socket.send_to(text_data=join(quickJoin=RACE))
+    second = await received(socket)
+    assert second["type"] == "Joined" and second["documentId"] != first["documentId"]
+    await socket.disconnect()
+
+
+async def test_a_socket_without_room_for_another_id_takes_no_seat_and_makes_no_lobby(settings):
+    settings.RELAY_MAX_IDS_PER_PEER = 1
+    socket = await opened("/introduction/p1")
+    await socket.send_to(text_data=join("mine", ext=1))
+    assert (await received(socket))["type"] == "Joined"
+    await socket.send_to(text_data=join(quickJoin=RACE))
+    error = await received(socket)
+    assert (error["code"], error["documentId"]) == ("invalid", None)
+    assert not await db(Lobby.objects.filter(game="race").exists)()
     await socket.disconnect()
 
 
@@ -167,3 +211,96 @@ async def test_quick_joins_are_counted_per_address(settings):
         codes.append(message.get("code", message["type"]))
         await socket.disconnect()
     assert codes == ["Joined", "Joined", "rate_limited"]
+
+
+# -- through the API -----------------------------------------------------------------------------
+
+
+def _ask(client, headers: dict | None = None, **body):
+    path = "/api/lobbies/quick-join"
+    return client.post(path, {**RACE, **body}, content_type="application/json", headers=headers)
+
+
+def test_the_api_finds_a_place_for_a_peer_id_and_keeps_it(client):
+    first = _ask(client, peerId="p1")
+    assert first.status_code == 200, first.content
+    found = first.json()
+    assert found["created"] is True
+    assert found["documentId"] == found["lobby"]["documentId"]
+    assert (found["lobby"]["maxPeers"], found["lobby"]["owner"]) == (4, None)
+    assert "seatExpiresAt" in found
+    again = _ask(client, peerId="p2").json()
+    assert (again["documentId"], again["created"]) == (found["documentId"], False)
+
+
+def test_places_kept_by_the_api_fill_the_lobby_for_everyone_else(client):
+    places = [_ask(client, peerId=f"p{n}").json()["documentId"] for n in range(4)]
+    assert len(set(places)) == 1
+
+    async def joins() -> tuple[dict, dict]:
+        stranger = await opened("/introduction/stranger")
+        await stranger.send_to(text_data=join(places[0], ext=1))
+        refused = await received(stranger)
+        seated = await opened("/introduction/p3")
+        await seated.send_to(text_data=join(places[0], ext=1))
+        joined = await received(seated)
+        for socket in (stranger, seated):
+            await socket.disconnect()
+        return refused, joined
+
+    refused, joined = async_to_sync(joins)()
+    assert (refused["type"], refused["code"]) == ("Error", "lobby_full")
+    assert (joined["type"], joined["documentId"]) == ("Joined", places[0])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"peerId": ""}, "peerId"),
+        ({"peerId": "a\u202eb"}, "peerId"),
+        ({"peerId": "p", "filters": {"contains__x": 1}}, "filters"),
+        ({"peerId": "p", "game": "a\x00b"}, "game"),
+        ({"peerId": "p", "maxPeers": 0}, "maxPeers"),
+        ({"peerId": "p", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_requests_are_a_422_naming_the_field(client, body, field):
+    answer = _ask(client, **body)
+    assert answer.status_code == 422
+    assert field in json.dumps(answer.json())
+
+
+def test_a_signed_in_browser_must_send_its_csrf_token(transactional_db):
+    from django.test import Client
+
+    user = User.objects.create_user("player", password="a long password 9")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    answer = _ask(browser, peerId="p1")
+    assert answer.status_code == 403
+    assert "CSRF" in answer.json()["detail"]
+
+
+def test_an_api_token_asks_as_its_user_and_a_bad_one_is_refused(client, settings):
+    from lobbies.models import ApiToken
+
+    settings.RELAY_CREATION_POLICY = "authenticated"
+    assert _ask(client, peerId="anon").status_code == 403  # may not make the lobby
+    user = User.objects.create_user("player")
+    _, secret = ApiToken.issue(user, "game server")
+    asked = _ask(client, {"Authorization": f"Bearer {secret}"}, peerId="p1")
+    assert asked.status_code == 200, asked.content
+    bad = _ask(client, {"Authorization": "Bearer rly_nope"}, peerId="p1")
+    assert bad.status_code == 401
+
+
+def test_a_relay_wide_ban_is_refused(client):
+    Ban.objects.create(peer_id="banned")
+    answer = _ask(client, peerId="banned")
+    assert answer.status_code == 403
+    assert "banned" in answer.json()["detail"]
+
+
+def test_the_openapi_schema_documents_quick_join(client):
+    operation = client.get("/api/openapi.json").json()["paths"]["/api/lobbies/quick-join"]["post"]
+    assert {"200", "403", "422", "429", "503"} <= set(operation["responses"])

@@ -637,6 +637,11 @@ async def test_quick_join_places_two_players_together_and_they_meet(relay_url: s
             # Full: the third player gets a lobby of its own.
             own = await within(third.quick_join(game, filters={"map": "ice"}, max_peers=2))
             assert own.document_id != joined.document_id
+            # Asking again from the same client: never the lobby it is in already (here the
+            # third player's, which has room).
+            another = await within(first.quick_join(game, filters={"map": "ice"}, max_peers=2))
+            assert another.document_id == own.document_id
+            assert {joined.document_id, own.document_id} <= first.documents
 
 
 @pytest.mark.asyncio

@@ -260,15 +260,31 @@ class ControlSocket:
                 named += (None,)  # the quick join's own answer
             self._refuse(named, Refusal.RATE_LIMITED, "too many Joins and Leaves")
             return {}
-        if join.quick_join is not None:
-            found = await self._quick_join(join.quick_join)
-            if found is not None and found not in join.document_ids:
-                join = replace(join, document_ids=(*join.document_ids, found))
+        if join.quick_join is None:
+            return await self._join_ids(join)
+        found = await self._quick_join(join)
+        if found is None:
+            return await self._join_ids(join)  # the frame's other ids, if any
+        meetings = await self._join_ids(
+            replace(join, document_ids=(*join.document_ids, found)), found
+        )
+        if found not in self.lobbies:
+            # Not joined after all (refused, or the socket closed): the place goes back now.
+            await self.presence.unreserve(found, self.peer_id)
+        return meetings
+
+    async def _join_ids(self, join: Join, found: str | None = None) -> dict[str, list[str]]:
+        """Join's work for its ids (``found``: the one quick join found among them)."""
         self._refuse(join.over_limit, Refusal.INVALID, self._over_limit)
         document_ids = self._within_limit(join.document_ids)
         fresh = [d for d in document_ids if d not in self.lobbies]
         generation = admission.lobby_cache.generation
         admitted = await self._admit(document_ids, fresh, join)
+        if found in admitted and self.lobbies[found].lobby is None:
+            # Deleted between the seat and this Join (it was empty): not a plain channel now.
+            del self.lobbies[found]
+            self._refuse((found,), Refusal.LOBBY_FULL, "the lobby found was deleted: ask again")
+            admitted = tuple(d for d in admitted if d != found)
         if not admitted or self.state is not PeerState.OPEN:
             return {}
         capacities = self._capacities(admitted, fresh)
@@ -319,16 +335,23 @@ class ControlSocket:
                     capacities[document_id] = capacity
         return capacities
 
-    async def _quick_join(self, request: dict[str, Any]) -> str | None:
+    async def _quick_join(self, join: Join) -> str | None:
         """The document id of the lobby quick join finds (or makes) with a seat for this peer,
-        or None when it cannot (an ``Error`` without a ``documentId`` says why)."""
+        never one it is in or names in this Join; or None when it cannot (an ``Error`` without
+        a ``documentId`` says why)."""
         try:
-            spec = admission.QuickJoinSpec.model_validate(request)
+            spec = admission.QuickJoinSpec.model_validate(join.quick_join)
         except ValidationError as exc:
             self._refuse((None,), Refusal.INVALID, _first_error(exc, "quickJoin"))
             return None
+        named = {*self.lobbies, *join.document_ids}
+        if len(named) >= self.settings.max_ids_per_peer:
+            self._refuse((None,), Refusal.INVALID, self._over_limit)  # (no seat taken for it)
+            return None
         try:
-            return await admission.quick_join(self.identity, self.peer_id, spec, self.address)
+            return await admission.quick_join(
+                self.identity, self.peer_id, spec, self.address, frozenset(named)
+            )
         except admission.Rejected as refused:
             refusal = _QUICK_JOIN_REJECTED.get(refused.status, Refusal.INVALID)
             self._refuse((None,), refusal, refused.message)

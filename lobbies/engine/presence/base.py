@@ -197,6 +197,10 @@ class Presence(ABC):
         counts against the capacity until the peer joins or it expires."""
 
     @abstractmethod
+    async def unreserve(self, document_id: str, peer_id: str) -> None:
+        """Give back ``peer_id``'s seat in ``document_id`` (it will not join after all)."""
+
+    @abstractmethod
     async def lease(self, name: str, ttl: float) -> str | None:
         """Take the lease ``name`` for ``ttl`` seconds (at most), unless someone holds it:
         returns the token that gives it back (:meth:`unlease`), or None when it is taken."""

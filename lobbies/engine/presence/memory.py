@@ -101,9 +101,7 @@ class MemoryPresence(Presence):
             others[document_id] = [p for p in members if p != peer_id]
             members.setdefault(peer_id, now)
             mine.add(document_id)
-            seats = self.seats.get(document_id)
-            if seats is not None and seats.pop(peer_id, None) is not None and not seats:
-                del self.seats[document_id]
+            await self.unreserve(document_id, peer_id)  # used up (it awaits nothing: atomic)
         return others
 
     def _taken(self, document_id: str, peer_id: str) -> int:
@@ -128,6 +126,11 @@ class MemoryPresence(Presence):
             return False
         self.seats.setdefault(document_id, {})[peer_id] = time.monotonic() + ttl
         return True
+
+    async def unreserve(self, document_id: str, peer_id: str) -> None:
+        seats = self.seats.get(document_id)
+        if seats is not None and seats.pop(peer_id, None) is not None and not seats:
+            del self.seats[document_id]
 
     def _sweep(self, ttl: float) -> None:
         # Seats of lobbies nobody asks about again would stay: once per TTL, drop every

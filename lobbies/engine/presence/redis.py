@@ -244,6 +244,9 @@ class RedisPresence(Presence):
         milliseconds = str(max(1, round(ttl * 1000)))
         return bool(await self._run("reserve", document_id, peer_id, str(capacity), milliseconds))
 
+    async def unreserve(self, document_id: str, peer_id: str) -> None:
+        await self._client().redis.zrem(f"{self.keys}seats:{document_id}", peer_id)
+
     async def lease(self, name: str, ttl: float) -> str | None:
         token = secrets.token_hex(8)
         key = f"{self.keys}lease:{name}"

@@ -314,8 +314,10 @@ if not seated and taken(doc, peer) >= capacity then
   return 0
 end
 redis.call('ZADD', seats, us(now() + ttl * 1000), peer)
--- Every seat lasts the same TTL: the key outlives its newest seat by nothing.
-redis.call('PEXPIRE', seats, ttl)
+-- The key goes with its last seat; only ever made to last longer (workers may differ in TTL).
+if redis.call('PTTL', seats) < ttl then
+  redis.call('PEXPIRE', seats, ttl)
+end
 return 1
 """,
     # name, token
