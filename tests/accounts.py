@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
@@ -21,3 +25,19 @@ def staff_client(name: str, *codenames: str, superuser: bool = False) -> Client:
     for codename in codenames:
         user.user_permissions.add(Permission.objects.get(codename=codename))
     return signed_in(user)
+
+
+def owner_link(data_dir: Path, username: str, url: str) -> str:
+    """Run ``manage.py create_owner USERNAME --url URL`` against the database of the relay
+    keeping its files in ``data_dir``, as its operator would; the sign-in link it prints."""
+    from tests.conftest import ROOT, relay_environ
+
+    made = subprocess.run(
+        [sys.executable, "manage.py", "create_owner", username, "--url", url],
+        cwd=ROOT,
+        env=relay_environ(data_dir),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]

@@ -191,6 +191,15 @@ def fresh_process_state(settings) -> Iterator[None]:
 
 
 @pytest.fixture
+async def browser() -> AsyncIterator:
+    """A headless Chromium for one test (``tests.browsers``)."""
+    from tests.browsers import chromium
+
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
 async def fresh_presence() -> AsyncIterator[None]:
     """This process's presence, empty before the test and after it."""
     from lobbies.engine.presence import get_presence

@@ -69,3 +69,15 @@ async def met(
     assert (await received(a))["type"] == "Introduction"
     assert (await received(b))["type"] == "Introduction"
     return a, b
+
+
+async def with_a_pipe(document_id: str, ticket: str) -> dict[str, WebsocketCommunicator]:
+    """Peer ``a`` (signed in by ``ticket``, opted in, nickname "Ace") and an anonymous ``b``
+    in ``document_id``, with a pipe open between them: their control sockets (``a``, ``b``) and
+    pipe ends (``end_a``, ``end_b``)."""
+    a, b = await met(document_id, "a", "b", prefix=f"/t/{ticket}", nickname="Ace")
+    end_a = await opened(f"/t/{ticket}/connection/a/b/{document_id}")
+    end_b = await opened(f"/connection/b/a/{document_id}")
+    await end_b.send_to(text_data="hi")
+    assert await end_a.receive_from() == "hi"
+    return {"a": a, "b": b, "end_a": end_a, "end_b": end_b}

@@ -15,7 +15,7 @@ from lobbies.auth import issue_ticket
 from lobbies.engine.presence import get_presence
 from lobbies.models import Ban, Lobby
 from tests.accounts import staff_client
-from tests.sockets import closed_with, join, met, opened, received, stays_open
+from tests.sockets import closed_with, join, opened, received, stays_open, with_a_pipe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
@@ -42,13 +42,9 @@ async def arena(lobby):
     open between them."""
     ann = await db(User.objects.create_user)("ann", password="a long password 6")
     ticket = await db(issue_ticket)(ann)
-    a, b = await met("arena", "a", "b", prefix=f"/t/{ticket}", nickname="Ace")
-    end_a = await opened(f"/t/{ticket}/connection/a/b/arena")
-    end_b = await opened("/connection/b/a/arena")
-    await end_b.send_to(text_data="hi")
-    assert await end_a.receive_from() == "hi"
-    yield {"a": a, "b": b, "end_a": end_a, "end_b": end_b}
-    for socket in (a, b, end_a, end_b):
+    sockets = await with_a_pipe("arena", ticket)
+    yield sockets
+    for socket in sockets.values():
         await socket.disconnect()
 
 

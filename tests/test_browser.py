@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.browsers import BROWSER_TESTS, chromium
+from tests.browsers import BROWSER_TESTS
 from tests.conftest import ROOT, LiveRelay, relay_environ, start_relay, stop_relay
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -40,12 +40,6 @@ def relay(tmp_path_factory) -> Iterator[LiveRelay]:
     relay = start_relay("uvicorn", data_dir)
     yield relay
     stop_relay(relay)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator:
-    async with chromium() as browser:
-        yield browser
 
 
 async def test_the_admin_is_styled_with_debug_off(relay, browser):

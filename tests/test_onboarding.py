@@ -27,7 +27,8 @@ from django.utils.http import urlsafe_base64_encode
 
 from lobbies.conf import relay_settings, setting_errors
 from lobbies.models import Lobby
-from tests.conftest import ROOT, LiveRelay, relay_environ, start_relay, stop_relay
+from tests.accounts import owner_link
+from tests.conftest import ROOT, LiveRelay, start_relay, stop_relay
 
 PASSWORD = "a long password 7"
 ATTACKER, ELSEWHERE = "203.0.113.5", "198.51.100.7"
@@ -377,16 +378,7 @@ async def chromium() -> AsyncIterator:
 @pytest.mark.live
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is not installed")
 async def test_an_owner_opens_the_printed_link_in_a_browser(relay, chromium, tmp_path):
-    made = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "manage.py", "create_owner", "heidi", "--url", relay.http_url],
-        cwd=ROOT,
-        env=relay_environ(tmp_path),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    link = made.stdout.strip().splitlines()[-1]
+    link = await asyncio.to_thread(owner_link, tmp_path, "heidi", relay.http_url)
     page = await chromium.new_page()
     await page.goto(link)
     await page.wait_for_selector("h1:has-text('Choose your password')")

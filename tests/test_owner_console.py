@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.browsers import BROWSER_TESTS, chromium
+from tests.browsers import BROWSER_TESTS
 from tests.conftest import ROOT, LiveRelay, _ticket_on, relay_environ, start_relay, stop_relay
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -53,12 +53,6 @@ def relay(tmp_path_factory) -> Iterator[LiveRelay]:
     relay = start_relay("uvicorn", data_dir)
     yield relay
     stop_relay(relay)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator:
-    async with chromium() as browser:
-        yield browser
 
 
 async def signed_in(browser: Any, relay: LiveRelay, width: int = 1280) -> Any:

@@ -16,7 +16,7 @@ from lobbies.auth import issue_ticket, resolve
 from lobbies.engine.presence import get_presence
 from lobbies.models import ApiToken, Ban, Lobby, LobbyGrant
 from tests import accounts
-from tests.sockets import closed_with, join, met, opened, received, stays_open
+from tests.sockets import closed_with, join, opened, received, stays_open, with_a_pipe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_presence")]
 
@@ -144,13 +144,9 @@ async def arena(owner):
     lobby = await db(Lobby.objects.create)(document_id="arena", owner=owner, title="Arena")
     ann = await db(User.objects.create_user)("ann", password="a long password 6")
     ticket = await db(issue_ticket)(ann)
-    a, b = await met("arena", "a", "b", prefix=f"/t/{ticket}", nickname="Ace")
-    end_a = await opened(f"/t/{ticket}/connection/a/b/arena")
-    end_b = await opened("/connection/b/a/arena")
-    await end_b.send_to(text_data="hi")
-    assert await end_a.receive_from() == "hi"
-    yield {"lobby": lobby, "a": a, "b": b, "end_a": end_a, "end_b": end_b, "ann": ann}
-    for socket in (a, b, end_a, end_b):
+    sockets = await with_a_pipe("arena", ticket)
+    yield {"lobby": lobby, "ann": ann, **sockets}
+    for socket in sockets.values():
         await socket.disconnect()
 
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.accounts import owner_link
 from tests.browsers import BROWSER_TESTS, chromium
-from tests.conftest import ROOT, LiveRelay, relay_environ, start_relay, stop_relay
+from tests.conftest import ROOT, LiveRelay, start_relay, stop_relay
 
 pytestmark = BROWSER_TESTS
 
@@ -51,16 +52,7 @@ def line_typed_arrives(sender: subprocess.Popen, receiver: subprocess.Popen, tex
 
 async def test_an_owner_goes_from_an_account_to_a_game_client_in_a_lobby(relay, tmp_path):
     # 1. The operator makes the account.
-    made = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "manage.py", "create_owner", "alice", "--url", relay.http_url],
-        cwd=ROOT,
-        env=relay_environ(tmp_path),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    link = made.stdout.strip().splitlines()[-1]
+    link = await asyncio.to_thread(owner_link, tmp_path, "alice", relay.http_url)
     clients: list[subprocess.Popen] = []
     async with chromium() as browser:
         # 2. The link, a password, "My lobbies", a lobby.
