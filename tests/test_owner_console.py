@@ -285,3 +285,23 @@ async def test_another_signed_in_user_finds_no_such_lobby_page(relay, browser):
     assert (await page.goto(lobby_url)).status == 404
     assert (await page.goto(f"{lobby_url}live/")).status == 404
     await stranger.close()
+
+
+async def test_closing_or_deleting_a_lobby_asks_first(relay, browser):
+    page = await signed_in(browser, relay)
+    await create_lobby(page, f"to-delete-{os.getpid()}", "Doomed race")
+    answers = iter(["dismiss", "accept"])
+    questions: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        questions.append(dialog.message)
+        await getattr(dialog, next(answers))()
+
+    page.on("dialog", answer)
+    await page.click("button.danger:has-text('Delete')")  # dismissed: nothing happens
+    await page.wait_for_timeout(300)
+    assert await page.locator("h1:has-text('Doomed race')").count() == 1
+    await page.click("button.danger:has-text('Delete')")  # accepted
+    await page.wait_for_selector("h1:has-text('My lobbies')")
+    assert "deleted" in await page.inner_text(".messages")
+    assert [q.split("?")[0] for q in questions] == ["Delete the lobby"] * 2

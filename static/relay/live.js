@@ -18,3 +18,10 @@
     setInterval(refresh, 2000)
   }
 })()
+
+// Forms that undo something for others (closing or deleting a lobby) ask first: their
+// data-confirm is the question. A script of the page's own, not an inline handler.
+document.addEventListener('submit', function (event) {
+  const question = event.target.dataset && event.target.dataset.confirm
+  if (question && !window.confirm(question)) event.preventDefault()
+})
