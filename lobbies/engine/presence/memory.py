@@ -101,7 +101,8 @@ class MemoryPresence(Presence):
             others[document_id] = [p for p in members if p != peer_id]
             members.setdefault(peer_id, now)
             mine.add(document_id)
-            await self.unreserve(document_id, peer_id)  # used up (it awaits nothing: atomic)
+            if capacity is not None:
+                self._drop_seat(document_id, peer_id)  # used up
         return others
 
     def _taken(self, document_id: str, peer_id: str) -> int:
@@ -128,6 +129,9 @@ class MemoryPresence(Presence):
         return True
 
     async def unreserve(self, document_id: str, peer_id: str) -> None:
+        self._drop_seat(document_id, peer_id)
+
+    def _drop_seat(self, document_id: str, peer_id: str) -> None:
         seats = self.seats.get(document_id)
         if seats is not None and seats.pop(peer_id, None) is not None and not seats:
             del self.seats[document_id]
