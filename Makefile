@@ -17,7 +17,7 @@ CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
 REDIS_SERVER := /usr/bin/redis-server
 
-.PHONY: run run-cluster test lint format bench clean
+.PHONY: run run-cluster test lint format bench soak chaos clean
 
 $(VENV)/.run-deps: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,18 @@ test: $(VENV)/.dev-deps $(CHROMIUM) $(NGINX) $(REDIS_SERVER) lint
 # The scale-out part needs Redis (127.0.0.1:6379, keys under a prefix of the run's own) and nginx.
 bench: $(VENV)/.dev-deps bench/node_modules/.installed $(NGINX)
 	$(PY) bench/run.py --scale-out
+
+# Hours of churn and faults leave nothing behind (bench/soak.py; README, "Soak and chaos"):
+# SOAK_SECONDS of mixed load against one worker, then two over Redis; `make chaos` against two
+# while killing workers, restarting Redis and cutting PostgreSQL off. Each fails if a frame was
+# lost or anything still grows once the load stops; series and plots go to bench/results/.
+SOAK_SECONDS ?= 60
+soak: $(VENV)/.dev-deps
+	$(PY) bench/soak.py --duration $(SOAK_SECONDS) --workers 1
+	$(PY) bench/soak.py --duration $(SOAK_SECONDS) --workers 2
+
+chaos: $(VENV)/.dev-deps $(REDIS_SERVER)
+	$(PY) bench/soak.py --duration $(SOAK_SECONDS) --workers 2 --chaos
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules tests/interop/build bench/node_modules var
