@@ -171,14 +171,32 @@ STORAGES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# How log lines are written (lobbies/logs.py): "plain", one human-readable line each, or "json",
+# one JSON object a line with every field of the line as a key (timestamp, level, logger,
+# message, event, peer_id, document_id, connection_id, worker, client, close_code, duration_s...)
+# for a log pipeline. Anything else is refused by the system check (lobbies/conf.py).
+RELAY_LOG_FORMAT = env.str("RELAY_LOG_FORMAT", default="plain")
+# How log lines show peer ids, document ids and usernames: "plain", or "hashed" (a keyed hash,
+# HMAC with the secret key: one id's lines can be followed, the id cannot be read back).
+RELAY_LOG_IDS = env.str("RELAY_LOG_IDS", default="plain")
+_LOG_FORMATTERS = {
+    "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    "json": {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        # Each record's extra fields (lobbies/logs.py) are added as keys of their own.
+        "fmt": "%(levelname)s %(name)s %(message)s %(process)d",
+        "rename_fields": {"levelname": "level", "name": "logger", "process": "pid"},
+        "timestamp": True,  # ISO 8601 in UTC, under "timestamp"
+    },
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"relay": _LOG_FORMATTERS.get(RELAY_LOG_FORMAT, _LOG_FORMATTERS["plain"])},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "relay"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="WARNING")},
-    # The relay's own lines: at INFO, one per connection opened and one per connection closed
-    # (peer, endpoint, close code, duration, traffic), never one per frame.
+    # The relay's own lines: at INFO, one per connection opened, refused and closed (peer,
+    # endpoint, close code, duration, traffic) and one per operator action, never one per frame.
     "loggers": {"lobbies": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")}},
 }
 
