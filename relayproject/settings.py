@@ -193,10 +193,19 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
 Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # served even before the first collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Static files with a hash of their content in their names (site.3f2a9c.css), for production:
+# they can then be cached for ever (nginx's `expires max`, whitenoise's own headers), an upgrade
+# bringing new names. Needs `collectstatic` before the relay serves a page (relay-setup does; a
+# page naming a file that was not collected is a 500). Off: the plain names `make run` uses.
+DJANGO_STATIC_MANIFEST = env.bool("DJANGO_STATIC_MANIFEST", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Compressed copies beside the originals (whitenoise serves gzip or brotli when asked).
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if DJANGO_STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -4,10 +4,14 @@ the relay's pages (its browser side is in tests/test_csp_browser.py)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,12 +34,33 @@ def production_environment() -> dict[str, str]:
     return variables
 
 
+def _without_our_variables() -> dict[str, str]:
+    ours = ("DJANGO_", "RELAY_", "DATABASE_URL")
+    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+
+
+@functools.cache
+def hashed_static() -> str:
+    """Static files collected as relay-setup collects them in production (hashed names), once:
+    the URLs are checked against their manifest."""
+    root = tempfile.mkdtemp(prefix="relay-manifest-")
+    production = {"DJANGO_STATIC_MANIFEST": "true", "DJANGO_STATIC_ROOT": root}
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env={**_without_our_variables(), **production, "RELAY_DATA_DIR": root},
+        check=True,
+        timeout=300,
+    )
+    return root
+
+
 def check_deploy(variables: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess:
     """``manage.py check --deploy`` (failing on warnings too) with only ``variables`` of the
-    relay's own: nothing of the test run's environment (DJANGO_*, RELAY_*, DATABASE_URL)."""
-    ours = ("DJANGO_", "RELAY_", "DATABASE_URL")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    environ |= {**variables, "RELAY_DATA_DIR": str(data_dir)}
+    relay's own: nothing of the test run's environment (DJANGO_*, RELAY_*, DATABASE_URL). As in
+    production, after relay-setup's collectstatic."""
+    environ = _without_our_variables() | variables
+    environ |= {"RELAY_DATA_DIR": str(data_dir), "DJANGO_STATIC_ROOT": hashed_static()}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
@@ -149,3 +174,36 @@ def test_templates_hold_no_inline_script_or_style():
         text = template.read_text()
         assert "<script>" not in text and "<style" not in text, template
         assert ' style="' not in text and " onclick=" not in text, template
+
+
+def test_the_tls_nginx_example_is_valid_nginx(tmp_path):
+    """deploy/nginx/relay-tls.conf as docs/deploy.md installs it, its certificate, log and
+    static paths pointed at this test's files: nginx itself accepts it (`nginx -t`)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.skip("nginx is not installed (make test installs it)")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=relay.example.org", "-keyout", tmp_path / "key.pem", "-out", tmp_path / "cert.pem"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    site = (ROOT / "deploy" / "nginx" / "relay-tls.conf").read_text()
+    site = re.sub(
+        r"/etc/letsencrypt/live/relay.example.org/fullchain.pem", str(tmp_path / "cert.pem"), site
+    )
+    site = re.sub(
+        r"/etc/letsencrypt/live/relay.example.org/privkey.pem", str(tmp_path / "key.pem"), site
+    )
+    site = site.replace("/var/log/nginx/", f"{tmp_path}/")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n{site}\n}}\n"
+    )
+    tested = subprocess.run(
+        [nginx, "-t", "-c", tmp_path / "nginx.conf", "-e", tmp_path / "error.log"],
+        capture_output=True,
+        text=True,
+    )
+    assert tested.returncode == 0, tested.stderr
+    assert "test is successful" in tested.stderr
