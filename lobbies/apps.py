@@ -10,5 +10,6 @@ class LobbiesConfig(AppConfig):
 
     def ready(self) -> None:
         # The settings' system check; the facts cache's, the events' and the bans' (applied
-        # to live sockets) model receivers, and the credentials' (lobbies.credentials).
-        from lobbies import admission, conf, credentials, events, owners  # noqa: F401
+        # to live sockets) model receivers, and the credentials' (lobbies.credentials); the
+        # operator actions' log lines (lobbies.logs).
+        from lobbies import admission, conf, credentials, events, logs, owners  # noqa: F401

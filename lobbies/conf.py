@@ -73,6 +73,8 @@ class RelaySettings:
     trending_cache_seconds: int
     event_queue: int
     pipe_report_seconds: float
+    log_format: str
+    log_ids: str
 
     @property
     def transport_max_bytes(self) -> int:
@@ -195,6 +197,12 @@ def setting_errors(values: RelaySettings) -> list[str]:
                 "or empty for no limit"
             )
 
+    from lobbies.logs import LogFormat, LogIds
+
+    for name, choices in (("log_format", LogFormat), ("log_ids", LogIds)):
+        if getattr(values, name) not in {c.value for c in choices}:
+            shown = " or ".join(c.value for c in choices)
+            errors.append(f"{_setting_name(name)} must be {shown}")
     if values.creation_policy not in {p.value for p in CreationPolicy}:
         choices = ", ".join(p.value for p in CreationPolicy)
         errors.append(f"RELAY_CREATION_POLICY must be one of {choices}")

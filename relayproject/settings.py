@@ -57,6 +57,32 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 if _proxy_ssl_header := env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default=""):
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
+# --- Production over TLS (docs/deploy.md; deploy/systemd/relay.env sets all of these) ---------
+# The relay never terminates TLS itself: a proxy does (nginx, deploy/nginx/relay-tls.conf). Each
+# default below is what plain `make run` over http needs; behind the proxy they are turned on.
+# Session and CSRF cookies only over https (a browser would not send them back over plain http,
+# so the default follows DJANGO_SECURE_PROXY_SSL_HEADER: on exactly when behind a TLS proxy).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool(
+    "DJANGO_SECURE_COOKIES", default=bool(_proxy_ssl_header)
+)
+# HTTP Strict Transport Security: seconds browsers must use https for this host (0: not sent).
+# Start small (an hour), then a year once https works everywhere: a browser keeps the rule.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+# The rule also for the subdomains of the relay's own name (relay.example.org covers
+# *.relay.example.org, never example.org's other names).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Plain http requests that reach the relay answered with a redirect to https (nginx redirects
+# its port 80 itself; this catches anything else). Never for the probes an orchestrator or
+# Prometheus sends to a worker directly over loopback, without the proxy's header.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)/?$"]
+# Silenced with a reason, and only this one: `check --deploy` warns whenever HSTS preload is off.
+# Preloading is a commitment of the whole registered domain (only an apex domain can be
+# submitted to the browsers' list, and leaving it takes months), which a relay served under
+# one name of it cannot make; DJANGO_SECURE_HSTS_PRELOAD=true is there for those who do.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -70,10 +96,13 @@ INSTALLED_APPS = [
     "lobbies",
     "analytics",
     "axes",  # sign-in throttling (relayproject/signin.py)
+    "csp",  # the Content-Security-Policy header (relayproject/csp.py)
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every page (CONTENT_SECURITY_POLICY below).
+    "relayproject.csp.RelayCSPMiddleware",
     # Serves STATIC_ROOT (filled by collectstatic, which `make run` runs) before Django's views.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,21 +193,69 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(DATA_DIR / "static"))
 Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # served even before the first collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Static files with a hash of their content in their names (site.3f2a9c.css), for production:
+# they can then be cached for ever (nginx's `expires max`, whitenoise's own headers), an upgrade
+# bringing new names. Needs `collectstatic` before the relay serves a page (relay-setup does; a
+# page naming a file that was not collected is a 500). Off: the plain names `make run` uses.
+DJANGO_STATIC_MANIFEST = env.bool("DJANGO_STATIC_MANIFEST", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Compressed copies beside the originals (whitenoise serves gzip or brotli when asked).
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if DJANGO_STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Content-Security-Policy (django-csp) on every page the relay serves, the admin and the API docs
+# included: scripts, styles, images and fonts only from the relay itself (static files: no inline
+# script or style anywhere in templates/), fetches and WebSockets only to it (connect-src 'self',
+# plus ws:// or wss:// to the page's own host, added per request by relayproject/csp.py: not
+# every browser counts WebSockets to the same host as 'self'), no plugins, no framing, forms
+# posted only to itself. data: images: the admin's and Swagger UI's icons are inlined in their CSS.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# How log lines are written (lobbies/logs.py): "plain", one human-readable line each, or "json",
+# one JSON object a line with every field of the line as a key (timestamp, level, logger,
+# message, event, peer_id, document_id, connection_id, worker, client, close_code, duration_s...)
+# for a log pipeline. Anything else is refused by the system check (lobbies/conf.py).
+RELAY_LOG_FORMAT = env.str("RELAY_LOG_FORMAT", default="plain")
+# How log lines show peer ids, document ids and usernames: "plain", or "hashed" (a keyed hash,
+# HMAC with the secret key: one id's lines can be followed, the id cannot be read back).
+RELAY_LOG_IDS = env.str("RELAY_LOG_IDS", default="plain")
+_LOG_FORMATTERS = {
+    "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    "json": {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        # Each record's extra fields (lobbies/logs.py) are added as keys of their own.
+        "fmt": "%(levelname)s %(name)s %(message)s %(process)d",
+        "rename_fields": {"levelname": "level", "name": "logger", "process": "pid"},
+        "timestamp": True,  # ISO 8601 in UTC, under "timestamp"
+    },
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"relay": _LOG_FORMATTERS.get(RELAY_LOG_FORMAT, _LOG_FORMATTERS["plain"])},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "relay"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="WARNING")},
-    # The relay's own lines: at INFO, one per connection opened and one per connection closed
-    # (peer, endpoint, close code, duration, traffic), never one per frame.
+    # The relay's own lines: at INFO, one per connection opened, refused and closed (peer,
+    # endpoint, close code, duration, traffic) and one per operator action, never one per frame.
     "loggers": {"lobbies": {"level": env.str("RELAY_LOG_LEVEL", default="INFO")}},
 }
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any, Protocol
 
 from channels.consumer import AsyncConsumer
 from redis.exceptions import RedisError
 
+from lobbies import logs
 from lobbies.conf import RelaySettings, relay_settings
 from lobbies.engine import workers
 from lobbies.engine.connections import Refused, Send, send_close
@@ -33,7 +33,8 @@ from lobbies.engine.ratelimits import RateLimits, get_rate_limits
 from lobbies.engine.splice import splice_handle
 from lobbies.policy import ANONYMOUS, Identity
 
-# One line per connection opened and one per connection closed, never one per frame.
+# One line per connection opened, refused and closed (lobbies.logs), never one per frame; and
+# faults, with their tracebacks.
 logger = logging.getLogger("lobbies.engine.connections")
 
 
@@ -51,8 +52,8 @@ class RelaySocket(Protocol):
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None: ...
 
-    def traffic(self) -> str:
-        """What the client sent, for the log line of its close."""
+    def traffic(self) -> dict[str, int]:
+        """What the client sent (counts by name), for the log line of its close."""
         ...
 
 
@@ -111,9 +112,7 @@ class RelayConsumer(AsyncConsumer):
         except RedisError as exc:
             # Presence is in Redis and Redis does not answer (restarting, say): the client is
             # told to come back rather than left with a fault.
-            logger.warning(
-                "%s %s: Redis does not answer (%r)", self.client, self.scope["path"], exc
-            )
+            logger.warning("%s %s: Redis does not answer (%r)", self.client, self.shown_path, exc)
             if socket is not None:
                 with contextlib.suppress(RedisError):
                     await socket.close(None)
@@ -122,16 +121,13 @@ class RelayConsumer(AsyncConsumer):
         except Exception:
             # A fault of the relay's while opening (its database unreachable, say): this socket
             # is closed with a code the client sees, and frees what it took.
-            logger.exception("%s %s failed to open", self.client, self.scope["path"])
+            logger.exception("%s %s failed to open", self.client, self.shown_path)
             if socket is not None:
                 await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
             else:
                 await send_close(send, CloseCode.INTERNAL_ERROR, "internal error")
             return
-        client, path = self.client, self.scope["path"]
-        started = time.monotonic()
-        who = f" as {self.identity.username}" if self.identity.is_authenticated else ""
-        logger.info("%s %s opened%s", client, path, who)
+        started = logs.log_opened(self.scope, socket)
         left: int | None = None  # the client's own close code, when it closed first
         try:
             handle_frame = socket.handle_frame
@@ -145,31 +141,18 @@ class RelayConsumer(AsyncConsumer):
         except Exception:
             # A fault of the relay's (its database unreachable, say) costs this socket only,
             # with a close code the client can see rather than a dropped connection.
-            logger.exception("%s %s failed", client, path)
+            logger.exception("%s %s failed", self.client, logs.shown_path(self.scope, socket))
             await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await socket.close(None)
             code = socket.close_code if socket.close_code is not None else left
-            reason = f" ({socket.close_reason})" if socket.close_reason else ""
-            duration = time.monotonic() - started
-            traffic = socket.traffic()
-            logger.info(
-                "%s %s closed: %s%s, %.1f s, %s", client, path, code, reason, duration, traffic
-            )
+            logs.log_closed(self.scope, socket, code, socket.close_reason, started)
 
     async def refuse(self, send: Send, refusal: Refused) -> None:
         """Close a socket refused as it opened, with one log line. A client refused again and
         again (the LF clients reconnect at once) waits a little longer for each answer."""
         delay = await get_rate_limits().refusal_delay("address", self.address)
-        later = f" (answered after {delay:g} s)" if delay else ""
-        logger.info(
-            "%s %s refused: %s %s%s",
-            self.client,
-            self.scope["path"],
-            int(refusal.code),
-            refusal.reason,
-            later,
-        )
+        logs.log_refused(self.scope, refusal.code, refusal.reason, delay)
         if delay:
             await asyncio.sleep(delay)
         await send_close(send, refusal.code, refusal.reason)
@@ -183,6 +166,11 @@ class RelayConsumer(AsyncConsumer):
     def client(self) -> str:
         """The client's address and port, for log lines."""
         return "{}:{}".format(*self.scope["client"]) if self.scope.get("client") else "-"
+
+    @property
+    def shown_path(self) -> str:
+        """The path as log lines show it (its ids hashed with ``RELAY_LOG_IDS=hashed``)."""
+        return logs.shown_path(self.scope)
 
     @property
     def identity(self) -> Identity:

@@ -45,6 +45,7 @@ from lobbies.engine.ratelimits import MAX_SPREAD_SECONDS, TokenBucket, get_rate_
 from lobbies.engine.splice import SpliceHandle
 from lobbies.engine.tasks import spawn
 from lobbies.events import emit, wanted
+from lobbies.logs import shown_id
 from lobbies.policy import (
     Access,
     CreationPolicy,
@@ -458,7 +459,7 @@ class ControlSocket:
         ``None`` stands for a request about no id (a quick join that found none)."""
         if not document_ids:
             return
-        logger.info("peer %r refused %s ids: %s", self.peer_id, len(document_ids), text)
+        logger.info("peer %r refused %s ids: %s", shown_id(self.peer_id), len(document_ids), text)
         if self.ext:
             for document_id in document_ids:
                 self.deliver(encode_error(self.dialect, refusal.value, document_id, text))
@@ -643,13 +644,20 @@ class ControlSocket:
         members = [p for p in await self.presence.members(document_id) if p != self.peer_id]
         online = await self.presence.connections(members)
         if heir is not None:
-            logger.info("lobby %r: host %r left, %r hosts now", document_id, self.peer_id, heir)
+            logger.info(
+                "lobby %r: host %r left, %r hosts now",
+                *map(shown_id, (document_id, self.peer_id, heir)),
+            )
             for member in members:
                 await _reach(online.get(member, ""), "host_is", document_id, heir)
             others = {m: [document_id] for m in members if m != heir}
             await _reach(online.get(heir, ""), "introduce", others)
             return
-        logger.info("lobby %r: host %r left, closed for its members", document_id, self.peer_id)
+        logger.info(
+            "lobby %r: host %r left, closed for its members",
+            shown_id(document_id),
+            shown_id(self.peer_id),
+        )
         await pipes.close_between(self.peer_id, document_id, CloseCode.GONE, "the host left")
         for member in members:
             await _reach(online.get(member, ""), "remove", document_id, "host_left")
@@ -695,7 +703,7 @@ class ControlSocket:
                     await self._hand_over(document_id)
                     self._report_left(document_id, "offline")
             except RedisError as exc:  # its members are told nothing: presence is away
-                logger.warning("peer %r left without handing over: %r", self.peer_id, exc)
+                logger.warning("peer %r left without handing over: %r", shown_id(self.peer_id), exc)
             # (If Redis does not answer, presence forgets the peer once it does.)
             await workers.settle(
                 lambda: self.presence.disconnect_peer(self.peer_id, self.connection)
@@ -731,9 +739,9 @@ class ControlSocket:
             await self.remove(document_id, order.reason)
             return True
 
-    def traffic(self) -> str:
-        """What the client sent, for the log line of its close."""
-        return f"{self.frames_in} control frames in, {len(self.lobbies)} ids joined"
+    def traffic(self) -> dict[str, int]:
+        """What the client sent, for the log line of its close (``lobbies.logs``)."""
+        return {"control_frames_in": self.frames_in, "ids_joined": len(self.lobbies)}
 
 
 # -- control sockets reached from another worker, or from this one by connection id ------------

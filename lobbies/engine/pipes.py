@@ -432,10 +432,10 @@ class PipeEnd:
             size += self.handle.relayed_bytes
         return frames, size
 
-    def traffic(self) -> str:
-        """What the client sent, for the log line of its close."""
+    def traffic(self) -> dict[str, int]:
+        """What the client sent, for the log line of its close (``lobbies.logs``)."""
         frames, size = self.totals()
-        return f"{frames} frames, {size} bytes in"
+        return {"frames_in": frames, "bytes_in": size}
 
     def _report(self, partner: PipeEnd, *, closing: bool = False) -> None:
         """Emit what moved both ways since the last report (``pipe_traffic``) and, when the

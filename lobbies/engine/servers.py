@@ -82,6 +82,9 @@ def uvicorn_config(
         proxy_headers=False,
         log_level="warning",
         access_log=False,
+        # Its lines go through the relay's own logging (RELAY_LOG_FORMAT: JSON too), not a
+        # handler and format of uvicorn's.
+        log_config=None,
     )
 
 
