@@ -798,6 +798,9 @@ async def test_readers_that_stop_reading_hold_no_more_than_the_held_budget(make_
         "RELAY_MAX_HELD_BYTES": "1048576",
         "RELAY_MAX_HELD_BYTES_TOTAL": "2097152",
         "RELAY_MAX_HELD_BYTES_PER_ADDRESS": "2097152",
+        # The 4413 waits behind the backlog the reader has not read: on a busy machine reading
+        # it may take longer than the default close timeout, which would abort (1006) instead.
+        "RELAY_CLOSE_TIMEOUT": "60",
     }
     first, second = make_cluster("uvicorn", **limits).workers
     frame, count = os.urandom(32 * 1024), 512  # 16 MiB a writer: past every socket buffer
