@@ -10,5 +10,6 @@ class LobbiesConfig(AppConfig):
 
     def ready(self) -> None:
         # The settings' system check; the facts cache's, the events' and the bans' (applied
-        # to live sockets) model receivers, and the credentials' (lobbies.credentials).
-        from lobbies import admission, conf, credentials, events, owners  # noqa: F401
+        # to live sockets) model receivers, the credentials' (lobbies.credentials), and the
+        # metrics' event receivers (lobbies.metrics).
+        from lobbies import admission, conf, credentials, events, metrics, owners  # noqa: F401
