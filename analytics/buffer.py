@@ -114,6 +114,11 @@ class Buffer:
             self.lobbies.setdefault((hour, document_id), Counter())["bytes"] += size
             self._due()
 
+    def pending_rows(self) -> int:
+        """Rows (keys of all tables together) waiting for the next flush (``/metrics``)."""
+        with self.lock:
+            return sum(len(getattr(self, name)) for name in _FIELDS)
+
     def _due(self) -> None:
         # A flush a few seconds after the first event waiting: one per period, however many.
         if self.timer is None:

@@ -5,7 +5,9 @@ Starts ``--workers`` processes of ``manage.py serve`` on consecutive loopback po
 those ports into ``<dir>/nginx.conf`` (``<dir>``: ``RELAY_DATA_DIR/cluster``, ``var/cluster`` by
 default) and runs Debian's nginx binary on ``--port`` as an ordinary process with its own pid,
 log and temporary files there (never the system's nginx service). Prints the one URL to use, and
-stops everything on Ctrl-C or SIGTERM, or as soon as one of them exits.
+stops everything on Ctrl-C or SIGTERM, or as soon as one of them exits. Each worker's
+``/metrics`` is its own, so nginx refuses it: ``<dir>/prometheus.yml`` is a Prometheus
+configuration that scrapes every worker on its port.
 
 The database must be migrated and the static files collected first (``make run-cluster`` does);
 every worker uses the same ones (``DATABASE_URL``, default SQLite under ``RELAY_DATA_DIR``).
@@ -65,6 +67,20 @@ http {{
 
 {template}
 }}
+"""
+
+
+def render_prometheus(worker_ports: list[int]) -> str:
+    """A Prometheus configuration scraping every worker (``deploy/prometheus.yml``'s shape):
+    each worker's numbers are its own, summed over workers by the queries."""
+    targets = ", ".join(f'"127.0.0.1:{port}"' for port in worker_ports)
+    return f"""# Rendered by deploy/cluster.py for its workers: `prometheus --config.file=THIS`.
+global:
+  scrape_interval: 15s
+scrape_configs:
+  - job_name: relay
+    static_configs:
+      - targets: [{targets}]
 """
 
 
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     listen = f"{host}:{options.port}"
     config = directory / "nginx.conf"
     config.write_text(render_nginx(NGINX_CONF.read_text(), worker_ports, listen, directory))
+    (directory / "prometheus.yml").write_text(render_prometheus(worker_ports))
 
     # SIGINT too: a shell starts a background job with SIGINT ignored, which Python keeps.
     signal.signal(signal.SIGINT, _stop)
@@ -196,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Relay cluster ({options.workers} workers behind nginx): http://{shown}:{options.port}/"
         )
         print(f"Clients connect to ws://{shown}:{options.port}")
+        print(f"Metrics: each worker's, scraped as {directory / 'prometheus.yml'} lists them")
         print(f"Logs in {directory}; Ctrl-C stops everything.", flush=True)
         while (gone := cluster.exited()) is None:
             time.sleep(0.5)

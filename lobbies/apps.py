@@ -10,6 +10,7 @@ class LobbiesConfig(AppConfig):
 
     def ready(self) -> None:
         # The settings' system check; the facts cache's, the events' and the bans' (applied
-        # to live sockets) model receivers, and the credentials' (lobbies.credentials); the
-        # operator actions' log lines (lobbies.logs).
-        from lobbies import admission, conf, credentials, events, logs, owners  # noqa: F401
+        # to live sockets) model receivers, the credentials' (lobbies.credentials), the
+        # operator actions' log lines (lobbies.logs) and the metrics' event receivers
+        # (lobbies.metrics).
+        from lobbies import admission, conf, credentials, events, logs, metrics, owners  # noqa: F401

@@ -75,6 +75,10 @@ class RelaySettings:
     pipe_report_seconds: float
     log_format: str
     log_ids: str
+    metrics_networks: tuple[str, ...]
+    metrics_token: str
+    ready_timeout: float
+    drain_seconds: float
 
     @property
     def transport_max_bytes(self) -> int:
@@ -93,6 +97,7 @@ def relay_settings() -> RelaySettings:
     values = {f.name: getattr(settings, _setting_name(f.name)) for f in fields(RelaySettings)}
     values["allowed_origins"] = tuple(values["allowed_origins"])
     values["trusted_proxies"] = tuple(values["trusted_proxies"])
+    values["metrics_networks"] = tuple(values["metrics_networks"])
     return RelaySettings(**values)
 
 
@@ -121,6 +126,7 @@ _MINIMUMS: dict[str, float] = {
     "event_queue": 1,
     "pipe_report_seconds": 0,  # 0: pipes reported only when they close
     "pipe_window_bytes": 1,
+    "drain_seconds": 0,  # 0: a worker told to stop closes its sockets at once
 }
 # The longest GET /api/trending may be cached (by the relay and, through max-age, by clients).
 MAX_TRENDING_CACHE_SECONDS = 3600
@@ -142,6 +148,13 @@ _POSITIVE = (
 )
 _POSITIVE += ("signin_lockout", "worker_ttl", "seat_ttl")  # 0 would lock out for ever
 _POSITIVE += ("signin_link_ttl",)  # 0: every sign-in link dead as printed
+_POSITIVE += ("ready_timeout",)
+# A probe that waits longer than this is no longer telling anyone anything quickly; a drain longer
+# than this outlasts any orchestrator's patience (systemd's unit gives a worker 30 s in all).
+MAX_READY_TIMEOUT = 30.0
+MAX_DRAIN_SECONDS = 3600.0
+# A shared secret shorter than this can be guessed by asking /metrics often enough.
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 def public_url_problem(url: str) -> str | None:
@@ -206,6 +219,20 @@ def setting_errors(values: RelaySettings) -> list[str]:
     if values.creation_policy not in {p.value for p in CreationPolicy}:
         choices = ", ".join(p.value for p in CreationPolicy)
         errors.append(f"RELAY_CREATION_POLICY must be one of {choices}")
+    if values.ready_timeout > MAX_READY_TIMEOUT:
+        errors.append(f"RELAY_READY_TIMEOUT must be at most {MAX_READY_TIMEOUT:g}")
+    if values.drain_seconds > MAX_DRAIN_SECONDS:
+        errors.append(f"RELAY_DRAIN_SECONDS must be at most {MAX_DRAIN_SECONDS:g}")
+    if values.metrics_token and len(values.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+        errors.append(
+            f"RELAY_METRICS_TOKEN must have at least {MIN_METRICS_TOKEN_LENGTH} characters "
+            "(or be empty: no token)"
+        )
+    for network in values.metrics_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            errors.append(f"RELAY_METRICS_NETWORKS: {network!r} is not an address or a network")
     for proxy in values.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

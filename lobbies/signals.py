@@ -13,7 +13,9 @@ None for an anonymous peer):
 ``lobby_left``      document_id, peer_id, reason ("left", "offline", "closed", "kicked",
                     "banned", "private", "full", "host_left"), seconds (how long it was in), at
 ``introduced``      document_id, peers (how many peers this Join introduced there), at
-``pipe_opened``     document_id, seeker, target, at
+``pipe_opened``     document_id, seeker, target, how ("spliced": inside uvicorn, "in_process":
+                    through the consumers, "cross_worker": its ends on two workers, sent by
+                    one of them), at
 ``pipe_traffic``    document_id, seeker, target, frames (seeker to target, target to seeker),
                     bytes (the same two ways, as written to the receiving client: frame
                     headers included): what moved since the last report, sent every

@@ -17,6 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from lobbies.auth import NoTickets, RelayAuthMiddleware, TicketPath  # noqa: E402
 from lobbies.engine.routing import websocket_urlpatterns  # noqa: E402
 from lobbies.engine.security import origin_checked  # noqa: E402
+from lobbies.operations import OperationsEndpoints  # noqa: E402
 from lobbies.proxies import ForwardedClient  # noqa: E402
 
 # uvicorn's websockets protocol logs each upgrade's request line at DEBUG, ticket included.
@@ -26,12 +27,13 @@ for _name in ("uvicorn.error", "uvicorn.access"):
 # The real client first (behind a trusted proxy, from X-Forwarded-For), so that every limit
 # and log line below, Django's REMOTE_ADDR included, sees it; then the ticket leaves the path
 # (before a refusal or a log line could show it); the origin check comes before the credentials
-# are resolved, so a refused origin costs no query.
+# are resolved, so a refused origin costs no query. /healthz, /readyz and /metrics are answered
+# before Django (lobbies.operations): no Host check, no session, no sign-in throttling.
 application = ForwardedClient(
     TicketPath(
         ProtocolTypeRouter(
             {
-                "http": django_asgi_app,
+                "http": OperationsEndpoints(django_asgi_app),
                 "websocket": origin_checked(RelayAuthMiddleware(URLRouter(websocket_urlpatterns))),
             }
         )

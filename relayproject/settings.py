@@ -363,6 +363,15 @@ RELAY_ANALYTICS_FLUSH_SECONDS = env.float("RELAY_ANALYTICS_FLUSH_SECONDS", defau
 RELAY_ANALYTICS_RETENTION_DAYS = env.int("RELAY_ANALYTICS_RETENTION_DAYS", default=90)
 RELAY_ANALYTICS_NICKNAMES = env.bool("RELAY_ANALYTICS_NICKNAMES", default=True)
 
+# Operations (lobbies/operations.py): who may read GET /metrics (clients from these networks, or
+# with `Authorization: Bearer <RELAY_METRICS_TOKEN>`; everyone else gets 403), how long /readyz
+# waits for the database and Redis each, and how long a worker told to stop (SIGTERM) goes on
+# serving while /readyz says it is draining, so that a load balancer stops sending it clients.
+RELAY_METRICS_NETWORKS = env.list("RELAY_METRICS_NETWORKS", default=["127.0.0.0/8", "::1"])
+RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="")
+RELAY_READY_TIMEOUT = env.float("RELAY_READY_TIMEOUT", default=2.0)
+RELAY_DRAIN_SECONDS = env.float("RELAY_DRAIN_SECONDS", default=0.0)
+
 # Sign-in throttling (django-axes, relayproject/signin.py): failed sign-ins to the admin and the
 # owners' pages allowed for one account from one address, and for one address whatever the
 # accounts (password sprays), before that address is refused for RELAY_SIGNIN_LOCKOUT minutes

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -123,6 +124,22 @@ def test_the_script_prints_one_url_and_pages_answer_through_nginx(cluster):
     printed = (cluster.directory.parent / "cluster.out").read_text()
     assert f"http://127.0.0.1:{cluster.port}/" in printed
     assert not any(str(port) in printed for port in cluster.worker_ports)  # the one URL only
+
+
+def test_metrics_are_each_workers_scraped_on_its_port_never_through_nginx(cluster):
+    # Through nginx /metrics would be one worker picked at random: refused.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{cluster.port}/metrics", timeout=10)
+    assert refused.value.code == 404
+    # The probes pass.
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.port}/readyz", timeout=10) as ready:
+        assert json.loads(ready.read())["checks"]["redis"] == "ok"
+    # Each worker's own, at the address the rendered Prometheus configuration lists.
+    listed = (cluster.directory / "prometheus.yml").read_text()
+    for port in cluster.worker_ports:
+        assert f'"127.0.0.1:{port}"' in listed
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as metrics:
+            assert b"relay_sockets_open" in metrics.read()
 
 
 async def online(cluster: LiveCluster, peer: str, document_id: str) -> ClientConnection:

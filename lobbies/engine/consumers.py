@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from channels.consumer import AsyncConsumer
 from redis.exceptions import RedisError
 
-from lobbies import logs
+from lobbies import logs, metrics
 from lobbies.conf import RelaySettings, relay_settings
 from lobbies.engine import workers
 from lobbies.engine.connections import Refused, Send, send_close
@@ -70,6 +70,8 @@ class RelayConsumer(AsyncConsumer):
     hop to close old DB connections and a task per message; docs/design.md).
     """
 
+    kind = "invalid"  # what lobbies.metrics counts it as
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         self.scope = scope
         if (await receive())["type"] != "websocket.connect":
@@ -80,6 +82,7 @@ class RelayConsumer(AsyncConsumer):
         address = self.address
         rates = get_rate_limits()
         if not rates.connect(address):
+            metrics.limit_hit("max_connections_per_address")
             await self.refuse(send, Refused(CloseCode.RATE_LIMITED, "too many sockets open"))
             return
         try:
@@ -96,6 +99,7 @@ class RelayConsumer(AsyncConsumer):
             if allowed is None:
                 allowed = await rates.handshake(address)
             if not allowed:
+                metrics.limit_hit("handshake_rate")
                 raise Refused(CloseCode.RATE_LIMITED, "too many new sockets")
             if "auth_error" in self.scope:
                 raise Refused(CloseCode.UNAUTHORIZED, self.scope["auth_error"])
@@ -117,6 +121,8 @@ class RelayConsumer(AsyncConsumer):
                 with contextlib.suppress(RedisError):
                     await socket.close(None)
             await send_close(send, CloseCode.TRY_AGAIN_LATER, "the relay cannot serve now; retry")
+            metrics.handshake(self.kind, "unavailable")
+            metrics.closed(self.kind, CloseCode.TRY_AGAIN_LATER, by_client=False)
             return
         except Exception:
             # A fault of the relay's while opening (its database unreachable, say): this socket
@@ -126,8 +132,11 @@ class RelayConsumer(AsyncConsumer):
                 await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
             else:
                 await send_close(send, CloseCode.INTERNAL_ERROR, "internal error")
+            metrics.handshake(self.kind, "failed")
+            metrics.closed(self.kind, CloseCode.INTERNAL_ERROR, by_client=False)
             return
         started = logs.log_opened(self.scope, socket)
+        metrics.handshake(self.kind, "accepted")
         left: int | None = None  # the client's own close code, when it closed first
         try:
             handle_frame = socket.handle_frame
@@ -146,6 +155,7 @@ class RelayConsumer(AsyncConsumer):
         finally:
             await socket.close(None)
             code = socket.close_code if socket.close_code is not None else left
+            metrics.closed(self.kind, code, by_client=socket.close_code is None)
             logs.log_closed(self.scope, socket, code, socket.close_reason, started)
 
     async def refuse(self, send: Send, refusal: Refused) -> None:
@@ -156,6 +166,8 @@ class RelayConsumer(AsyncConsumer):
         if delay:
             await asyncio.sleep(delay)
         await send_close(send, refusal.code, refusal.reason)
+        metrics.handshake(self.kind, "refused")
+        metrics.closed(self.kind, refusal.code, by_client=False)
 
     @property
     def address(self) -> str:
@@ -191,6 +203,8 @@ class RelayConsumer(AsyncConsumer):
 class IntroductionConsumer(RelayConsumer):
     """A peer's control socket (``lobbies.engine.peers``)."""
 
+    kind = "control"
+
     def socket(self, send: Send, settings: RelaySettings) -> ControlSocket:
         peer_id = parse_introduction_path(_raw_path(self.scope), settings.max_id_length)
         return ControlSocket(peer_id, *self.surroundings(send, settings))
@@ -198,6 +212,8 @@ class IntroductionConsumer(RelayConsumer):
 
 class ConnectionConsumer(RelayConsumer):
     """One end of a pipe (``lobbies.engine.pipes``)."""
+
+    kind = "pipe"
 
     def socket(self, send: Send, settings: RelaySettings) -> PipeEnd:
         a, b, document_id = parse_connection_path(_raw_path(self.scope), settings.max_id_length)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from lobbies import admission, signals
+from lobbies import admission, metrics, signals
 from lobbies.admission import JoinFacts, LobbyView
 from lobbies.conf import RelaySettings
 from lobbies.engine import connections, discovery, orders, pipes, workers
@@ -217,6 +217,7 @@ class ControlSocket:
         if data is None:
             data = message.get("text", "")
         if frame_size(data) > self.settings.max_control_frame_bytes:
+            metrics.limit_hit("max_control_frame_bytes")
             await self.close(CloseCode.TOO_LARGE, "control frame too large")
             return
         self.dialect, control = decode_control(
@@ -244,7 +245,10 @@ class ControlSocket:
             return True
         if self.join_bucket is None:
             self.join_bucket = TokenBucket(rate)
-        return self.join_bucket.take(rate)
+        if self.join_bucket.take(rate):
+            return True
+        metrics.limit_hit("join_rate")
+        return False
 
     async def join(self, join: Join) -> dict[str, list[str]]:
         """Join the ids the policy allows (within the per-peer limit), tell an ext client what
@@ -315,6 +319,7 @@ class ControlSocket:
             # Undone rather than joined without introductions: being in a lobby is what lets
             # two peers open a pipe.
             await self._withdraw([d for d in admitted if d in fresh])
+            metrics.limit_hit("introduction_rate")
             self._refuse(admitted, Refusal.RATE_LIMITED, "too many Introductions")
             return {}
         if self.ext:
@@ -410,6 +415,8 @@ class ControlSocket:
         meetings: dict[str, list[str]],
     ) -> None:
         now = time.monotonic()
+        metrics.joins("joined", sum(1 for d in admitted if d in fresh))
+        metrics.introductions(len(meetings))
         for document_id in admitted:
             if document_id in fresh:
                 self.joined_at[document_id] = now
@@ -460,6 +467,7 @@ class ControlSocket:
         if not document_ids:
             return
         logger.info("peer %r refused %s ids: %s", shown_id(self.peer_id), len(document_ids), text)
+        metrics.joins(refusal.value, len(document_ids))
         if self.ext:
             for document_id in document_ids:
                 self.deliver(encode_error(self.dialect, refusal.value, document_id, text))
@@ -494,6 +502,7 @@ class ControlSocket:
             if spec is not None:
                 if about.lobby is None:
                     if creations <= 0:
+                        metrics.limit_hit("max_new_lobbies_per_join")
                         self._refuse((document_id,), Refusal.RATE_LIMITED, _TOO_MANY_NEW)
                         continue
                     creations -= 1
@@ -681,6 +690,7 @@ class ControlSocket:
         if self.outbox is None:
             self.outbox = Outbox(self.send)
         if not self.outbox.put(frame, self.settings.control_queue_bytes):
+            metrics.limit_hit("control_queue_bytes")
             spawn(self.close(CloseCode.TOO_LARGE, "introductions not read"))
 
     async def close(self, code: CloseCode | None, reason: str = "") -> None:

@@ -37,7 +37,7 @@ from collections import Counter, deque
 from enum import Enum
 from typing import Any
 
-from lobbies import signals
+from lobbies import metrics, signals
 from lobbies.conf import RelaySettings
 from lobbies.engine import connections, workers
 from lobbies.engine.connections import Refused, Send, send_close
@@ -256,11 +256,18 @@ class PipeEnd:
         self._splice_to(remote)
         self.opened_at = time.monotonic()
         seeker, target, document_id = min(self.key, remote.key)  # as in _report
-        emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
+        emit(
+            signals.pipe_opened,
+            document_id=document_id,
+            seeker=seeker,
+            target=target,
+            how="cross_worker",
+        )
         return True
 
     async def _hold(self) -> None:
         if not held_budget.admit_pipe(self.address, self.settings):
+            metrics.limit_hit("max_held_pipes")
             await self.presence.release(self.key, self.connection)
             raise Refused(CloseCode.RATE_LIMITED, "too many pipe requests waiting")
         self.state = PipeState.HELD
@@ -289,11 +296,13 @@ class PipeEnd:
             return
         partner.partner, self.partner = self, partner
         partner.state = self.state = PipeState.PAIRED
+        how = "in_process"
         if self.handle is not None and partner.handle is not None:
             self.handle.splice(partner.handle, self.settings.max_frame_bytes)
+            how = "spliced"
         self.opened_at = partner.opened_at = time.monotonic()
         seeker, target, document_id = min(self.key, partner.key)  # as in _report
-        emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target)
+        emit(signals.pipe_opened, document_id=document_id, seeker=seeker, target=target, how=how)
 
     def _splice_to(self, remote: RemoteEnd) -> None:
         # Under uvicorn, the frames this socket receives go to the other worker as they come,
@@ -355,6 +364,7 @@ class PipeEnd:
         # bytes stay bytes, and no new dict per frame.
         message["type"] = "websocket.send"
         if size > self.settings.max_frame_bytes:
+            metrics.limit_hit("max_frame_bytes")
             await self.close(CloseCode.TOO_LARGE, "frame too large")
             return
         partner = self.partner
@@ -368,9 +378,11 @@ class PipeEnd:
             return  # the other end has gone and this one is being closed: nowhere to go
         cost = held_cost(payload)
         if self.held_bytes + cost > self.settings.max_held_bytes:
+            metrics.limit_hit("max_held_bytes")
             await self.close(CloseCode.TOO_LARGE, "too much sent before the match arrived")
             return
         if not held_budget.charge(self.address, cost, self.settings):
+            metrics.limit_hit("max_held_bytes_total")
             await self.close(CloseCode.TOO_LARGE, "the relay holds too much for waiting pipes")
             return
         self.held.append(message)
@@ -606,6 +618,7 @@ class RemoteEnd:
             if not held_budget.charge(self.local.address, size, self.local.settings):
                 if not self.overflowed:  # closed once (the other end is told, as by a close)
                     self.overflowed = True
+                    metrics.limit_hit("max_held_bytes_total")
                     reason = "the relay holds too much for readers that do not read"
                     spawn(self.local.close(CloseCode.TOO_LARGE, reason))
                 return

@@ -48,6 +48,7 @@ from itertools import islice
 
 from limits import parse
 
+from lobbies import metrics
 from lobbies.conf import RelaySettings, relay_settings
 from lobbies.engine.sharedlimits import RedisCounters, SharedTable
 
@@ -246,12 +247,18 @@ class RateLimits:
         counted for the client's address and, when signed in, for its user too (``account``),
         so that neither many addresses nor many accounts multiply it. Called in a thread
         (the database's), never in the event loop: with Redis, it waits for it."""
-        return self._take_blocking(self.creations, account, address)
+        if self._take_blocking(self.creations, account, address):
+            return True
+        metrics.limit_hit("lobby_creation_rate")
+        return False
 
     def quick_join(self, account: str, address: str) -> bool:
         """Whether a client may ask quick join for a seat now (``RELAY_QUICK_JOIN_RATE``),
         counted as :meth:`lobby_creation` is (and, like it, in a thread)."""
-        return self._take_blocking(self.quick_joins, account, address)
+        if self._take_blocking(self.quick_joins, account, address):
+            return True
+        metrics.limit_hit("quick_join_rate")
+        return False
 
     @staticmethod
     def _take_blocking(table: Table | None, account: str, address: str) -> bool:
@@ -277,6 +284,7 @@ class RateLimits:
             allowed = await table.take(f"{kind} {key}")
         if allowed:
             return 0.0
+        metrics.limit_hit("refusal_rate")
         return self.settings.refusal_delay
 
 

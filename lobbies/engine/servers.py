@@ -60,6 +60,29 @@ HEAD_TOO_LARGE = (
 )
 
 
+# -- draining: a worker told to stop (SIGTERM, Ctrl-C) says so on /readyz (lobbies.operations)
+
+_draining = False
+
+
+def draining() -> bool:
+    """Whether this worker has been told to stop: it serves its sockets a while longer
+    (``RELAY_DRAIN_SECONDS``), then closes them and exits; a load balancer should send it
+    nobody new."""
+    return _draining
+
+
+async def drain(settings: RelaySettings) -> None:
+    """Mark this worker draining, then go on serving for ``RELAY_DRAIN_SECONDS`` (still in
+    presence, still accepting) so that load balancers polling ``/readyz`` stop sending it
+    clients before its sockets are closed."""
+    global _draining
+    _draining = True
+    logger.info("draining: closing every socket in %g s", settings.drain_seconds)
+    if settings.drain_seconds:
+        await asyncio.sleep(settings.drain_seconds)
+
+
 def uvicorn_config(
     host: str, port: int, settings: RelaySettings, app: Any = APPLICATION
 ) -> uvicorn.Config:
@@ -102,6 +125,7 @@ class _ReportingServer(uvicorn.Server):
             self.on_ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await drain(relay_settings())  # (/readyz says so; listening, in presence meanwhile)
         # Out of presence at once, so nobody is introduced to a peer of a worker that is going;
         # uvicorn then closes every WebSocket with 1012.
         await workers.stop()
@@ -393,6 +417,7 @@ class FlowControlledDaphne(DaphneServer):
 
     async def _drain(self) -> None:
         try:
+            await drain(relay_settings())  # (/readyz says so; listening, in presence meanwhile)
             await workers.stop()
             for live in connections.sockets():
                 await live.close(CloseCode.GOING_AWAY, "the server is shutting down")

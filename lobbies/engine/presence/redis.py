@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from lobbies import metrics
 from lobbies.engine import discovery
 
 from .base import (
@@ -112,7 +114,11 @@ class RedisPresence(Presence):
     async def _run(self, script: str, *args: str) -> Any:
         """Run one script with the key prefix and ``args``: one round trip (after the first
         call, which loads the script into a Redis that does not know it yet)."""
-        return await self._client().scripts[script](args=(self.keys, *args))
+        started = time.perf_counter()  # (per call, never per frame: lobbies.metrics)
+        try:
+            return await self._client().scripts[script](args=(self.keys, *args))
+        finally:
+            metrics.presence_call(script, time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Close this loop's connections to Redis."""
