@@ -37,6 +37,10 @@ from lobbies.policy import ANONYMOUS, Identity
 logger = logging.getLogger("lobbies.engine.connections")
 
 
+def _log_opened(client: str, path: str, who: str) -> None:
+    logger.info("%s %s opened%s", client, path, who)
+
+
 class RelaySocket(Protocol):
     """What a consumer drives: a control socket or a pipe end."""
 
@@ -131,7 +135,9 @@ class RelayConsumer(AsyncConsumer):
         client, path = self.client, self.scope["path"]
         started = time.monotonic()
         who = f" as {self.identity.username}" if self.identity.is_authenticated else ""
-        logger.info("%s %s opened%s", client, path, who)
+        # Logged from a callback of its own: logging looks up its caller's frame, and a frame
+        # looked up stays attached to this coroutine for the socket's life (384 bytes each).
+        asyncio.get_running_loop().call_soon(_log_opened, client, path, who)
         left: int | None = None  # the client's own close code, when it closed first
         try:
             handle_frame = socket.handle_frame
@@ -139,6 +145,7 @@ class RelayConsumer(AsyncConsumer):
                 message = await receive()
                 if message["type"] == "websocket.receive":
                     await handle_frame(message)
+                    del message  # not held (with its frame) while the socket waits for the next
                 elif message["type"] == "websocket.disconnect":
                     left = message.get("code")
                     return

@@ -68,6 +68,9 @@ def uvicorn_config(
         app,
         host=host,
         port=port,
+        # Its outer layers are plain callables that return a coroutine (lobbies.engine.routing),
+        # which uvicorn's guess would take for ASGI 2.
+        interface="asgi3",
         ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.engine.splice
         loop="uvloop",
         http=HandshakeTimeoutHttpProtocol,
