@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import time
 import urllib.request
 
@@ -85,3 +86,20 @@ async def test_an_idle_control_socket_in_its_own_lobby_costs_little_memory(relay
     per_socket = (after - before) / SOCKETS
     assert per_socket <= BUDGET_KIB, f"{per_socket:.1f} KiB per idle control socket"
 
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit(tmp_path):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise to")
+
+    def low_soft_limit() -> None:  # what a shell's default `ulimit -n` leaves a process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    relay = start_relay("uvicorn", tmp_path, preexec_fn=low_soft_limit)
+    try:
+        with open(f"/proc/{relay.process.pid}/limits") as f:
+            limits = f.read()
+    finally:
+        stop_relay(relay)
+    line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert line.split()[3:5] == [str(hard), str(hard)]
