@@ -13,7 +13,11 @@ Figures per server:
   * echo round trip over one pipe (p50, p99);
   * pair set-up time (both /connection sockets opened -> first frame delivered; p50, p99);
   * introductions per second in a 100-peer lobby (4.x MessagePack dialect);
-  * memory per idle control socket (server RSS before/after N sockets that each Joined).
+  * memory per idle control socket (server RSS before/after N sockets that each Joined);
+  * a connection storm: 2,000 sockets each Joining a lobby of its own as soon as it is open
+    (sockets/s until the server is quiet, server CPU per socket);
+  * capacity: 50,000 idle sockets on one worker, or as many as the open files limits allow
+    (accept rate, RSS, two new peers meeting in a lobby meanwhile).
 
 The scale-out part (``--scale-out``, or the tests xpipe, xecho, xintro) runs pipes, echo and
 introductions against our relay alone, as two Redis-backed workers with each pair's sockets on
