@@ -744,22 +744,46 @@ async function intro(opts) {
 // introduced), report {"event":"ready"}, then hold them until stdin says "close" (or ends, or
 // `hold_max_s` passes) while the harness reads the server's memory.
 
+//
+// With `join_on_open` (the storm and capacity tests), each socket sends its Join as soon as it is
+// open, while the others are still connecting: a reconnect storm after a restart, where Joins
+// and handshakes compete for the server. A "storm_start" mark comes first (the harness then
+// reads the server's CPU time and the clock). `first` numbers the ids from there (several
+// generator processes share one run).
+
 async function idle(opts) {
   const connectFn = makeConnector(opts);
-  const ids = Array.from({ length: opts.count }, (_, i) => `${opts.prefix}i${i}`);
+  const first = opts.first ?? 0;
+  const ids = Array.from({ length: opts.count }, (_, i) => `${opts.prefix}i${first + i}`);
+  const joinOf = (i) => pack({ type: "Join", documentIds: [`${opts.prefix}doc${first + i}`] });
+  let messages = 0;
+  const onmessage = () => {
+    messages++;
+  };
+  let connectOne = connectFn;
+  if (opts.join_on_open) {
+    let next = 0;
+    connectOne = async (path, worker) => {
+      const i = next++;
+      const c = await connectFn(path, worker);
+      c.onmessage = onmessage;
+      c.send(joinOf(i), OP_BINARY);
+      return c;
+    };
+    emit({ event: "mark", name: "storm_start" });
+  }
   const t0 = now();
   const conns = await openAll(
-    connectFn,
+    connectOne,
     ids.map((id) => `/introduction/${id}`),
     opts.connect_concurrency ?? 64,
   );
-  let messages = 0;
-  conns.forEach((c, i) => {
-    c.onmessage = () => {
-      messages++;
-    };
-    c.send(pack({ type: "Join", documentIds: [`${opts.prefix}doc${i}`] }), OP_BINARY);
-  });
+  if (!opts.join_on_open) {
+    conns.forEach((c, i) => {
+      c.onmessage = onmessage;
+      c.send(joinOf(i), OP_BINARY);
+    });
+  }
   const openS = (now() - t0) / 1000;
   emit({ event: "ready", opened: conns.length, open_s: openS });
   const rl = createInterface({ input: process.stdin });

@@ -13,7 +13,11 @@ Figures per server:
   * echo round trip over one pipe (p50, p99);
   * pair set-up time (both /connection sockets opened -> first frame delivered; p50, p99);
   * introductions per second in a 100-peer lobby (4.x MessagePack dialect);
-  * memory per idle control socket (server RSS before/after N sockets that each Joined).
+  * memory per idle control socket (server RSS before/after N sockets that each Joined);
+  * a connection storm: 2,000 sockets each Joining a lobby of its own as soon as it is open
+    (sockets/s until the server is quiet, server CPU per socket);
+  * capacity: 50,000 idle sockets on one worker, or as many as the open files limits allow
+    (accept rate, RSS, two new peers meeting in a lobby meanwhile).
 
 The scale-out part (``--scale-out``, or the tests xpipe, xecho, xintro) runs pipes, echo and
 introductions against our relay alone, as two Redis-backed workers with each pair's sockets on
@@ -42,6 +46,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import secrets
 import shlex
 import shutil
@@ -552,7 +557,7 @@ def run_generator(
                     marks[event["name"]] = cpu_sample(server.pids, proc.pid, server.redis_pid)
                 elif kind == "ready":
                     if on_ready is not None:
-                        on_ready(event)
+                        on_ready({**event, "marks": marks})
                     stdin.write("close\n")
                     stdin.flush()
                 elif kind == "result":
@@ -623,6 +628,8 @@ class Config:
     intro_warmup_rounds: int
     idle_count: int
     idle_warmup_count: int
+    storm_count: int
+    capacity_count: int
     tests: list[str]
     client: str
     introduce: bool
@@ -858,6 +865,161 @@ def memory_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
     return measure(spec, cfg, body)
 
 
+def until_server_idle(server: ServerProcess, quiet_s: float = 0.3) -> tuple[float, float]:
+    """Polls the server's CPU time every 10 ms until it has used less than a twentieth of
+    ``quiet_s`` for ``quiet_s``; returns (clock, CPU seconds) at the last reading that still
+    showed work (more than 1 ms since the one before)."""
+    last_wall, last_cpu = time.monotonic(), cpu_seconds(process_tree(server.pid))
+    busy_wall, busy_cpu = last_wall, last_cpu
+    while True:
+        time.sleep(0.01)
+        wall, cpu = time.monotonic(), cpu_seconds(process_tree(server.pid))
+        if cpu - last_cpu > 0.001:
+            busy_wall, busy_cpu = wall, cpu
+        last_wall, last_cpu = wall, cpu
+        if wall - busy_wall > quiet_s and cpu - busy_cpu < quiet_s / 20:
+            return busy_wall, busy_cpu
+
+
+def storm_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
+    """A reconnect storm: ``storm_count`` control sockets opened at once (64 connecting at a
+    time), each sending its Join (a lobby of its own) as soon as it is open. Timed from the
+    first connect until the server has finished the work (its CPU goes quiet): the sockets
+    per second a restarted worker takes back, and the server's CPU time per socket."""
+
+    def body(server: ServerProcess) -> dict[str, Any]:
+        warm = {"prefix": f"{spec.key}warm", "count": cfg.idle_warmup_count, "hold_max_s": 30}
+        run_generator("idle", warm, server, cfg)
+        until_server_idle(server)
+        after: dict[str, Any] = {}
+
+        def on_ready(event: dict[str, Any]) -> None:
+            start = event["marks"]["storm_start"]
+            end_wall, end_cpu = until_server_idle(server)
+            after.update(start=start, end_wall=end_wall, end_cpu=end_cpu)
+
+        opts = {
+            "prefix": f"{spec.key}storm",
+            "count": cfg.storm_count,
+            "join_on_open": True,
+            "hold_max_s": 60,
+        }
+        gen = run_generator("idle", opts, server, cfg, on_ready=on_ready)
+        if "start" not in after:
+            raise GeneratorError("the storm generator never reported ready")
+        count = gen["opened"]
+        elapsed = after["end_wall"] - after["start"].wall
+        return {
+            "count": count,
+            "open_s": gen["open_s"],
+            "elapsed_s": elapsed,
+            "sockets_per_s": count / elapsed if elapsed > 0 else None,
+            "server_cpu_us_per_socket": (after["end_cpu"] - after["start"].server) / count * 1e6
+            if count
+            else None,
+            "messages_received": gen["messages_received"],
+            "closed_by_server": gen["closed_by_server"],
+            "valid": gen["valid"] and count == cfg.storm_count,
+        }
+
+    return measure(spec, cfg, body)
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft limit on open files of process ``pid`` (from /proc)."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft = line.split()[3]
+                return 1 << 30 if soft == "unlimited" else int(soft)
+    raise OSError(f"no open files limit for {pid}")
+
+
+def capacity_test(spec: ServerSpec, cfg: Config) -> dict[str, Any]:
+    """``capacity_count`` idle control sockets on one worker, each in a lobby of its own, or as
+    many as the server's open files limit allows (the relay raises its own to the hard limit;
+    the harness too, and several generator processes share the sockets when one's limit is
+    not enough): the accept rate with Joins on open, the memory they take, and how long two
+    new peers take to meet in a lobby (Joins to both Introductions) while they are connected."""
+
+    def body(server: ServerProcess) -> dict[str, Any]:
+        headroom = 100  # the server's own files: database, logs, listening socket
+        server_limit = open_files_limit(server.pid)
+        count = min(cfg.capacity_count, server_limit - headroom)
+        per_generator = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - headroom
+        shares = [
+            (first, min(per_generator, count - first)) for first in range(0, count, per_generator)
+        ]
+        warm = {"prefix": f"{spec.key}warm", "count": cfg.idle_warmup_count, "hold_max_s": 30}
+        run_generator("idle", warm, server, cfg)
+        until_server_idle(server)
+        before, before_settled, _ = stable_rss(server, 10)
+        opened: list[dict[str, Any]] = []
+        found: dict[str, Any] = {}
+
+        def hold(index: int) -> None:
+            """Opens share ``index`` and, once it is open, the next share (its sockets held
+            meanwhile); inside the last, measures."""
+            first, n = shares[index]
+
+            def on_ready(event: dict[str, Any]) -> None:
+                opened.append({"opened": event["opened"], "open_s": event["open_s"]})
+                if index + 1 < len(shares):
+                    hold(index + 1)
+                    return
+                until_server_idle(server)
+                rss, settled, _ = stable_rss(server, 30)
+                meet = {
+                    "prefix": f"{spec.key}meet",
+                    "peers": 2,
+                    "rounds": 20,
+                    "warmup_rounds": 3,
+                    "timeout_s": 30,
+                    "hard_limit_s": 120,
+                }
+                found.update(
+                    rss=rss, settled=settled, meet=run_generator("intro", meet, server, cfg)
+                )
+
+            opts = {
+                "prefix": f"{spec.key}cap",
+                "first": first,
+                "count": n,
+                "join_on_open": True,
+                "hold_max_s": 900,
+                "hard_limit_s": 1200,
+            }
+            gen = run_generator("idle", opts, server, cfg, on_ready=on_ready)
+            opened[index].update(valid=gen["valid"], closed_by_server=gen["closed_by_server"])
+
+        hold(0)
+        if "rss" not in found:
+            raise GeneratorError("the capacity generators never reported ready")
+        total = sum(o["opened"] for o in opened)
+        open_s = sum(o["open_s"] for o in opened)
+        rounds = [r for r in found["meet"]["rounds"] if not r["warmup"]]
+        meet_ms = sorted(r["elapsed_s"] * 1000 for r in rounds)
+        return {
+            "requested": cfg.capacity_count,
+            "server_open_files_limit": server_limit,
+            "generators": len(shares),
+            "count": total,
+            "open_s": open_s,
+            "sockets_per_s": total / open_s if open_s else None,
+            "rss_before_kib": before,
+            "rss_after_kib": found["rss"],
+            "rss_after_mib": found["rss"] / 1024,
+            "per_conn_kib": (found["rss"] - before) / total if total else None,
+            "settled": before_settled and found["settled"],
+            "meet_ms_p50": statistics.median(meet_ms) if meet_ms else None,
+            "meet_ms_max": meet_ms[-1] if meet_ms else None,
+            "meet_valid": found["meet"]["valid"],
+            "valid": all(o["valid"] for o in opened) and found["meet"]["valid"] and total == count,
+        }
+
+    return measure(spec, cfg, body)
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
     return statistics.median(values) if values else None
@@ -908,6 +1070,8 @@ def run_all(specs: list[ServerSpec], cfg: Config, log: Callable[[str], None]) ->
         ("setup", setup_test),
         ("intro", intro_test),
         ("memory", memory_test),
+        ("storm", storm_test),
+        ("capacity", capacity_test),
     ):
         if name not in cfg.tests:
             continue
@@ -919,6 +1083,7 @@ def run_all(specs: list[ServerSpec], cfg: Config, log: Callable[[str], None]) ->
 
 
 SCALE_OUT_TESTS = ("xpipe", "xecho", "xintro")
+ONE_WORKER_TESTS = ("pipe", "echo", "setup", "intro", "memory", "storm", "capacity")
 
 
 def run_scale_out(spec: ServerSpec, cfg: Config, log: Callable[[str], None]) -> dict:
@@ -973,6 +1138,9 @@ def brief(r: dict[str, Any]) -> str:
         ("p99_us", "p99 {:,.0f} µs"),
         ("intros_per_s_median", "{:,.0f} intro/s"),
         ("per_conn_kib", "{:,.1f} KiB/conn"),
+        ("sockets_per_s", "{:,.0f} sockets/s"),
+        ("server_cpu_us_per_socket", "{:,.0f} CPU µs/socket"),
+        ("meet_ms_p50", "meet p50 {:,.2f} ms"),
         ("server_cpu_pct", "server {:.0f}%"),
         ("server_core_pct", "its core {:.0f}%"),
         ("redis_cpu_pct", "Redis {:.0f}%"),
@@ -1077,6 +1245,22 @@ def build_table(results: dict[str, dict[str, Any]], cfg: Config) -> list[Row]:
             "lower",
             field_of("memory", "per_conn_kib"),
         )
+    if "storm" in cfg.tests:
+        label = f"storm: {cfg.storm_count:,} sockets each Joining its own lobby"
+        add(label, "sockets/s", "higher", field_of("storm", "sockets_per_s"))
+        add(label, "CPU µs/socket", "lower", field_of("storm", "server_cpu_us_per_socket"))
+    if "capacity" in cfg.tests:
+        label = f"capacity ({cfg.capacity_count:,} asked)"
+        add(f"{label}: idle sockets held", "sockets", "higher", field_of("capacity", "count"))
+        add(
+            f"{label}: accepted, Join on open",
+            "sockets/s",
+            "higher",
+            field_of("capacity", "sockets_per_s"),
+        )
+        add(f"{label}: RSS", "MiB", "lower", field_of("capacity", "rss_after_mib"))
+        add(f"{label}: memory per socket", "KiB", "lower", field_of("capacity", "per_conn_kib"))
+        add(f"{label}: two new peers meet, p50", "ms", "lower", field_of("capacity", "meet_ms_p50"))
     return rows
 
 
@@ -1129,7 +1313,7 @@ def fmt_size(size: int) -> str:
 def fmt_value(v: float | None, unit: str) -> str:
     if v is None:
         return "-"
-    if unit in ("msg/s", "intro/s", "µs"):
+    if unit in ("msg/s", "intro/s", "µs", "sockets/s", "sockets", "CPU µs/socket"):
         return f"{v:,.0f}"
     return f"{v:,.1f}"
 
@@ -1287,7 +1471,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ours-label", help="our server's column title (default: ours[/server])")
     p.add_argument(
         "--tests",
-        default="pipe,echo,setup,intro,memory",
+        default=",".join(ONE_WORKER_TESTS),
         help="comma-separated subset; xpipe, xecho, xintro are the scale-out part",
     )
     p.add_argument(
@@ -1330,6 +1514,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--idle-count", type=int, help="idle control sockets for memory (2000)")
     p.add_argument(
+        "--storm-count", type=int, help="control sockets opened at once, each Joining (2000)"
+    )
+    p.add_argument(
+        "--capacity-count",
+        type=int,
+        help="idle control sockets of the capacity run (50000; fewer if the fd limits say so)",
+    )
+    p.add_argument(
         "--client",
         choices=("raw", "ws"),
         default="raw",
@@ -1355,7 +1547,7 @@ def make_config(args: argparse.Namespace, log_dir: Path) -> Config:
     tests = [t.strip() for t in args.tests.split(",") if t.strip()]
     if args.scale_out:
         tests += [t for t in SCALE_OUT_TESTS if t not in tests]
-    unknown = set(tests) - {"pipe", "echo", "setup", "intro", "memory", *SCALE_OUT_TESTS}
+    unknown = set(tests) - {*ONE_WORKER_TESTS, *SCALE_OUT_TESTS}
     if unknown:
         raise SystemExit(f"unknown tests: {', '.join(sorted(unknown))}")
     return Config(
@@ -1384,6 +1576,10 @@ def make_config(args: argparse.Namespace, log_dir: Path) -> Config:
         intro_warmup_rounds=1 if q else 3,
         idle_count=args.idle_count if args.idle_count is not None else (300 if q else 2000),
         idle_warmup_count=50 if q else 100,
+        storm_count=args.storm_count if args.storm_count is not None else (300 if q else 2000),
+        capacity_count=args.capacity_count
+        if args.capacity_count is not None
+        else (2000 if q else 50_000),
         tests=tests,
         client=args.client,
         introduce=not args.no_introduce,
@@ -1447,6 +1643,10 @@ def main(argv: list[str] | None = None) -> int:
     # The harness wakes up only to read /proc at the generator's marks; it shares the
     # generator's core so that the servers' core stays theirs alone.
     os.sched_setaffinity(0, parse_cpu_list(args.gen_cpus))
+    # The generators (and the LF server) inherit it: one descriptor per socket they open.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     log_dir = Path(tempfile.mkdtemp(prefix=f"relay-bench-{stamp}-"))

@@ -30,6 +30,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -210,12 +211,16 @@ class TicketPath:
     def __init__(self, application: Any) -> None:
         self.application = application
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    _asgi_single_callable = True  # (asgiref: an ASGI 3 application, though not ``async``)
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # The application's coroutine, not awaited here: no frame of this layer's for the
+        # socket's life (see lobbies.engine.routing).
         if scope["type"] in ("websocket", "http") and scope["path"].startswith(_TICKET_PREFIX):
             scope["ticket"], scope["path"] = split_ticket(scope["path"])
             if raw := scope.get("raw_path"):
                 scope["raw_path"] = split_ticket(raw.decode("latin-1"))[1].encode("latin-1")
-        return await self.application(scope, receive, send)
+        return self.application(scope, receive, send)
 
 
 class NoTickets(logging.Filter):
@@ -249,6 +254,10 @@ def _credentials(scope: dict[str, Any]) -> tuple[str | None, str | None, str | N
     return scope.get("ticket"), bearer, session_key
 
 
+# Stateless: one for every anonymous socket.
+ANONYMOUS_USER = AnonymousUser()
+
+
 class RelayAuthMiddleware(BaseMiddleware):
     """Puts the handshake's ``identity`` and ``user`` in the scope (after :class:`TicketPath`).
 
@@ -256,23 +265,42 @@ class RelayAuthMiddleware(BaseMiddleware):
     4401, since a close code reaches only an accepted socket. ``scope["auth_error"]`` says why.
     """
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    _asgi_single_callable = True  # (asgiref: an ASGI 3 application, though not ``async``)
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # Returns the inner application's coroutine rather than awaiting it, when nothing here
+        # waits (an anonymous handshake): a layer that awaits keeps a coroutine frame for the
+        # socket's whole life (see lobbies.engine.routing).
         if scope["type"] != "websocket":
-            return await self.inner(scope, receive, send)
+            return self.inner(scope, receive, send)
         ticket, bearer, session_key = _credentials(scope)
-        scope = dict(scope, identity=ANONYMOUS, user=AnonymousUser())
+        # In place rather than a copy (as TicketPath): a copy of the scope would live as long
+        # as the socket, and most sockets are idle control sockets (about 500 bytes each).
+        scope["identity"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
         if ticket is not None or bearer is not None or session_key:
-            # Counted before the database is asked: credentials, good or junk, must not buy a
-            # client more handshakes (and queries) than RELAY_HANDSHAKE_RATE.
-            address = scope["client"][0] if scope.get("client") else "-"
-            scope["handshake_allowed"] = await get_rate_limits().handshake(address)
-            if not scope["handshake_allowed"]:
-                return await self.inner(scope, receive, send)  # refused there (4429)
-            try:
-                user, identity = await database_sync_to_async(resolve)(ticket, bearer, session_key)
-            except AuthError as exc:
-                scope["auth_error"] = str(exc)
-            else:
-                if user is not None:
-                    scope["user"], scope["identity"] = user, identity
+            return self._authenticated(scope, receive, send, ticket, bearer, session_key)
+        return self.inner(scope, receive, send)
+
+    async def _authenticated(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        ticket: str | None,
+        bearer: str | None,
+        session_key: str | None,
+    ) -> Any:
+        # Counted before the database is asked: credentials, good or junk, must not buy a
+        # client more handshakes (and queries) than RELAY_HANDSHAKE_RATE.
+        address = scope["client"][0] if scope.get("client") else "-"
+        scope["handshake_allowed"] = await get_rate_limits().handshake(address)
+        if not scope["handshake_allowed"]:
+            return await self.inner(scope, receive, send)  # refused there (4429)
+        try:
+            user, identity = await database_sync_to_async(resolve)(ticket, bearer, session_key)
+        except AuthError as exc:
+            scope["auth_error"] = str(exc)
+        else:
+            if user is not None:
+                scope["user"], scope["identity"] = user, identity
         return await self.inner(scope, receive, send)

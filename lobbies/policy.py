@@ -105,13 +105,16 @@ def user_of(account: str) -> int | None:
     return int(account.removeprefix("user:")) if account.startswith("user:") else None
 
 
+NO_ROLES: frozenset[Role] = frozenset()
+
+
 def roles_granted(
     identity: Identity, grants: Iterable[tuple[int | None, int | None, str]]
 ) -> frozenset[Role]:
     """The roles ``grants`` (user id, group id, role) give ``identity``: its own and its
     groups'. Anonymous identities hold none."""
     if not identity.is_authenticated:
-        return frozenset()
+        return NO_ROLES  # (``frozenset()`` is a new object each time: kept per joined lobby)
     return frozenset(
         Role(role)
         for user_id, group_id, role in grants

@@ -23,6 +23,7 @@ django-axes (``AXES_IPWARE_META_PRECEDENCE_ORDER = REMOTE_ADDR``) counts the rea
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable
 from functools import lru_cache
 from typing import Any
 
@@ -107,7 +108,11 @@ class ForwardedClient:
     def __init__(self, application: Any) -> None:
         self.application = application
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    _asgi_single_callable = True  # (asgiref: an ASGI 3 application, though not ``async``)
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # The application's coroutine, not awaited here: no frame of this layer's for the
+        # socket's life (see lobbies.engine.routing).
         client = scope.get("client")
         if scope["type"] in ("http", "websocket") and client:
             networks = trusted_networks(relay_settings().trusted_proxies)
@@ -116,4 +121,4 @@ class ForwardedClient:
                 address = forwarded_client(header, networks) if header is not None else None
                 if address is not None:
                     scope["client"] = (address, 0)
-        return await self.application(scope, receive, send)
+        return self.application(scope, receive, send)

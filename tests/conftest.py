@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +92,17 @@ def relay_environ(data_dir: Path, **env: str) -> dict[str, str]:
     return {**environ, "RELAY_DATA_DIR": str(data_dir), **env}
 
 
-def start_relay(server: str, data_dir: Path, log_name: str = "relay.log", **env: str) -> LiveRelay:
+def start_relay(
+    server: str,
+    data_dir: Path,
+    log_name: str = "relay.log",
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> LiveRelay:
     """Start ``manage.py serve`` as ``make run`` does (database migrated, static files
     collected) and wait until it answers HTTP (at most 30 s). Several relays started on one
-    ``data_dir`` share its database (workers of one relay), each logging to its ``log_name``."""
+    ``data_dir`` share its database (workers of one relay), each logging to its ``log_name``;
+    ``preexec_fn`` runs in the child before the relay (a resource limit, say)."""
     env = {"DJANGO_STATIC_ROOT": collected_static(), **env}
     port = free_port()
     log_path = data_dir / log_name
@@ -108,6 +115,7 @@ def start_relay(server: str, data_dir: Path, log_name: str = "relay.log", **env:
             env=relay_environ(data_dir, **env),
             stdout=subprocess.DEVNULL,
             stderr=log,
+            preexec_fn=preexec_fn,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -229,10 +229,10 @@ async def test_an_oversized_control_frame_closes_with_4413(settings):
 
 async def test_browsers_from_other_origins_are_refused_when_origins_are_restricted(settings):
     from lobbies.engine.security import origin_checked
-    from relayproject.asgi import URLRouter, websocket_urlpatterns
+    from relayproject.asgi import WebSocketRouter, websocket_urlpatterns
 
     settings.RELAY_ALLOWED_ORIGINS = ["https://game.example"]
-    app = origin_checked(URLRouter(websocket_urlpatterns))
+    app = origin_checked(WebSocketRouter(websocket_urlpatterns))
     for origin, allowed in [(b"https://game.example", True), (b"https://evil.example", False)]:
         socket = WebsocketCommunicator(app, "/introduction/p", headers=[(b"origin", origin)])
         connected, _ = await socket.connect()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, Protocol
 
 from channels.consumer import AsyncConsumer
@@ -135,7 +136,10 @@ class RelayConsumer(AsyncConsumer):
             metrics.handshake(self.kind, "failed")
             metrics.closed(self.kind, CloseCode.INTERNAL_ERROR, by_client=False)
             return
-        started = logs.log_opened(self.scope, socket)
+        started = time.monotonic()
+        # Logged from a callback of its own: logging looks up its caller's frame, and a frame
+        # looked up stays attached to this coroutine for the socket's life (384 bytes each).
+        asyncio.get_running_loop().call_soon(logs.log_opened, self.scope, socket)
         metrics.handshake(self.kind, "accepted")
         left: int | None = None  # the client's own close code, when it closed first
         try:
@@ -144,6 +148,7 @@ class RelayConsumer(AsyncConsumer):
                 message = await receive()
                 if message["type"] == "websocket.receive":
                     await handle_frame(message)
+                    del message  # not held (with its frame) while the socket waits for the next
                 elif message["type"] == "websocket.disconnect":
                     left = message.get("code")
                     return

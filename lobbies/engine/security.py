@@ -18,10 +18,11 @@ from any origin the check above admits.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import ParseResult, urlparse
 
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.http.request import split_domain_port
 
 from lobbies.conf import relay_settings
@@ -30,12 +31,23 @@ from lobbies.conf import relay_settings
 class BrowserOriginValidator(OriginValidator):
     """``OriginValidator`` that also admits handshakes carrying no ``Origin`` header."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] == "websocket" and not any(
-            name == b"origin" for name, _ in scope.get("headers", ())
-        ):
-            return await self.application(scope, receive, send)
-        return await super().__call__(scope, receive, send)
+    _asgi_single_callable = True  # (asgiref: an ASGI 3 application, though not ``async``)
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
+        # OriginValidator's check, returning the application's coroutine rather than awaiting
+        # it: no frame of this layer's for the socket's life (see lobbies.engine.routing).
+        if scope["type"] != "websocket":
+            raise ValueError("You cannot use OriginValidator on a non-WebSocket connection")
+        origins = [value for name, value in scope.get("headers", ()) if name == b"origin"]
+        if not origins:
+            return self.application(scope, receive, send)
+        try:
+            parsed: ParseResult | None = urlparse(origins[-1].decode("latin1"))
+        except UnicodeDecodeError:
+            parsed = None
+        if self.valid_origin(parsed):
+            return self.application(scope, receive, send)
+        return WebsocketDenier()(scope, receive, send)
 
 
 def origin_checked(application: Any) -> BrowserOriginValidator:

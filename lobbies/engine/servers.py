@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -91,6 +92,9 @@ def uvicorn_config(
         app,
         host=host,
         port=port,
+        # Its outer layers are plain callables that return a coroutine (lobbies.engine.routing),
+        # which uvicorn's guess would take for ASGI 2.
+        interface="asgi3",
         ws=RelayWebSocketProtocol,  # uvicorn's websockets-sansio, plus lobbies.engine.splice
         loop="uvloop",
         http=HandshakeTimeoutHttpProtocol,
@@ -133,6 +137,38 @@ class _ReportingServer(uvicorn.Server):
         # Every socket is closed now: deliver their last events, and let plugins write what
         # they hold (uvicorn then re-raises the stop signal, so atexit handlers never run).
         await asyncio.to_thread(events.shutdown)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, and return it.
+
+    Every socket is a file descriptor, and a shell or service manager often leaves a process a
+    soft limit of 1,024 under a far higher hard one: the relay would refuse connections (the
+    accept fails) long before memory or CPU run short. The hard limit is the operator's to set
+    (``LimitNOFILE`` in the systemd unit, ``ulimit -Hn``); nothing is raised past it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = _NR_OPEN  # the kernel's own ceiling on one process's descriptors
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning("the open files limit stays at %d: %s", soft, exc)
+            return soft
+        return hard
+    return soft
+
+
+def _nr_open() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024 * 1024  # Linux's default
+
+
+_NR_OPEN = _nr_open()
 
 
 def run_uvicorn(

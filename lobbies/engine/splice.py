@@ -42,6 +42,7 @@ daphne offers no such extension, so pipes there take the ASGI path in ``lobbies.
 from __future__ import annotations
 
 import asyncio
+import math
 from struct import pack
 from typing import Any, Protocol
 
@@ -175,11 +176,229 @@ def _frame_header(first_byte: int, length: int) -> bytes:
     return pack("!BBQ", first_byte, 127, length)
 
 
+class Inbox:
+    """The ASGI events waiting for one connection's application: what uvicorn keeps in an
+    ``asyncio.Queue``, whose four deques cost about 3 KiB per idle socket. One reader (the
+    application's ``receive``), and a list that is empty nearly always: uvicorn stops reading a
+    socket until the application has taken its previous frame."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        """Queue ``item`` and wake the reader."""
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        """Whether nothing waits."""
+        return not self.items
+
+    def qsize(self) -> int:
+        """How many events wait."""
+        return len(self.items)
+
+    async def get(self) -> Any:
+        """The oldest event, waiting for one if none is there."""
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.pop(0)
+
+
+class Flag:
+    """``asyncio.Event``'s set/clear/wait for uvicorn's ``writable``, without the deque of
+    waiters it makes up front (760 bytes per socket): waiters exist only while one waits,
+    which is while a client is not reading."""
+
+    __slots__ = ("is_up", "waiters")
+
+    def __init__(self) -> None:
+        self.is_up = False
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        """Whether the flag is up."""
+        return self.is_up
+
+    def set(self) -> None:
+        """Raise the flag, waking every waiter."""
+        self.is_up = True
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Lower the flag."""
+        self.is_up = False
+
+    async def wait(self) -> None:
+        """Return once the flag is up."""
+        while not self.is_up:
+            waiter = asyncio.get_running_loop().create_future()
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self.waiters is not None and waiter in self.waiters:
+                    self.waiters.remove(waiter)
+
+
+class KeepaliveWheel:
+    """Every socket's next keepalive ping, under one timer per process instead of one per
+    socket (an asyncio timer costs about 550 bytes; a place in a set, about 40).
+
+    Deadlines are rounded up to a grid of a tenth of the ping interval (at most a second), so
+    a ping goes out up to that much later than uvicorn's own timer would send it; sockets
+    whose deadlines fall in one slot are pinged together.
+    """
+
+    __slots__ = ("loop", "slots", "timer", "timer_at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[float, set[RelayWebSocketProtocol]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    def add(self, protocol: RelayWebSocketProtocol, delay: float, interval: float) -> float:
+        """Ping ``protocol`` in ``delay`` seconds (give or take the grid); returns its slot."""
+        grid = min(1.0, max(interval / 10, 0.01))
+        due = math.ceil((self.loop.time() + delay) / grid) * grid
+        slot = self.slots.get(due)
+        if slot is None:
+            slot = self.slots[due] = set()
+        slot.add(protocol)
+        if self.timer is None or due < self.timer_at:
+            self._arm(due)
+        return due
+
+    def remove(self, protocol: RelayWebSocketProtocol, due: float) -> None:
+        """Forget the ping of ``protocol`` due at ``due``."""
+        slot = self.slots.get(due)
+        if slot is not None:
+            slot.discard(protocol)
+            if not slot:
+                del self.slots[due]
+
+    def _arm(self, due: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = due
+        self.timer = self.loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        for due in sorted(d for d in self.slots if d <= now):
+            for protocol in self.slots.pop(due):
+                if protocol.ping_due == due:
+                    protocol.send_keepalive_ping()
+        if self.slots and self.timer is None:
+            self._arm(min(self.slots))
+
+
+_wheels: dict[asyncio.AbstractEventLoop, KeepaliveWheel] = {}
+
+
+def keepalive_wheel() -> KeepaliveWheel:
+    """The keepalive wheel of the running event loop."""
+    loop = asyncio.get_running_loop()
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        for old in [old for old in _wheels if old.is_closed()]:
+            del _wheels[old]  # (tests run one loop after another)
+        wheel = _wheels[loop] = KeepaliveWheel(loop)
+    return wheel
+
+
+# What uvicorn's WebSocketsSansIOProtocol (0.54) sets on its instances.
+_UVICORN_ATTRIBUTES = (
+    "app",
+    "app_state",
+    "asgi_version",
+    "client",
+    "close_sent",
+    "close_timeout",
+    "close_timer",
+    "config",
+    "conn",
+    "connections",
+    "curr_msg_data_type",
+    "default_headers",
+    "disconnected",
+    "frames",
+    "handshake_complete",
+    "handshake_initiated",
+    "initial_response",
+    "last_ping_rtt",
+    "logger",
+    "loop",
+    "pending_ping_payload",
+    "ping_interval",
+    "ping_sent_at",
+    "ping_timeout",
+    "ping_timer",
+    "pong_timer",
+    "queue",
+    "read_paused",
+    "request",
+    "response",
+    "root_path",
+    "scheme",
+    "scope",
+    "server",
+    "tasks",
+    "transport",
+    "writable",
+)
+# What RelayWebSocketProtocol adds.
+_RELAY_ATTRIBUTES = (
+    "abort_timer",
+    "app_idle",
+    "handshake_timer",
+    "heard",
+    "parser_head",
+    "parser_need",
+    "paused_since_ping",
+    "pending",
+    "pending_need",
+    "ping_due",
+    "relayed_bytes",
+    "relayed_frames",
+    "splice_max_bytes",
+    "splice_out",
+    "splice_partner",
+    "splice_read_paused",
+)
+
+
 class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus the ``relay.splice`` extension."""
 
+    # Every attribute in slots, uvicorn's included (its class sets them all on the instance and
+    # has no class attributes of those names): uvicorn's own would fill an instance dict of
+    # about 1.6 KiB per socket, and most sockets are idle control sockets. (A new attribute
+    # in a later uvicorn lands in the instance dict, which still exists: only memory.)
+    __slots__ = (*_UVICORN_ATTRIBUTES, *_RELAY_ATTRIBUTES)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Leaner stand-ins for uvicorn's asyncio.Queue and asyncio.Event (same methods used).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
         self.splice_partner: RelayWebSocketProtocol | None = None
         self.splice_max_bytes = 0
         self.app_idle = False  # the application is waiting in receive()
@@ -206,6 +425,8 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         # The deadline of the upgrade, handed over by the HTTP protocol: cancelled once the 101
         # is sent, or when the connection is lost.
         self.handshake_timer: asyncio.TimerHandle | None = None
+        # When its next keepalive ping is due, as a slot of the process's KeepaliveWheel.
+        self.ping_due: float | None = None
 
     # -- the extension, as the application sees it ---------------------------------------
 
@@ -267,16 +488,33 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             if self.request is not None:
                 self.request.headers.clear()
             self.request = self.response = None
+            # The scope's copy too (every layer's scope shares this list): everything that
+            # reads headers (the client's address behind a proxy, the ticket, the origin, the
+            # credentials) has read them before the application accepts.
+            self.scope["headers"].clear()
             self._handshake_answered()
 
     async def receive(self) -> Any:
+        # uvicorn's receive (and Inbox.get) in this one coroutine frame: an idle socket waits
+        # here for its whole life, and every frame on its stack is memory it holds.
+        inbox: Inbox = self.queue  # type: ignore[assignment]
         self.app_idle = True
         try:
-            return await super().receive()
+            while not inbox.items:
+                inbox.waiter = self.loop.create_future()
+                try:
+                    await inbox.waiter
+                finally:
+                    inbox.waiter = None
+            message = inbox.items.pop(0)
+            if self.read_paused and not inbox.items:
+                self.read_paused = False
+                self.transport.resume_reading()
+            return message
         finally:
             self.app_idle = False
             if self.splice_read_paused:
-                # uvicorn resumes reading when its queue empties; the partner is still full.
+                # Reading resumes above when the inbox empties; the partner is still full.
                 self.transport.pause_reading()
 
     def send_receive_event_to_app(self) -> None:
@@ -541,7 +779,20 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
         self.abort_later()
 
+    def schedule_ping(self) -> None:
+        # In the process's one keepalive timer, not a timer per socket (uvicorn's).
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_due = keepalive_wheel().add(self, delay, self.ping_interval)
+
+    def stop_keepalive(self) -> None:
+        if self.ping_due is not None:
+            keepalive_wheel().remove(self, self.ping_due)
+            self.ping_due = None
+        super().stop_keepalive()
+
     def send_keepalive_ping(self) -> None:
+        self.ping_due = None
         self.heard = False
         self.paused_since_ping = self.read_paused or self.splice_read_paused
         super().send_keepalive_ping()

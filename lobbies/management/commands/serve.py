@@ -40,6 +40,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Clients connect to ws://{shown}:{port}")
             self.stdout.flush()
 
+        # One descriptor per socket: up to the hard limit the operator allows.
+        servers.raise_open_files_limit()
         run = servers.run_daphne if server == "daphne" else servers.run_uvicorn
         run(host, port, relay_settings(), on_ready)
 
