@@ -779,55 +779,63 @@ def verdict(samples: list[Sample], tally: Tally, workers: int) -> list[str]:
 
 
 def svg_plot(samples: list[Sample], title: str) -> str:
-    """The series over time, each scaled to its own maximum (labelled), the phases shaded."""
+    """One small panel per series over time, each on its own scale (its lowest and highest
+    value written beside it), the load shaded: what grows, and whether it comes back down."""
     series: dict[str, list[tuple[float, float]]] = {}
     for s in samples:
         for n, w in enumerate(s.workers):
-            for name, label in (("rss_kib", "RSS KiB"), ("fds", "fds"), ("tasks", "tasks")):
+            for name, label in (
+                ("rss_kib", "RSS (KiB)"),
+                ("fds", "descriptors"),
+                ("tasks", "tasks"),
+            ):
                 if w[name] is not None:
-                    series.setdefault(f"w{n + 1} {label}", []).append((s.at, w[name]))
+                    series.setdefault(f"worker {n + 1} {label}", []).append((s.at, w[name]))
+        if s.live:
+            series.setdefault("peers online", []).append((s.at, s.live.get("peers_online", 0)))
         if s.presence_keys is not None:
             series.setdefault("presence keys", []).append((s.at, s.presence_keys))
         if s.rows is not None:
-            series.setdefault("db rows", []).append((s.at, s.rows))
-        if s.live:
-            series.setdefault("peers online", []).append((s.at, s.live.get("peers_online", 0)))
-    width, height, left, top = 900, 420, 60, 40
+            series.setdefault("database rows", []).append((s.at, s.rows))
+    width, left, right, panel, gap = 900, 200, 110, 44, 14
     end = max((s.at for s in samples), default=1.0) or 1.0
-    colours = ["#417690", "#79aec8", "#ba2121", "#e08a00", "#3b8a3b", "#7c4dff", "#444", "#c2185b"]
+    plot = width - left - right
+    load = [s.at for s in samples if s.phase == "load"]
+    height = 40 + len(series) * (panel + gap) + 20
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 140}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
-        f'<text x="{left}" y="20" font-size="14">{title}</text>',
+        f'<rect width="{width}" height="{height}" fill="#fff"/>',
+        f'<text x="10" y="22" font-size="14">{title}</text>',
     ]
-    for phase, fill in (("load", "#eef5f9"), ("settle", "#f7f7f7")):
-        times = [s.at for s in samples if s.phase == phase]
-        if times:
-            x0 = left + (width - left - 20) * min(times) / end
-            x1 = left + (width - left - 20) * max(times) / end
+    for index, (name, points) in enumerate(series.items()):
+        top = 40 + index * (panel + gap)
+        low, high = min(v for _, v in points), max(v for _, v in points)
+        span = (high - low) or 1
+        if load:
+            x0, x1 = left + plot * min(load) / end, left + plot * max(load) / end
             parts.append(
-                f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{height - top}" '
-                f'fill="{fill}"/><text x="{x0 + 4:.1f}" y="{top + 14}" fill="#666">{phase}</text>'
+                f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{panel}" '
+                'fill="#eef5f9"/>'
             )
-    for index, (name, points) in enumerate(sorted(series.items())):
-        peak = max(v for _, v in points) or 1
-        colour = colours[index % len(colours)]
+        parts.append(
+            f'<rect x="{left}" y="{top}" width="{plot}" height="{panel}" fill="none" '
+            'stroke="#ddd"/>'
+            f'<text x="10" y="{top + panel / 2 + 4:.0f}">{name}</text>'
+            f'<text x="{left + plot + 6}" y="{top + 10}" fill="#666">{high:,.0f}</text>'
+            f'<text x="{left + plot + 6}" y="{top + panel}" fill="#666">{low:,.0f}</text>'
+        )
         path = " ".join(
-            f"{left + (width - left - 20) * t / end:.1f},{height - (height - top) * v / peak:.1f}"
+            f"{left + plot * t / end:.1f},{top + panel - panel * (v - low) / span:.1f}"
             for t, v in points
         )
-        parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>'
-        )
-        y = height + 20 + 16 * (index // 2)
-        x = left + 420 * (index % 2)
-        parts.append(
-            f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{x + 14}" y="{y}">{name} (max {peak:,.0f})</text>'
-        )
+        parts.append(f'<polyline fill="none" stroke="#417690" stroke-width="1.2" points="{path}"/>')
+    bottom = 40 + len(series) * (panel + gap)
     parts.append(
-        f'<text x="{left}" y="{height + 12}" fill="#666">0 s</text>'
-        f'<text x="{width - 60}" y="{height + 12}" fill="#666">{end:.0f} s</text></svg>'
+        f'<text x="{left}" y="{bottom + 4}" fill="#666">0 s</text>'
+        f'<text x="{left + plot - 40}" y="{bottom + 4}" fill="#666">{end:.0f} s</text>'
+        f'<text x="{left + 60}" y="{bottom + 4}" fill="#666">shaded: under load; then at '
+        "rest</text></svg>"
     )
     return "\n".join(parts)
 
