@@ -27,6 +27,8 @@ from collections.abc import Awaitable
 from functools import lru_cache
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
+
 from lobbies.conf import relay_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -110,6 +112,9 @@ class ForwardedClient:
 
     _asgi_single_callable = True  # (asgiref: an ASGI 3 application, though not ``async``)
 
+    # Marked as a coroutine function (it returns one): servers that guess the ASGI version from
+    # ``__call__``, as uvicorn run directly does, must not take this for an ASGI 2 application.
+    @markcoroutinefunction
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[Any]:
         # The application's coroutine, not awaited here: no frame of this layer's for the
         # socket's life (see lobbies.engine.routing).
