@@ -895,6 +895,8 @@ async def run(options: argparse.Namespace) -> int:
         await sampling
         connections = {w.port: _connections(w.pid) for w in relay.workers if w.pid}
         await stop_relay(relay)
+        if not options.keep:  # (its logs help when a run fails: --keep)
+            shutil.rmtree(directory, ignore_errors=True)
     failures = verdict(samples, tally, options.workers)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -917,8 +919,6 @@ async def run(options: argparse.Namespace) -> int:
     title = f"{name}: {options.duration:.0f} s of load, then at rest"
     out.with_suffix(".svg").write_text(svg_plot(samples, title))
     _report(name, samples, tally, failures, out, options.workers)
-    if not options.keep:
-        shutil.rmtree(directory, ignore_errors=True)
     return 1 if failures else 0
 
 
