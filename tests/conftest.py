@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -128,6 +129,18 @@ def start_relay(
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"relay ({server}) did not start on port {port}")
+
+
+def http_get(relay: LiveRelay, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of ``GET path`` on ``relay``, an error
+    status included."""
+    request = urllib.request.Request(f"{relay.http_url}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            status, found, body = answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as refused:
+        status, found, body = refused.code, refused.headers, refused.read()
+    return status, {k.lower(): v for k, v in found.items()}, body
 
 
 def stop_relay(relay: LiveRelay) -> None:
@@ -255,3 +268,57 @@ async def uvicorn_server(settings, transactional_db) -> AsyncIterator[tuple[uvic
     if not done:
         server.force_exit = True
         await task
+
+
+class OwnRedis:
+    """A Redis server of the test's own, which it may kill and start again (empty)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()

@@ -24,8 +24,8 @@ import environ
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, SERVERS, LiveRelay, free_port, start_relay, stop_relay
-from tests.test_workers import OwnRedis, close_code, control, introduced_to, join
+from tests.conftest import ROOT, SERVERS, LiveRelay, free_port, http_get, start_relay, stop_relay
+from tests.test_workers import close_code, control, introduced_to, join
 
 pytestmark = pytest.mark.live
 
@@ -34,13 +34,8 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.
 
 def probe(relay: LiveRelay, path: str, **headers: str) -> tuple[int, dict, dict]:
     """Status, headers (lower-case names) and JSON body of ``GET path``."""
-    request = urllib.request.Request(f"{relay.http_url}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            status, found, body = answer.status, answer.headers, answer.read()
-    except urllib.error.HTTPError as refused:
-        status, found, body = refused.code, refused.headers, refused.read()
-    return status, {k.lower(): v for k, v in found.items()}, json.loads(body)
+    status, found, body = http_get(relay, path, **headers)
+    return status, found, json.loads(body)
 
 
 async def probed(relay: LiveRelay, path: str) -> tuple[int, dict]:
@@ -173,14 +168,6 @@ async def test_readyz_is_unready_while_the_database_is_unreachable(
         assert relay.log().count("readyz: the database is not ready") == 1
     finally:
         await asyncio.to_thread(stop_relay, relay)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_readyz_is_unready_while_redis_is_stopped(own_redis, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.conftest import ROOT, SERVERS, LiveRelay, start_relay, stop_relay
+from tests.conftest import ROOT, SERVERS, LiveRelay, http_get, start_relay, stop_relay
 from tests.test_workers import (  # noqa: F401 (make_cluster: a fixture)
     _owner_token,
     api,
@@ -58,13 +58,8 @@ def relay(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[LiveRela
 
 def fetch(relay: LiveRelay, path: str = "/metrics", **headers: str) -> tuple[int, dict, str]:
     """Status, headers (lower-case names) and body of ``GET path`` on ``relay``."""
-    request = urllib.request.Request(f"{relay.http_url}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            status, found, body = answer.status, answer.headers, answer.read()
-    except urllib.error.HTTPError as refused:
-        status, found, body = refused.code, refused.headers, refused.read()
-    return status, {k.lower(): v for k, v in found.items()}, body.decode()
+    status, found, body = http_get(relay, path, **headers)
+    return status, found, body.decode()
 
 
 def scrape(relay: LiveRelay) -> Samples:

@@ -446,60 +446,6 @@ async def test_a_reader_that_vanishes_while_frames_wait_for_it_leaves_its_worker
         await socket.close()
 
 
-class OwnRedis:
-    """A Redis server of the test's own, which it may kill and start again (empty)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        from tests.conftest import free_port
-
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.data_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
 async def test_workers_come_back_by_themselves_after_redis_restarts_empty(make_cluster, own_redis):
     first, second = make_cluster(RELAY_REDIS_URL=own_redis.url).workers
     a, b = await meet(first, second)
