@@ -22,7 +22,14 @@ from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, models, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connection,
+    models,
+    transaction,
+)
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -229,6 +236,58 @@ def _add(
             continue  # made meanwhile by another worker: add to it
 
 
+# Rows one statement of _add_many writes at most: under every database's parameter limit.
+_ROWS_PER_STATEMENT = 200
+
+
+def _add_many(
+    model: type[models.Model], key: tuple[str, ...], rows: list[tuple[tuple, dict[str, int]]]
+) -> None:
+    """For each row (its ``key`` fields' values, and counts), add the counts to its row, making
+    the missing ones: ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL, SQLite 3.24+), a
+    statement per 200 rows rather than one or two per row as :func:`_add`, so a flush after a
+    storm of new lobbies stays short. Counts add up, as :func:`_add`'s: workers writing the same
+    rows each add theirs."""
+    if not rows:
+        return
+    counted = sorted({name for _, counts in rows for name, value in counts.items() if value})
+    if not counted:
+        return
+    ops = connection.ops
+    table = ops.quote_name(model._meta.db_table)
+    fields = [model._meta.get_field(name) for name in (*key, *counted)]
+    # The row's other fields, for the rows made here: their defaults (the ORM's, not the
+    # database's, which has none), never changed on a conflict.
+    others = [
+        f
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name not in key and f.name not in counted
+    ]
+    defaults = [f.get_db_prep_value(f.get_default(), connection) for f in others]
+    columns = ", ".join(ops.quote_name(field.column) for field in (*fields, *others))
+    conflict = ", ".join(ops.quote_name(model._meta.get_field(name).column) for name in key)
+    updates = ", ".join(
+        f"{ops.quote_name(f.column)} = {table}.{ops.quote_name(f.column)} + "
+        f"excluded.{ops.quote_name(f.column)}"
+        for f in fields[len(key) :]
+    )
+    one = "(" + ", ".join(["%s"] * (len(fields) + len(others))) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for values, counts in chunk:
+                raw = (*values, *(counts.get(name, 0) for name in counted))
+                prepared = zip(fields, raw, strict=True)
+                params += [field.get_db_prep_value(v, connection) for field, v in prepared]
+                params += defaults
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(chunk))} "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+                params,
+            )
+
+
 def _write(
     *,
     totals: dict[datetime, Counter[str]],
@@ -248,15 +307,16 @@ def _write(
         if hour in peaks:
             counts["peak_peers"] = peaks[hour]
         _add(HourlyTotals, {"hour": hour}, counts, highest=frozenset({"peak_peers"}))
-    for (hour, document_id), counts in sorted(lobbies.items()):
-        key = {"hour": hour, "document_id": document_id}
-        _add(HourlyLobby, key, dict(counts))
-        if game := lobby_games.get((hour, document_id)):
-            HourlyLobby.objects.filter(**key, game="").update(game=game)
-    for (hour, game), joins in sorted(games.items()):
-        _add(HourlyGame, {"hour": hour, "game": game}, {"joins": joins})
-    for (hour, bucket), sessions in sorted(lengths.items()):
-        _add(SessionLength, {"hour": hour, "bucket": bucket}, {"sessions": sessions})
+    # Sorted: workers writing the same rows take their locks in one order (no deadlock).
+    _add_many(HourlyLobby, ("hour", "document_id"), sorted(lobbies.items()))
+    for (hour, document_id), game in sorted(lobby_games.items()):
+        HourlyLobby.objects.filter(hour=hour, document_id=document_id, game="").update(game=game)
+    _add_many(HourlyGame, ("hour", "game"), [(k, {"joins": n}) for k, n in sorted(games.items())])
+    _add_many(
+        SessionLength,
+        ("hour", "bucket"),
+        [(k, {"sessions": n}) for k, n in sorted(lengths.items())],
+    )
     if peers:
         HourlyPeer.objects.bulk_create(
             [HourlyPeer(hour=hour, peer=peer) for hour, peer in sorted(peers)],
