@@ -67,6 +67,8 @@ MAX_FILTER_TEXT = 100
 # never a place too many: seats are what keep the capacity).
 LEASE_TTL = 5.0
 LEASE_WAIT = 5.0
+# Lobbies one request makes at most, each filled by others before its seat was taken (503).
+MADE_AT_MOST = 3
 
 
 class QuickJoinSpec(Schema):
@@ -246,25 +248,30 @@ async def quick_join(
     matches that has room, or in a new one; never one of ``exclude`` (the lobbies the asking
     socket is in). Raises :class:`Rejected`: 429 past ``RELAY_QUICK_JOIN_RATE`` or
     ``RELAY_LOBBY_CREATION_RATE``, 403 for a relay-wide ban or when no lobby has room and the
-    creation policy does not let ``identity`` make one, 503 when the lobby just made filled up
-    before the seat was taken (try again)."""
+    creation policy does not let ``identity`` make one, 503 when every lobby it made filled up
+    before its own seat was taken (:data:`MADE_AT_MOST` of them: try again)."""
     ttl = relay_settings().seat_ttl
     candidates = await database_sync_to_async(_asked)(identity, peer_id, spec, address, exclude)
-    found = await _seat_in(candidates, peer_id)
-    if found is None:
+    for _ in range(MADE_AT_MOST):
+        found = await _seat_in(candidates, peer_id)
+        if found is not None:
+            return Seat(found, _expiry(ttl), created=False)
         async with _pool(pool_of(spec)):
             # Looked for again once the lease is ours: whoever held it may have made a lobby.
             candidates = await database_sync_to_async(_candidates)(identity, peer_id, spec, exclude)
             found = await _seat_in(candidates, peer_id)
-            if found is None:
-                made = await database_sync_to_async(owners.create_matchmade)(
-                    identity, _new_lobby(spec), address
-                )
-                capacity = made.max_peers or spec.max_peers
-                if not await get_presence().reserve(made.document_id, peer_id, capacity, ttl):
-                    raise Rejected(503, "the lobby made for you filled up at once: try again")
+            if found is not None:
+                return Seat(found, _expiry(ttl), created=False)
+            made = await database_sync_to_async(owners.create_matchmade)(
+                identity, _new_lobby(spec), address
+            )
+            capacity = made.max_peers or spec.max_peers
+            if await get_presence().reserve(made.document_id, peer_id, capacity, ttl):
                 return Seat(made.document_id, _expiry(ttl), created=True)
-    return Seat(found, _expiry(ttl), created=False)
+        # Players who had not waited for the lease found the new lobby (it was visible once
+        # made) and took every place before this one's seat: look again, as they did.
+        candidates = await database_sync_to_async(_candidates)(identity, peer_id, spec, exclude)
+    raise Rejected(503, "the lobbies made for you filled up at once: try again")
 
 
 def _expiry(ttl: float) -> datetime:
