@@ -1,8 +1,11 @@
 """Delivering the relay's events (``lobbies.signals``) without ever holding up a socket.
 
-:func:`emit` is called by the sockets in the event loop: it appends to a queue and returns. One
-thread takes events off the queue in order and sends them with ``send_robust`` (a receiver that
-raises is logged; the others still run). Past ``RELAY_EVENT_QUEUE`` waiting events, new ones are
+:func:`emit` is called by the sockets in the event loop: it appends to a list and returns. The
+list is handed to one thread every ``HAND_OVER_SECONDS``, which sends the events in order with
+``send_robust`` (a receiver that raises is logged; the others still run). Waking that thread for
+each event cost the sockets more than the receivers themselves: on a busy worker the two threads
+took the GIL from each other at every event (a fifth of the event loop's time while pipes were
+being set up, under a profiler). Past ``RELAY_EVENT_QUEUE`` waiting events, new ones are
 dropped and counted. Called outside an event loop (an HTTP view's thread), :func:`emit` sends at
 once, in that thread.
 
@@ -18,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,11 @@ from lobbies.conf import relay_settings
 
 logger = logging.getLogger(__name__)
 
+# How long events emitted in the event loop wait before the delivery thread is woken for them.
+HAND_OVER_SECONDS = 0.05
+
+Event = tuple[Signal, dict[str, Any]]
+
 
 class EventBus:
     """This process's queue of events and the thread that delivers them.
@@ -38,7 +47,10 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[Signal, dict[str, Any]] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
+        # Emitted in the event loop, not yet handed over (a deque: hand_over may run elsewhere).
+        self.pending: deque[Event] = deque()
+        self.hand_over_timer: asyncio.TimerHandle | None = None
         self.thread: threading.Thread | None = None
         self.start_lock = threading.Lock()
         self.dropped = 0
@@ -53,7 +65,7 @@ class EventBus:
             return
         kwargs.setdefault("at", time.time())
         try:
-            self.loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # a view's thread, say: deliver here and now
             _send(signal, kwargs)
             return
@@ -63,7 +75,23 @@ class EventBus:
                 logger.warning("%s relay events dropped: receivers are too slow", self.dropped)
             return
         self.queued += 1
-        self.queue.put((signal, kwargs))
+        self.pending.append((signal, kwargs))
+        if self.loop is not loop or self.hand_over_timer is None:
+            # (The first event, or a new loop: tests run one after another, and a timer of a
+            # closed loop never fires.)
+            self.loop = loop
+            self.hand_over_timer = loop.call_later(HAND_OVER_SECONDS, self.hand_over)
+
+    def hand_over(self) -> None:
+        """Give the events emitted so far to the delivery thread, in one piece."""
+        self.hand_over_timer = None
+        batch = []
+        with contextlib.suppress(IndexError):
+            while True:
+                batch.append(self.pending.popleft())
+        if not batch:
+            return
+        self.queue.put(batch)
         if self.thread is None:
             self._start()
 
@@ -85,12 +113,11 @@ class EventBus:
             if interval and time.monotonic() - last_report >= interval:
                 last_report = time.monotonic()
                 self._report()
-            if item is None:
-                continue
-            try:
-                _send(*item)
-            finally:
-                self.delivered += 1
+            for event in item or ():
+                try:
+                    _send(*event)
+                finally:
+                    self.delivered += 1
 
     def _report(self) -> None:
         loop = self.loop
@@ -103,6 +130,9 @@ class EventBus:
 
     async def drain(self) -> None:
         """Wait until every event emitted so far has been delivered (tests, shutdown)."""
+        if self.hand_over_timer is not None:
+            self.hand_over_timer.cancel()
+        self.hand_over()
         while self.delivered < self.queued:  # noqa: ASYNC110 (tests and shutdown)
             await asyncio.sleep(0.01)
 
@@ -117,6 +147,7 @@ def shutdown() -> None:
     """The server has stopped: wait (a little) for the queued events to be delivered, then send
     ``relay_stopping`` so that plugins write what they hold. Blocking; called once per process
     by ``lobbies.engine.servers``."""
+    bus.hand_over()
     deadline = time.monotonic() + 10
     while bus.delivered < bus.queued and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -205,6 +205,7 @@ def fresh_process_state(settings) -> Iterator[None]:
     # Events of the test still on their way would reach the next test's (or the exit's) flush.
     from lobbies.events import bus
 
+    bus.hand_over()
     deadline = time.monotonic() + 2
     while bus.delivered < bus.queued and time.monotonic() < deadline:
         time.sleep(0.01)
