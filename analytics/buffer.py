@@ -78,7 +78,9 @@ class Buffer:
         self.totals: dict[datetime, Counter[str]] = {}
         self.session_seconds: Counter[datetime] = Counter()
         self.peaks: dict[datetime, int] = {}
-        self.lobbies: dict[tuple[datetime, str], Counter[str]] = {}
+        # [joins, bytes] by (hour, lobby): a two-item list, where a Counter would cost four
+        # times the memory, and a storm of peers each in a lobby of its own makes a row each.
+        self.lobbies: dict[tuple[datetime, str], list[int]] = {}
         self.lobby_games: dict[tuple[datetime, str], str] = {}
         self.games: Counter[tuple[datetime, str]] = Counter()
         self.peers: set[tuple[datetime, str]] = set()
@@ -107,7 +109,7 @@ class Buffer:
     ) -> None:
         with self.lock:
             self.totals.setdefault(hour, Counter())["joins"] += 1
-            self.lobbies.setdefault((hour, document_id), Counter())["joins"] += 1
+            self.lobbies.setdefault((hour, document_id), [0, 0])[0] += 1
             if game:
                 self.lobby_games[hour, document_id] = game
                 self.games[hour, game] += 1
@@ -118,7 +120,7 @@ class Buffer:
 
     def lobby_bytes(self, hour: datetime, document_id: str, size: int) -> None:
         with self.lock:
-            self.lobbies.setdefault((hour, document_id), Counter())["bytes"] += size
+            self.lobbies.setdefault((hour, document_id), [0, 0])[1] += size
             self._due()
 
     def pending_rows(self) -> int:
@@ -185,8 +187,10 @@ class Buffer:
                 return
             for hour, counts in taken["totals"].items():
                 self.totals.setdefault(hour, Counter()).update(counts)
-            for key, counts in taken["lobbies"].items():
-                self.lobbies.setdefault(key, Counter()).update(counts)
+            for key, (joins, size) in taken["lobbies"].items():
+                counts = self.lobbies.setdefault(key, [0, 0])
+                counts[0] += joins
+                counts[1] += size
             for name in ("session_seconds", "games", "lengths", "nicknames"):
                 getattr(self, name).update(taken[name])
             for hour, peers in taken["peaks"].items():
@@ -293,7 +297,7 @@ def _write(
     totals: dict[datetime, Counter[str]],
     session_seconds: Counter[datetime],
     peaks: dict[datetime, int],
-    lobbies: dict[tuple[datetime, str], Counter[str]],
+    lobbies: dict[tuple[datetime, str], list[int]],
     lobby_games: dict[tuple[datetime, str], str],
     games: Counter[tuple[datetime, str]],
     peers: set[tuple[datetime, str]],
@@ -308,7 +312,11 @@ def _write(
             counts["peak_peers"] = peaks[hour]
         _add(HourlyTotals, {"hour": hour}, counts, highest=frozenset({"peak_peers"}))
     # Sorted: workers writing the same rows take their locks in one order (no deadlock).
-    _add_many(HourlyLobby, ("hour", "document_id"), sorted(lobbies.items()))
+    _add_many(
+        HourlyLobby,
+        ("hour", "document_id"),
+        [(k, {"joins": j, "bytes": b}) for k, (j, b) in sorted(lobbies.items())],
+    )
     for (hour, document_id), game in sorted(lobby_games.items()):
         HourlyLobby.objects.filter(hour=hour, document_id=document_id, game="").update(game=game)
     _add_many(HourlyGame, ("hour", "game"), [(k, {"joins": n}) for k, n in sorted(games.items())])

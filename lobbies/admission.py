@@ -294,6 +294,12 @@ async def banned_everywhere(identity: Identity, peer_id: str) -> bool:
     return any(ban.applies(identity, peer_id, now) for ban in await lobby_cache.bans_everywhere())
 
 
+async def prefetch(document_ids: tuple[str, ...]) -> None:
+    """Have the answers :func:`join_facts` will need for these ids cached (or being asked)."""
+    await lobby_cache.bans_everywhere()
+    await lobby_cache.records(list(document_ids))
+
+
 async def join_facts(
     identity: Identity, peer_id: str, document_ids: list[str]
 ) -> dict[str, JoinFacts]:

@@ -87,12 +87,42 @@ class RelayConsumer(AsyncConsumer):
             await self.refuse(send, Refused(CloseCode.RATE_LIMITED, "too many sockets open"))
             return
         try:
-            await self.serve(receive, send, address, rates)
+            socket = await self.open(send, address, rates)
+            if socket is None:
+                return
+            # The frames are fed in this coroutine's own frame, not a callee's: an idle socket
+            # waits here for its whole life, and every frame on its stack is memory it holds.
+            started = time.monotonic()
+            # Logged from a callback of its own: logging looks up its caller's frame, and a
+            # frame looked up stays attached to this coroutine for the socket's life.
+            asyncio.get_running_loop().call_soon(logs.log_opened, self.scope, socket)
+            metrics.handshake(self.kind, "accepted")
+            left: int | None = None  # the client's own close code, when it closed first
+            try:
+                handle_frame = socket.handle_frame
+                while True:
+                    message = await receive()
+                    if message["type"] == "websocket.receive":
+                        await handle_frame(message)
+                        del message  # not held (with its frame) while waiting for the next
+                    elif message["type"] == "websocket.disconnect":
+                        left = message.get("code")
+                        return
+            except Exception:
+                # A fault of the relay's (its database unreachable, say) costs this socket
+                # only, with a close code the client can see rather than a dropped connection.
+                logger.exception("%s %s failed", self.client, logs.shown_path(self.scope, socket))
+                await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
+            finally:
+                await socket.close(None)
+                code = socket.close_code if socket.close_code is not None else left
+                metrics.closed(self.kind, code, by_client=socket.close_code is None)
+                logs.log_closed(self.scope, socket, code, socket.close_reason, started)
         finally:
             rates.disconnect(address)
 
-    async def serve(self, receive: Any, send: Send, address: str, rates: RateLimits) -> None:
-        """Open the socket object, or refuse it; then feed it frames until the client goes."""
+    async def open(self, send: Send, address: str, rates: RateLimits) -> RelaySocket | None:
+        """Open the socket object; or refuse it, or close it on a fault, and return None."""
         socket: RelaySocket | None = None
         try:
             # (Counted by lobbies.auth already when the handshake carried credentials.)
@@ -109,11 +139,11 @@ class RelayConsumer(AsyncConsumer):
             except PathError as exc:
                 raise Refused(CloseCode.INVALID, str(exc)) from exc
             await socket.open()
+            return socket
         except Refused as refusal:
             if socket is not None:
                 await socket.close(None)  # frees what it took while opening
             await self.refuse(send, refusal)
-            return
         except RedisError as exc:
             # Presence is in Redis and Redis does not answer (restarting, say): the client is
             # told to come back rather than left with a fault.
@@ -124,7 +154,6 @@ class RelayConsumer(AsyncConsumer):
             await send_close(send, CloseCode.TRY_AGAIN_LATER, "the relay cannot serve now; retry")
             metrics.handshake(self.kind, "unavailable")
             metrics.closed(self.kind, CloseCode.TRY_AGAIN_LATER, by_client=False)
-            return
         except Exception:
             # A fault of the relay's while opening (its database unreachable, say): this socket
             # is closed with a code the client sees, and frees what it took.
@@ -135,33 +164,7 @@ class RelayConsumer(AsyncConsumer):
                 await send_close(send, CloseCode.INTERNAL_ERROR, "internal error")
             metrics.handshake(self.kind, "failed")
             metrics.closed(self.kind, CloseCode.INTERNAL_ERROR, by_client=False)
-            return
-        started = time.monotonic()
-        # Logged from a callback of its own: logging looks up its caller's frame, and a frame
-        # looked up stays attached to this coroutine for the socket's life (384 bytes each).
-        asyncio.get_running_loop().call_soon(logs.log_opened, self.scope, socket)
-        metrics.handshake(self.kind, "accepted")
-        left: int | None = None  # the client's own close code, when it closed first
-        try:
-            handle_frame = socket.handle_frame
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.receive":
-                    await handle_frame(message)
-                    del message  # not held (with its frame) while the socket waits for the next
-                elif message["type"] == "websocket.disconnect":
-                    left = message.get("code")
-                    return
-        except Exception:
-            # A fault of the relay's (its database unreachable, say) costs this socket only,
-            # with a close code the client can see rather than a dropped connection.
-            logger.exception("%s %s failed", self.client, logs.shown_path(self.scope, socket))
-            await socket.close(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            await socket.close(None)
-            code = socket.close_code if socket.close_code is not None else left
-            metrics.closed(self.kind, code, by_client=socket.close_code is None)
-            logs.log_closed(self.scope, socket, code, socket.close_reason, started)
+        return None
 
     async def refuse(self, send: Send, refusal: Refused) -> None:
         """Close a socket refused as it opened, with one log line. A client refused again and

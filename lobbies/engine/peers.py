@@ -266,6 +266,10 @@ class ControlSocket:
             self._refuse(named, Refusal.RATE_LIMITED, "too many Joins and Leaves")
             return {}
         if join.quick_join is None:
+            # The database is waited for here, a few coroutine frames deep, rather than at the
+            # bottom of the Join's calls: a reconnect storm has thousands of Joins waiting for
+            # it at once, and what they hold meanwhile stays in the process as freed memory.
+            await admission.prefetch(join.document_ids)
             return await self._join_ids(join)
         found = await self._quick_join(join)
         if found is None:

@@ -47,6 +47,7 @@ from struct import pack
 from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import protocol as websocket_protocol
 from websockets.speedups import apply_mask
 
 from lobbies.conf import relay_settings
@@ -484,10 +485,18 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             # The parsed handshake (headers, twice) is not needed once accepted; an idle
             # control socket is mostly this. websockets' parser keeps a reference to the
             # request for the connection's life, so its headers are emptied, not just dropped
-            # (the scope has its own copy).
+            # (the scope has its own copy), and the parser itself is replaced by the frames'
+            # alone where it stands between two frames (which it does unless the client sent
+            # a frame before the 101 arrived).
             if self.request is not None:
                 self.request.headers.clear()
             self.request = self.response = None
+            conn = self.conn
+            at_boundary = not (self.parser_need or self.parser_head or conn.reader.buffer)
+            if at_boundary and conn.state is websocket_protocol.State.OPEN:
+                conn.parser.close()
+                conn.parser = websocket_protocol.Protocol.parse(conn)
+                next(conn.parser)  # (started, as websockets starts its own)
             # The scope's copy too (every layer's scope shares this list): everything that
             # reads headers (the client's address behind a proxy, the ticket, the origin, the
             # credentials) has read them before the application accepts.

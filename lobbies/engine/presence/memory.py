@@ -33,7 +33,9 @@ class MemoryPresence(Presence):
         self.peer_connection: dict[str, str] = {}
         self.peer_account: dict[str, str] = {}
         self.peer_nickname: dict[str, str] = {}
-        self.peer_documents: dict[str, set[str]] = {}
+        # A tuple, not a set: most peers are in one lobby or a few, and a set costs 216 bytes
+        # however few it holds (a one-id tuple, 48).
+        self.peer_documents: dict[str, tuple[str, ...]] = {}
         self.document_peers: dict[str, dict[str, float]] = {}
         # Host lobbies with members present: their host, or None while it is away.
         self.document_host: dict[str, str | None] = {}
@@ -90,7 +92,7 @@ class MemoryPresence(Presence):
             return {}
         if nickname is not None:
             self.peer_nickname[peer_id] = nickname
-        mine = self.peer_documents.setdefault(peer_id, set())
+        added: list[str] = []
         others: dict[str, list[str]] = {}
         now = time.time()
         for document_id in document_ids:
@@ -99,10 +101,13 @@ class MemoryPresence(Presence):
                 continue
             members = self.document_peers.setdefault(document_id, {})
             others[document_id] = [p for p in members if p != peer_id]
-            members.setdefault(peer_id, now)
-            mine.add(document_id)
+            if peer_id not in members:  # (a peer is in a lobby's members iff it is in its ids)
+                members[peer_id] = now
+                added.append(document_id)
             if capacity is not None:
                 self._drop_seat(document_id, peer_id)  # used up
+        if added:
+            self.peer_documents[peer_id] = (*self.peer_documents.get(peer_id, ()), *added)
         return others
 
     def _taken(self, document_id: str, peer_id: str) -> int:
@@ -169,11 +174,14 @@ class MemoryPresence(Presence):
     async def leave(self, peer_id: str, connection: str, document_ids: tuple[str, ...]) -> None:
         if self.peer_connection.get(peer_id) != connection:
             return
-        mine = self.peer_documents.get(peer_id, set())
-        for document_id in document_ids:
-            if document_id in mine:
-                mine.discard(document_id)
-                self._remove(peer_id, document_id)
+        gone = {d for d in document_ids if peer_id in self.document_peers.get(d, ())}
+        if not gone:
+            return
+        self.peer_documents[peer_id] = tuple(
+            d for d in self.peer_documents.get(peer_id, ()) if d not in gone
+        )
+        for document_id in gone:
+            self._remove(peer_id, document_id)
 
     async def connections(self, peer_ids: list[str]) -> dict[str, str]:
         online = self.peer_connection
