@@ -296,7 +296,7 @@ def presence_call(operation: str, seconds: float) -> None:
 
 @receiver(signals.pipe_opened, dispatch_uid="metrics.pipe_opened")
 def _pipe_opened(how: str = "in_process", **kwargs: Any) -> None:
-    PIPES_PAIRED.labels(how if how in _HOWS else "in_process").inc()
+    _one(PIPES_PAIRED, how if how in _HOWS else "in_process").inc()
 
 
 @receiver(signals.pipe_traffic, dispatch_uid="metrics.pipe_traffic")
@@ -307,7 +307,7 @@ def _pipe_traffic(frames: tuple[int, int], bytes: tuple[int, int], **kwargs: Any
 
 @receiver(signals.operator_action, dispatch_uid="metrics.operator_action")
 def _operator_action(action: str, **kwargs: Any) -> None:
-    OPERATOR_ACTIONS.labels(action if action in _ACTIONS else "other").inc()
+    _one(OPERATOR_ACTIONS, action if action in _ACTIONS else "other").inc()
 
 
 # -- the scrape ------------------------------------------------------------------------------

@@ -65,8 +65,10 @@ def _trusted(ip: Address, networks: tuple[Network, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
+@lru_cache(maxsize=1024)
 def is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
-    """Whether ``address`` (as a server reports a peer) is one of the trusted proxies."""
+    """Whether ``address`` (as a server reports a peer) is one of the trusted proxies
+    (remembered: most connections come from a few addresses, the proxies' own)."""
     ip = _parsed(address)
     return ip is not None and _trusted(ip, networks)
 
