@@ -213,6 +213,7 @@ JOIN_OUTCOMES = (
     "invalid",
 )
 LIMITS = (
+    "allowed_origins",
     "max_connections_per_address",
     "handshake_rate",
     "refusal_rate",
@@ -254,6 +255,13 @@ def _one(metric: Any, *labels: str) -> Any:
     if series is None:
         series = _series[key] = metric.labels(*labels)
     return series
+
+
+def kind_of_path(path: str) -> str:
+    """The kind (:data:`KINDS`) of a WebSocket to ``path``, for a handshake refused before its
+    consumer knew."""
+    endpoint = path.lstrip("/").partition("/")[0]
+    return {"introduction": "control", "connection": "pipe"}.get(endpoint, "invalid")
 
 
 def handshake(kind: str, outcome: str) -> None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ROOT, SERVERS, LiveRelay, http_get, start_relay, stop_relay
 from tests.test_workers import (  # noqa: F401 (make_cluster: a fixture)
@@ -51,6 +52,7 @@ def relay(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[LiveRela
         RELAY_METRICS_TOKEN=TOKEN,
         RELAY_MAX_CONNECTIONS_PER_ADDRESS=str(MAX_SOCKETS),
         RELAY_ANALYTICS_FLUSH_SECONDS="3600",
+        RELAY_ALLOWED_ORIGINS="https://game.example",
     )
     yield live
     stop_relay(live)
@@ -175,6 +177,10 @@ async def test_refusals_and_limit_hits_are_counted_by_code_and_limit(relay):
     held = [await control(relay, f"held-{n}") for n in range(MAX_SOCKETS)]
     one_more = await control(relay, "one-more")
     assert await close_code(one_more) == 4429
+    # A browser page of an origin RELAY_ALLOWED_ORIGINS does not name: 403, before any consumer.
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"{relay.ws_url}/introduction/elsewhere", origin="https://other.example")
+    assert refused.value.response.status_code == 403
     # A client's own close code outside the known ones: counted, as "other".
     await held[0].close(code=3999)
     for socket in held[1:]:
@@ -186,7 +192,8 @@ async def test_refusals_and_limit_hits_are_counted_by_code_and_limit(relay):
     assert moved(before, after, "relay_limit_hits_total", limit="max_control_frame_bytes") == 1
     assert closes(before, after, "control", "4413", "relay") == 1
     assert hits(before, after, "max_connections_per_address") == 1
-    assert moved(before, after, "relay_handshakes_total", kind="control", outcome="refused") == 1
+    assert hits(before, after, "allowed_origins") == 1
+    assert moved(before, after, "relay_handshakes_total", kind="control", outcome="refused") == 2
     assert closes(before, after, "control", "4429", "relay") == 1
     assert closes(before, after, "control", "other", "client") == 1
     assert not any(("code", "3999") in labels for _, labels in after)  # no label per client code

@@ -25,6 +25,7 @@ from urllib.parse import ParseResult, urlparse
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.http.request import split_domain_port
 
+from lobbies import metrics
 from lobbies.conf import relay_settings
 
 
@@ -47,6 +48,9 @@ class BrowserOriginValidator(OriginValidator):
             parsed = None
         if self.valid_origin(parsed):
             return self.application(scope, receive, send)
+        # Refused before any consumer (an HTTP 403, no close code): counted here.
+        metrics.limit_hit("allowed_origins")
+        metrics.handshake(metrics.kind_of_path(scope["path"]), "refused")
         return WebsocketDenier()(scope, receive, send)
 
 
